@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""A small real stand-in for virt-v2v used by the process tests.
+
+Run as ``fake_virt_v2v.py --scenario FILE <virt-v2v arguments>`` (tests put
+that line in a generated executable).  The scenario (JSON) says:
+
+* ``log``: a captured verbose log to replay on stdout (``-v -x`` output),
+  at a pace: ``duration`` seconds in all, in ``chunks`` pieces;
+* ``mr``: the matching machine-readable log; each line is written to the
+  ``--machine-readable=file:`` path when its message shows up in the replay;
+* ``exit_code``: status at the end; ``cpu_burn``: seconds of busy loop
+  before exiting (for CPU throttling tests); ``hold``: seconds to sleep;
+* ``record``: a path where argv, environment, and the contents of the
+  files named by -ip/-op/--key are written as JSON (for leak tests).
+
+On SIGTERM it behaves like virt-v2v 2.2: prints "virt-v2v: Exiting on
+signal SIGTERM" and exits 1.
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def on_term(signum, _frame):
+    sys.stdout.write("virt-v2v: Exiting on signal %s\n" % signal.Signals(signum).name)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def record(path, argv):
+    files = {}
+    for i, a in enumerate(argv):
+        target = None
+        if a in ("-ip", "-op") and i + 1 < len(argv):
+            target = argv[i + 1]
+        elif a == "--key" and i + 1 < len(argv) and ":file:" in argv[i + 1]:
+            target = argv[i + 1].split(":file:", 1)[1]
+        if target:
+            try:
+                st = os.stat(target)
+                with open(target) as f:
+                    files[target] = {"content": f.read(), "mode": st.st_mode & 0o777,
+                                     "uid": st.st_uid}
+            except OSError as e:
+                files[target] = {"error": str(e)}
+    with open(path, "w") as f:
+        json.dump({"argv": argv, "env": dict(os.environ), "files": files, "pid": os.getpid(),
+                   "uid": os.getuid()}, f)
+
+
+def main():
+    args = sys.argv[1:]
+    scenario = {}
+    if args[:1] == ["--scenario"]:
+        with open(args[1]) as f:
+            scenario = json.load(f)
+        args = args[2:]
+    if args == ["--machine-readable"]:
+        with open(scenario.get("capabilities", os.path.join(HERE, "data", "virt-v2v--machine-readable.txt"))) as f:
+            sys.stdout.write(f.read())
+        return 0
+    signal.signal(signal.SIGTERM, on_term)
+    if scenario.get("record"):
+        record(scenario["record"], args)
+    mr_path = next((a.split("=file:", 1)[1] for a in args if a.startswith("--machine-readable=file:")), None)
+    mr_lines = []
+    if scenario.get("mr"):
+        with open(scenario["mr"], "rb") as f:
+            mr_lines = f.read().splitlines(keepends=True)
+    mr = open(mr_path, "wb", buffering=0) if mr_path else None
+    data = b""
+    if scenario.get("log"):
+        with open(scenario["log"], "rb") as f:
+            data = f.read()
+    chunks = max(1, int(scenario.get("chunks", 50)))
+    pause = float(scenario.get("duration", 1.0)) / chunks
+    size = max(1, -(-len(data) // chunks))
+    out = sys.stdout.buffer
+    for i in range(0, len(data), size):
+        piece = data[i:i + size]
+        out.write(piece)
+        out.flush()
+        while mr_lines and mr:
+            try:
+                message = json.loads(mr_lines[0])["message"].split("\n")[0].encode()
+            except (ValueError, KeyError):
+                message = b""
+            if message and message not in data[:i + size]:
+                break
+            mr.write(mr_lines.pop(0))
+        time.sleep(pause)
+    if mr:
+        for line in mr_lines:
+            mr.write(line)
+        mr.close()
+    deadline = time.monotonic() + float(scenario.get("cpu_burn", 0))
+    while time.monotonic() < deadline:
+        pass
+    time.sleep(float(scenario.get("hold", 0)))
+    return int(scenario.get("exit_code", 0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

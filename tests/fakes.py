@@ -1,0 +1,51 @@
+"""Shared fakes for the unit and process tests."""
+import json
+import os
+import stat
+import sys
+
+from wrapper.errors import CommandError
+from wrapper.runner import Result
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "data")
+FAKE_V2V = os.path.join(HERE, "fake_virt_v2v.py")
+
+
+def data(name):
+    return os.path.join(DATA, name)
+
+
+def make_fake_v2v(directory, **scenario):
+    """Write a scenario and an executable that runs the fake with it."""
+    scenario_path = os.path.join(directory, "scenario.json")
+    with open(scenario_path, "w") as f:
+        json.dump(scenario, f)
+    exe = os.path.join(directory, "virt-v2v")
+    with open(exe, "w") as f:
+        f.write("#!/bin/sh\nexec %s %s --scenario %s \"$@\"\n" % (sys.executable, FAKE_V2V, scenario_path))
+    os.chmod(exe, os.stat(exe).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return exe
+
+
+class RecordingRunner:
+    """A command runner that records argv and answers from a table."""
+
+    def __init__(self, answers=None):
+        self.calls = []
+        self.answers = answers or {}
+
+    def __call__(self, argv, *, input=None, env=None, timeout=None, check=True):
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        answer = None
+        for key, value in self.answers.items():
+            if tuple(argv[:len(key)]) == tuple(key):
+                answer = value
+                break
+        if callable(answer):
+            answer = answer(argv)
+        rc, out, err = answer if answer is not None else (0, "", "")
+        if check and rc != 0:
+            raise CommandError(argv, rc, out, err)
+        return Result(tuple(argv), rc, out, err)

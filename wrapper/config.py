@@ -1,0 +1,315 @@
+"""The job: parse and validate the JSON object from stdin into a frozen Config
+(SPEC §3).  Types are checked, never coerced.  Problems are collected so
+``--validate`` can report them all; :func:`parse_job` raises the first.
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+from urllib.parse import urlsplit
+
+from wrapper import isodomain, limits, luks
+from wrapper.errors import JobError
+from wrapper.secrets import Secret
+
+VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
+KNOWN_KEYS = frozenset((
+    "vm_name", "transport_method", "vmware_uri", "vmware_password", "vmware_fingerprint",
+    "ssh_key", "rhv_url", "rhv_password", "rhv_cluster", "rhv_storage", "rhv_cafile",
+    "insecure_connection", "export_domain", "output_dir", "output_format", "allocation",
+    "network_mappings", "source_disks", "virtio_win", "install_drivers", "throttling",
+    "luks_keys_vault", "daemonize",
+))
+_FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){15,63}$")
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class VddkSource:
+    uri: str
+    password: Secret
+    fingerprint: str
+    name = "vddk"
+
+
+@dataclass(frozen=True)
+class SshSource:
+    key: Optional[Secret]
+    name = "ssh"
+
+
+@dataclass(frozen=True)
+class RhvUploadTarget:
+    url: str
+    password: Secret
+    cluster: str
+    storage: str
+    cafile: Optional[str]
+    insecure: bool
+    name = "rhv-upload"
+    ovirt = True
+
+
+@dataclass(frozen=True)
+class ExportDomainTarget:
+    path: str
+    name = "export-domain"
+    ovirt = True
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    path: str
+    name = "local"
+    ovirt = False
+
+
+@dataclass(frozen=True)
+class NetworkMapping:
+    source: str
+    destination: str
+    mac_address: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Config:
+    vm_name: str
+    source: object
+    target: object
+    output_format: str = "raw"
+    allocation: Optional[str] = None
+    network_mappings: tuple = ()
+    source_disks: tuple = ()
+    virtio_win: Optional[str] = None
+    install_drivers: bool = False
+    throttling: dict = field(default_factory=dict)
+    luks_keys: tuple = ()
+    daemonize: bool = True
+    ignored_keys: tuple = ()
+    notes: tuple = ()          # things worth a line in the wrapper log
+
+
+class _Reader:
+    """Typed access to the job dict that records problems instead of raising."""
+
+    def __init__(self, job):
+        self.job = job
+        self.problems = []
+
+    def problem(self, key, message):
+        self.problems.append(JobError(key, message))
+
+    def get(self, key, types, type_name, required=True, default=None):
+        if key not in self.job or (self.job[key] is None and not required):
+            if required:
+                self.problem(key, "is required")
+            return default
+        value = self.job[key]
+        # bool is an int in Python: never let True pass as a number or vice versa
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            self.problem(key, "must be %s, not %s" % (type_name, _json_type(value)))
+            return default
+        return value
+
+    def string(self, key, required=True, default=None, nonempty=True):
+        value = self.get(key, (str,), "a string", required, default)
+        if isinstance(value, str) and nonempty and not value.strip() and key in self.job:
+            self.problem(key, "must not be empty")
+            return default
+        return value
+
+    def boolean(self, key, default):
+        return self.get(key, (bool,), "true or false", False, default)
+
+    def choice(self, key, choices, default=None):
+        value = self.string(key, required=False, default=default)
+        if value is not None and value not in choices:
+            self.problem(key, "must be one of %s, not %r" % (", ".join(choices), value))
+            return default
+        return value
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _source(r):
+    transport = r.choice("transport_method", ("vddk", "ssh"))
+    if "transport_method" not in r.job:
+        r.problem("transport_method", "is required (vddk or ssh)")
+    vm_name = r.job.get("vm_name")
+    if transport == "vddk":
+        uri = r.string("vmware_uri")
+        password = r.string("vmware_password", nonempty=False)
+        fingerprint = r.string("vmware_fingerprint")
+        if fingerprint and not _FINGERPRINT.match(fingerprint):
+            r.problem("vmware_fingerprint", "must be colon-separated hex pairs (the SSL thumbprint)")
+        if uri and not urlsplit(uri).scheme:
+            r.problem("vmware_uri", "must be a libvirt URI such as esx://root@host?no_verify=1")
+        return VddkSource(uri, Secret(password or ""), fingerprint)
+    if transport == "ssh":
+        key = r.string("ssh_key", required=False)
+        if isinstance(vm_name, str):
+            parts = urlsplit(vm_name)
+            if parts.scheme != "ssh" or not parts.hostname or not parts.path:
+                r.problem("vm_name", "must be an ssh:// URI of the .vmx file with the ssh transport")
+            else:
+                try:
+                    parts.port
+                except ValueError:
+                    r.problem("vm_name", "has an invalid port")
+        return SshSource(Secret(key) if key else None)
+    return None
+
+
+def _target(r, settings):
+    job = r.job
+    if "rhv_url" in job:
+        url = r.string("rhv_url")
+        if url and urlsplit(url).scheme not in ("https", "http"):
+            r.problem("rhv_url", "must be the https:// URL of the oVirt API")
+        password = r.string("rhv_password", nonempty=False)
+        cluster = r.string("rhv_cluster")
+        storage = r.string("rhv_storage")
+        insecure = r.boolean("insecure_connection", False)
+        cafile = r.string("rhv_cafile", required=False)
+        if not insecure:
+            cafile = cafile or settings.vdsm_ca
+            if not os.path.isfile(cafile):
+                key = "rhv_cafile"
+                r.problem(key, "CA certificate %s does not exist (set rhv_cafile or "
+                               "insecure_connection)" % cafile)
+        return RhvUploadTarget(url, Secret(password or ""), cluster, storage, cafile, insecure)
+    if "export_domain" in job:
+        path = r.string("export_domain")
+        if path and not (os.path.isdir(path) or re.match(r"^[^:/]+:/", path)):
+            r.problem("export_domain", "must be an NFS share <host>:/<path> or an existing directory")
+        return ExportDomainTarget(path)
+    if "output_dir" in job:
+        path = r.string("output_dir")
+        if path and not os.path.isdir(path):
+            r.problem("output_dir", "%s does not exist or is not a directory" % path)
+        return LocalTarget(os.path.abspath(path) if path else path)
+    r.problem(None, "no output target: give rhv_url (oVirt API upload), export_domain or output_dir")
+    return None
+
+
+def _mappings(r):
+    value = r.get("network_mappings", (list,), "an array", False, [])
+    mappings = []
+    for i, entry in enumerate(value or []):
+        where = "network_mappings[%d]" % i
+        if not isinstance(entry, dict):
+            r.problem(where, "must be an object with source and destination")
+            continue
+        src, dst, mac = entry.get("source"), entry.get("destination"), entry.get("mac_address")
+        if not isinstance(src, str) or not src or not isinstance(dst, str) or not dst:
+            r.problem(where, "needs string keys source and destination")
+            continue
+        if mac is not None and not (isinstance(mac, str) and _MAC.match(mac)):
+            r.problem(where, "mac_address must look like 00:11:22:33:44:55")
+            continue
+        mappings.append(NetworkMapping(src, dst, mac))
+    return tuple(mappings)
+
+
+def _string_list(r, key):
+    value = r.get(key, (list,), "an array of strings", False, [])
+    if any(not isinstance(v, str) for v in value or []):
+        r.problem(key, "must be an array of strings")
+        return ()
+    return tuple(value or ())
+
+
+def _drivers(r, settings, notes):
+    virtio_win = r.string("virtio_win", required=False)
+    install = r.boolean("install_drivers", False)
+    if virtio_win:
+        if os.sep in virtio_win:
+            path = virtio_win
+            if not os.path.isfile(path):
+                r.problem("virtio_win", "%s does not exist" % path)
+        else:
+            path = isodomain.find_iso(settings.iso_domain_root, virtio_win)
+            if not path:
+                r.problem("virtio_win", "%s was not found in an ISO domain under %s"
+                          % (virtio_win, settings.iso_domain_root))
+        return path, True
+    if install:
+        path = isodomain.find_iso(settings.iso_domain_root)
+        if path:
+            notes.append("drivers ISO chosen from the ISO domain: %s" % path)
+        else:
+            notes.append("install_drivers: no drivers ISO found under %s; converting without "
+                         "drivers" % settings.iso_domain_root)
+        return path, install
+    return None, False
+
+
+def _throttling(r):
+    value = r.get("throttling", (dict,), "an object", False, {})
+    changes, problems = limits.parse_limits(value or {})
+    for key, message in problems:
+        r.problem("throttling.%s" % key if key else "throttling", message)
+    return changes
+
+
+def _luks(r, settings, vm_name, uid):
+    explicit = r.string("luks_keys_vault", required=False)
+    path = explicit or luks.default_vault(settings.environ)
+    if not explicit and not os.path.exists(path):
+        return ()
+    if not isinstance(vm_name, str):
+        return ()
+    try:
+        return luks.read_vault(path, vm_name, uid)
+    except JobError as e:
+        r.problems.append(e)
+        return ()
+
+
+def collect(job, settings, uid=None):
+    """Return ``(config_or_None, problems)`` for a decoded job."""
+    if not isinstance(job, dict):
+        return None, [JobError(None, "the job must be a JSON object, not %s" % _json_type(job))]
+    r = _Reader(job)
+    notes = []
+    vm_name = r.string("vm_name")
+    source = _source(r)
+    target = _target(r, settings)
+    output_format = r.choice("output_format", ("raw", "qcow2"), "raw")
+    allocation = r.choice("allocation", ("preallocated", "sparse"))
+    mappings = _mappings(r)
+    source_disks = _string_list(r, "source_disks")
+    virtio_win, install = _drivers(r, settings, notes)
+    throttling = _throttling(r)
+    luks_keys = _luks(r, settings, vm_name, os.geteuid() if uid is None else uid)
+    daemonize = r.boolean("daemonize", True)
+    ignored = tuple(sorted(k for k in job if k not in KNOWN_KEYS))
+    if r.problems:
+        return None, r.problems
+    return Config(vm_name=vm_name, source=source, target=target, output_format=output_format,
+                  allocation=allocation, network_mappings=mappings, source_disks=source_disks,
+                  virtio_win=virtio_win, install_drivers=install, throttling=throttling,
+                  luks_keys=luks_keys, daemonize=daemonize, ignored_keys=ignored,
+                  notes=tuple(notes)), []
+
+
+def parse_job(job, settings, uid=None):
+    """Return a Config or raise the first problem as a JobError."""
+    config, problems = collect(job, settings, uid)
+    if problems:
+        raise problems[0]
+    return config

@@ -1,0 +1,138 @@
+"""The monitoring loop: a list of named steps with time as a parameter.
+
+Each step: read what virt-v2v wrote since the last step (never rereading),
+fold the events into the state, pick up the throttling file, act on a
+recorded signal, poll the process, and write the state file if it changed.
+Signal handlers only record the signal (:class:`SignalFlag`); the loop acts.
+"""
+import logging
+import os
+import signal
+import time
+
+from wrapper import progress
+from wrapper.state import apply
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 4 << 20
+MAX_READ_PER_STEP = 64 << 20     # keep steps short even when a log races ahead
+
+
+class LogTail:
+    """Reads a growing file from where the last read stopped."""
+
+    def __init__(self, path):
+        self.path = path
+        self._f = None
+
+    def read(self, limit=MAX_READ_PER_STEP):
+        if self._f is None:
+            try:
+                self._f = open(self.path, "rb")
+            except FileNotFoundError:
+                return b""
+        chunks, total = [], 0
+        while total < limit:
+            data = self._f.read(min(READ_CHUNK, limit - total))
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
+        return b"".join(chunks)
+
+    def close(self):
+        if self._f:
+            self._f.close()
+            self._f = None
+
+
+class SignalFlag:
+    """Records SIGTERM/SIGINT for the loop; the handler does nothing else."""
+
+    def __init__(self):
+        self.received = None
+
+    def __call__(self, signum, _frame):
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def install(self, signals=(signal.SIGTERM, signal.SIGINT)):
+        for s in signals:
+            signal.signal(s, self)
+        return self
+
+
+class Monitor:
+    def __init__(self, process, state, state_file, v2v_log, mr_log, throttler=None,
+                 signals=None, clock=time.monotonic, sleep=time.sleep, interval=0.25,
+                 grace=30.0):
+        self.process = process
+        self.state = state
+        self.state_file = state_file
+        self.v2v_tail = LogTail(v2v_log)
+        self.mr_tail = LogTail(mr_log)
+        self.log_parser = progress.LogParser()
+        self.mr_parser = progress.MachineReadableParser()
+        self.throttler = throttler
+        self.signals = signals or SignalFlag()
+        self.clock = clock
+        self.sleep = sleep
+        self.interval = interval
+        self.grace = grace
+        self.stopping_since = None
+        self.killed = False
+        self.steps = (self.read_logs, self.throttle, self.handle_signals)
+
+    # -- steps -------------------------------------------------------------
+    def read_logs(self, final=False):
+        events = self.log_parser.feed(self.v2v_tail.read())
+        events += self.mr_parser.feed(self.mr_tail.read())
+        if final:
+            while True:
+                more = self.v2v_tail.read()
+                if not more:
+                    break
+                events += self.log_parser.feed(more)
+            events += self.log_parser.flush()
+            events += self.mr_parser.feed(self.mr_tail.read() + b"\n")
+        for event in events:
+            if isinstance(event, progress.V2vMessage) and event.type in ("warning", "error"):
+                log.info("virt-v2v %s: %s", event.type, event.text.splitlines()[0] if event.text else "")
+            apply(self.state, event)
+
+    def throttle(self):
+        if self.throttler is not None:
+            self.throttler.step()
+
+    def handle_signals(self):
+        if self.signals.received and self.stopping_since is None:
+            log.warning("received %s: stopping virt-v2v (pid %s)", self.signals.received,
+                        self.process.pid)
+            self.stopping_since = self.clock()
+            self.process.terminate()
+        elif (self.stopping_since is not None and not self.killed
+              and self.clock() - self.stopping_since > self.grace):
+            log.warning("virt-v2v still running %.0fs after SIGTERM: killing it", self.grace)
+            self.killed = True
+            self.process.kill()
+
+    # -- the loop ------------------------------------------------------------
+    def step(self):
+        rc = self.process.poll()
+        for run_step in self.steps:
+            run_step()
+        self.state_file.write(self.state)
+        return rc
+
+    def run(self):
+        """Loop until virt-v2v has ended; return its exit status."""
+        while True:
+            rc = self.step()
+            if rc is not None:
+                break
+            self.sleep(self.interval)
+        self.read_logs(final=True)
+        self.v2v_tail.close()
+        self.mr_tail.close()
+        return rc

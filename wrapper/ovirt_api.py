@@ -1,0 +1,413 @@
+"""The wrapper's own conversations with the oVirt engine (``rhv_url`` jobs).
+
+Two operations, both through the official SDK (``ovirt-engine-sdk-python``,
+module ``ovirtsdk4``), which is an optional extra imported only here and only
+when needed:
+
+* :func:`allocation_for_storage_domain`: ``preallocated`` for block-like
+  storage domains, ``sparse`` otherwise (SPEC §3.3);
+* :func:`remove_created_disks`: after a failed or cancelled upload, cancel the
+  image transfers of the disks this conversion created and remove those disks,
+  bounded in time, reporting problems instead of raising (SPEC §8).
+
+Secrets: the password is a :class:`wrapper.secrets.Secret`, revealed only
+when handed to the SDK.  The SDK is never given ``debug=True`` nor a ``log``:
+in debug mode it copies every byte sent and received to the log (4.6.3,
+``Connection._curl_debug``), unmasked -- the SSO request body carries the
+password and every API request carries ``Authorization: Bearer <token>``.
+Without ``debug`` it logs nothing, so there is nothing to mask.
+"""
+import dataclasses
+import logging
+import math
+import os
+import re
+import threading
+import time
+from typing import Callable, Iterable, List, Optional
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from wrapper.errors import JobError, WrapperError
+from wrapper.secrets import MASK, Secret
+
+log = logging.getLogger(__name__)
+
+SDK_MISSING = "the oVirt SDK (ovirt-engine-sdk-python) is needed for rhv_url jobs"
+
+# What virt-v2v (rhv-upload) uses when the URL names no user: see
+# virt-v2v-output-rhv(1), "-oc": "If the username is not specified then
+# virt-v2v defaults to using admin@internal".
+DEFAULT_USERNAME = "admin@internal"
+# SPEC §3.2: the VDSM CA, present on every oVirt host.
+DEFAULT_CAFILE = "/etc/pki/vdsm/certs/cacert.pem"
+
+# SPEC §3.3: FCP, iSCSI, Cinder, GlusterFS, POSIX -> preallocated.  Values of
+# ovirtsdk4.types.StorageType.
+BLOCK_STORAGE_TYPES = frozenset({"fcp", "iscsi", "cinder", "glusterfs", "posixfs"})
+
+# Image transfer phases (ovirtsdk4.types.ImageTransferPhase) in which a
+# transfer no longer holds its disk, or is already being torn down by the
+# engine: cancelling those is pointless and the engine refuses it.
+_SETTLED_PHASES = frozenset({
+    "cancelled", "cancelled_system", "cancelled_user",
+    "finalizing_cleanup", "finalizing_failure", "finalizing_success",
+    "finished_cleanup", "finished_failure", "finished_success",
+})
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                      r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+# libcurl error codes (CURLE_*) that mean "the engine's certificate could not
+# be verified with the CA we were given" (60 PEER_FAILED_VERIFICATION, 58
+# SSL_CERTPROBLEM, 77 SSL_CACERT_BADFILE, 83 SSL_ISSUER_ERROR, 51 was 60's
+# number before curl 7.62) and "TLS handshake failed" (35 SSL_CONNECT_ERROR).
+_CURL_CA_ERRORS = frozenset({51, 58, 60, 77, 83})
+_CURL_TLS_ERRORS = frozenset({35})
+_CURL_MSG_RE = re.compile(r"\((\d+), ['\"](.*)['\"]\)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineAccess:
+    """Where and how to reach the engine, with the same TLS settings as the
+    ones given to virt-v2v (``-oo rhv-cafile``, ``-oo rhv-verifypeer``).
+
+    ``url`` is the API URL without user information.
+    """
+
+    url: str
+    username: str
+    password: Secret
+    cafile: Optional[str] = DEFAULT_CAFILE
+    insecure: bool = False
+
+
+def access_from_url(rhv_url, password, cafile=None, insecure=False):
+    """Build an :class:`EngineAccess` from the job's ``rhv_url``.
+
+    The user name comes from the URL's user information, as virt-v2v does
+    (``https://admin@internal@engine/ovirt-engine/api``; the last ``@``
+    separates it from the host), defaulting to ``admin@internal``.  A
+    password in the URL is ignored (``rhv_password`` is the password) and
+    dropped from the API URL.  ``cafile`` None means the VDSM CA.
+    """
+    if not isinstance(rhv_url, str):
+        raise JobError("rhv_url", "must be a string")
+    parts = urlsplit(rhv_url.strip())
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    if parts.scheme not in ("https", "http") or not hostport:
+        raise JobError("rhv_url", "must be the engine's API URL, such as "
+                       "https://engine.example.com/ovirt-engine/api")
+    user, _, url_password = userinfo.partition(":")
+    if url_password:
+        log.warning("rhv_url carries a password; it is ignored (rhv_password is used)")
+    username = unquote(user) or DEFAULT_USERNAME
+    url = urlunsplit((parts.scheme, hostport, parts.path.rstrip("/"), parts.query, ""))
+    return EngineAccess(url=url, username=username, password=Secret(password),
+                        cafile=DEFAULT_CAFILE if cafile is None else cafile,
+                        insecure=bool(insecure))
+
+
+def _sdk():
+    """Import the SDK lazily: it is only needed for ``rhv_url`` jobs."""
+    try:
+        import ovirtsdk4
+        import ovirtsdk4.types  # noqa: F401  (the enums used below)
+    except ImportError:
+        raise WrapperError(SDK_MISSING) from None
+    return ovirtsdk4
+
+
+def _scrub(text, access):
+    """One line, no secret: the message of an SDK or curl error."""
+    text = " ".join(str(text).split())
+    secret = access.password.reveal()
+    if secret:
+        text = text.replace(secret, MASK)
+    return text.rstrip(" .")
+
+
+def _curl_reason(exc):
+    """(curl error code, curl message) behind an SDK error, or (None, text).
+
+    The SDK re-raises ``pycurl.error`` as its own ``Error`` whose message is
+    ``Error while sending HTTP request: (7, '...')``; the original is the
+    exception's context.
+    """
+    ctx = exc.__context__
+    args = getattr(ctx, "args", None)
+    if (type(ctx).__name__ == "error" and args and len(args) == 2 and
+            isinstance(args[0], int)):
+        return args[0], str(args[1])
+    m = _CURL_MSG_RE.search(str(exc))
+    if m:
+        return int(m.group(1)), m.group(2)
+    return None, str(exc)
+
+
+def _explain(sdk, access, exc, during_login):
+    """Turn an SDK exception into a one-sentence WrapperError/JobError."""
+    where = "the oVirt engine at %s" % access.url
+    if during_login and isinstance(exc, sdk.AuthError):
+        # "Error during SSO authentication access_denied : Cannot authenticate
+        # user 'admin@internal': The username or password is incorrect.."
+        detail = str(exc).split(" : ", 1)[-1]
+        return JobError("rhv_password", "%s refused the login of %s: %s" % (
+            where, access.username, _scrub(detail, access)))
+    if isinstance(exc, sdk.TimeoutError):
+        return JobError("rhv_url", "%s did not answer in time" % where)
+    code, reason = _curl_reason(exc)
+    reason = _scrub(reason, access)
+    if isinstance(exc, sdk.ConnectionError):
+        return JobError("rhv_url", "cannot connect to %s: %s" % (where, reason))
+    if code in _CURL_CA_ERRORS:
+        return JobError("rhv_cafile", "the TLS certificate of %s cannot be verified "
+                        "with the CA file %s: %s" % (where, access.cafile, reason))
+    if code in _CURL_TLS_ERRORS:
+        return JobError("rhv_url", "TLS connection to %s failed: %s" % (where, reason))
+    if during_login:
+        return JobError("rhv_url", "cannot log in to %s: %s" % (where, reason))
+    return WrapperError("request to %s failed: %s" % (where, reason))
+
+
+def _bounded(fn, timeout, what):
+    """Run ``fn()`` but give up after ``timeout`` seconds.
+
+    ovirtsdk4 4.6.3 sets no curl timeout on its SSO requests (login and
+    logout, ``Connection._get_sso_response``), so an engine that accepts the
+    connection and never answers would block forever.  The call runs in a
+    daemon thread; on timeout that thread is abandoned (it holds only its
+    socket, gone when the process exits).
+    """
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="ovirt-" + what, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(what)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def connect(access, *, timeout=60.0):
+    """Log in to the engine; return an ``ovirtsdk4.Connection``.
+
+    TLS as given to virt-v2v: the CA file verifies the engine unless
+    ``insecure`` (then neither peer nor host name is checked, like
+    ``-oo rhv-verifypeer=false``).  ``timeout`` bounds the login and each
+    later request.  Errors are a :class:`JobError` naming the job key to fix
+    (rhv_password, rhv_url, rhv_cafile), in one sentence without secrets.
+    """
+    sdk = _sdk()
+    if not access.insecure and access.cafile and not os.path.exists(access.cafile):
+        raise JobError("rhv_cafile", "the CA file %s does not exist" % access.cafile)
+    kwargs = dict(
+        url=access.url,
+        username=access.username,
+        password=access.password.reveal(),
+        insecure=access.insecure,
+        # curl wants whole seconds; 0 would mean "no timeout".
+        timeout=max(1, int(math.ceil(timeout))),
+        # Deliberately no debug=True and no log=: see the module docstring.
+    )
+    if not access.insecure and access.cafile:
+        kwargs["ca_file"] = access.cafile
+    try:
+        conn = sdk.Connection(**kwargs)
+    except sdk.Error as e:
+        raise _explain(sdk, access, e, True) from None
+    try:
+        _bounded(conn.authenticate, timeout, "login")
+    except TimeoutError:
+        raise JobError("rhv_url", "the oVirt engine at %s did not answer the login "
+                       "within %g s" % (access.url, timeout)) from None
+    except sdk.Error as e:
+        _close(conn, logout=False)
+        raise _explain(sdk, access, e, True) from None
+    log.debug("logged in to the oVirt engine at %s as %s", access.url, access.username)
+    return conn
+
+
+def _close(conn, logout=True, timeout=30.0):
+    """Close a connection, revoking its token; never raises."""
+    try:
+        _bounded(lambda: conn.close(logout=logout), timeout, "logout")
+    except Exception as e:  # the work is done; a failed logout only leaves a token to expire
+        log.warning("closing the oVirt engine connection failed: %s", type(e).__name__)
+
+
+def allocation_for_storage_domain(access, name, *, timeout=60.0):
+    """``'preallocated'`` or ``'sparse'`` for the storage domain ``name``.
+
+    Searched like virt-v2v's own precheck (``name=<name>``, case sensitive)
+    and then matched exactly, so a name with search wildcards never picks
+    another domain.  No match or several -> JobError on ``rhv_storage``.
+    """
+    sdk = _sdk()
+    conn = connect(access, timeout=timeout)
+    try:
+        domains = conn.system_service().storage_domains_service().list(
+            search="name=%s" % name, case_sensitive=True)
+    except sdk.Error as e:
+        raise _explain(sdk, access, e, False) from None
+    finally:
+        _close(conn)
+    matches = [sd for sd in domains if sd.name == name]
+    if not matches:
+        raise JobError("rhv_storage", "no storage domain named %r on the oVirt engine at %s"
+                       % (name, access.url))
+    if len(matches) > 1:
+        raise JobError("rhv_storage", "%d storage domains are named %r on the oVirt engine "
+                       "at %s; cannot tell which one to use" % (len(matches), name, access.url))
+    domain = matches[0]
+    storage = domain.storage
+    stype = storage.type.value if storage is not None and storage.type is not None else None
+    allocation = "preallocated" if stype in BLOCK_STORAGE_TYPES else "sparse"
+    if stype is None:
+        log.warning("the oVirt engine does not tell the storage type of domain %s; "
+                    "using %s allocation", name, allocation)
+    else:
+        log.info("storage domain %s (%s) has storage type %s: %s allocation",
+                 name, domain.id, stype, allocation)
+    return allocation
+
+
+def remove_created_disks(access, disk_ids, *, timeout=300.0, clock=time.monotonic,
+                         sleep=time.sleep, poll=2.0, request_timeout=30.0):
+    """Cancel the image transfers of ``disk_ids`` and remove those disks.
+
+    Only the listed disks (the ones this conversion created) are touched:
+    only transfers whose disk or image id is listed are cancelled.  A disk
+    the engine has already removed (cancelling a transfer removes its disk)
+    counts as removed.  Locked disks are polled every ``poll`` seconds, all
+    disks in turn, until ``timeout`` seconds have passed overall (each disk
+    gets at least one attempt).  Never raises: every problem is logged and
+    returned, so the caller's original error stays the one reported.
+    """
+    problems = []
+
+    def problem(msg, *args):
+        text = msg % args
+        log.error("%s", text)
+        problems.append(text)
+
+    wanted = []
+    for disk_id in disk_ids:
+        disk_id = str(disk_id).strip().lower()
+        if not _UUID_RE.match(disk_id):
+            problem("not removing %r: not a disk id", disk_id)
+        elif disk_id not in wanted:
+            wanted.append(disk_id)
+    if not wanted:
+        return problems
+    deadline = clock() + timeout
+    try:
+        sdk = _sdk()
+        conn = connect(access, timeout=min(request_timeout, max(timeout, 1.0)))
+    except WrapperError as e:
+        problem("cannot remove the disks created on the oVirt engine (%s): %s",
+                ", ".join(wanted), e)
+        return problems
+    try:
+        _cancel_transfers(sdk, access, conn, wanted, problem)
+        _remove_disks(sdk, access, conn, wanted, timeout, deadline, clock, sleep, poll,
+                      problem)
+    except Exception as e:  # a bug or an SDK surprise must not mask the original error
+        problem("removing the disks created on the oVirt engine failed: %s",
+                _scrub("%s: %s" % (type(e).__name__, e), access))
+    finally:
+        _close(conn)
+    return problems
+
+
+def _cancel_transfers(sdk, access, conn, wanted, problem):
+    transfers_service = conn.system_service().image_transfers_service()
+    try:
+        transfers = transfers_service.list()
+    except sdk.Error as e:
+        problem("cannot list the image transfers on the oVirt engine: %s",
+                _explain(sdk, access, e, False))
+        return
+    for transfer in transfers:
+        # Transfers created by disk (virt-v2v 2.x) name the disk; older
+        # clients (virt-v2v 1.x) named the image, with the disk's id.
+        ids = {ref.id.lower() for ref in (transfer.disk, transfer.image)
+               if ref is not None and ref.id}
+        if not ids & set(wanted):
+            continue
+        phase = transfer.phase.value if transfer.phase is not None else "unknown"
+        if phase in _SETTLED_PHASES:
+            log.debug("image transfer %s of disk %s is %s: nothing to cancel",
+                      transfer.id, "/".join(sorted(ids)), phase)
+            continue
+        try:
+            transfers_service.image_transfer_service(transfer.id).cancel()
+            log.info("cancelled image transfer %s (%s) of disk %s",
+                     transfer.id, phase, "/".join(sorted(ids)))
+        except sdk.NotFoundError:
+            log.debug("image transfer %s is already gone", transfer.id)
+        except sdk.Error as e:
+            problem("cannot cancel image transfer %s of disk %s: %s", transfer.id,
+                    "/".join(sorted(ids)), _explain(sdk, access, e, False))
+
+
+def _remove_disks(sdk, access, conn, wanted, timeout, deadline, clock, sleep, poll,
+                  problem):
+    disks_service = conn.system_service().disks_service()
+    pending = {disk_id: "no attempt yet" for disk_id in wanted}
+    while True:
+        for disk_id in list(pending):
+            why = _try_remove(sdk, access, disks_service.disk_service(disk_id), disk_id)
+            if why is None:
+                del pending[disk_id]
+            else:
+                if why != pending[disk_id]:
+                    log.info("disk %s not removed yet: %s", disk_id, why)
+                pending[disk_id] = why
+        if not pending:
+            return
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        sleep(min(poll, remaining))
+    for disk_id, why in pending.items():
+        problem("disk %s created by this conversion was left on the oVirt engine: "
+                "%s (gave up after %g s)", disk_id, why, timeout)
+
+
+def _try_remove(sdk, access, disk_service, disk_id):
+    """One attempt; None when the disk is gone, else why it is still there."""
+    try:
+        disk = disk_service.get()
+    except sdk.NotFoundError:
+        log.info("disk %s is gone", disk_id)
+        return None
+    except sdk.Error as e:
+        return "cannot read it: %s" % _explain(sdk, access, e, False)
+    status = disk.status.value if disk.status is not None else "unknown"
+    if status == "locked":
+        return "it is locked"
+    try:
+        disk_service.remove()
+    except sdk.NotFoundError:
+        log.info("disk %s is gone", disk_id)
+        return None
+    except sdk.Error as e:
+        return "the engine refused to remove it: %s" % _explain(sdk, access, e, False)
+    log.info("removing disk %s (was %s)", disk_id, status)
+    # The engine may delete asynchronously: confirm at once, then poll.
+    try:
+        disk_service.get()
+    except sdk.NotFoundError:
+        log.info("disk %s removed", disk_id)
+        return None
+    except sdk.Error as e:
+        return "cannot read it after removal: %s" % _explain(sdk, access, e, False)
+    return "its removal was requested but it is still there"

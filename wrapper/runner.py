@@ -1,0 +1,48 @@
+"""Running short external commands (systemctl, ssh-agent, tc, ...).
+
+Everything that runs a command takes a ``runner`` with the signature of
+:func:`run`, so tests inject a recording fake instead of patching modules.
+"""
+import logging
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+from wrapper.errors import CommandError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple
+    rc: int
+    out: str
+    err: str
+
+
+def quote(argv):
+    """The argv as shell-pasteable text (callers pass secret-free argv)."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def run(argv, *, input=None, env=None, timeout=60, check=True):
+    """Run ``argv`` to completion and return a :class:`Result`.
+
+    Raises :class:`CommandError` when ``check`` and the exit status is not 0,
+    or when the program cannot be started (rc 127, like a shell).
+    """
+    argv = [str(a) for a in argv]
+    log.debug("running: %s", quote(argv))
+    try:
+        proc = subprocess.run(argv, input=input, env=env, timeout=timeout,
+                              stdin=None if input is not None else subprocess.DEVNULL,
+                              capture_output=True, text=True, close_fds=True)
+    except FileNotFoundError as e:
+        raise CommandError(argv, 127, "", str(e)) from None
+    except subprocess.TimeoutExpired:
+        raise CommandError(argv, 124, "", "timed out after %ss" % timeout) from None
+    res = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+    return res

@@ -1,0 +1,174 @@
+"""The state file (SPEC §5): a State record, ``apply(state, event)`` folding
+parser events into it, and an atomic writer.
+"""
+import copy
+import json
+import logging
+
+from wrapper import progress as ev
+from wrapper.atomicfile import write_atomic
+
+log = logging.getLogger(__name__)
+
+# Stage after which the disk being copied is complete even if the last bar
+# frame (100 %) was never printed.
+_AFTER_COPY_STAGES = ("Creating output metadata", "Finishing off")
+
+
+class State:
+    """What the state file says, plus bookkeeping that is not written out."""
+
+    def __init__(self, source_disks=(), throttling=None, extra=None):
+        self.data = {
+            "disks": [{"path": p, "progress": 0} for p in source_disks],
+            "disk_count": len(source_disks),
+            "throttling": {"cpu": None, "network": None},
+        }
+        if throttling:
+            self.data["throttling"].update(throttling)
+        if extra:
+            self.data.update(extra)
+        self.seeded = bool(source_disks)
+        self.current = None          # 0-based index of the disk being copied
+        self.sizes = {}              # index -> bytes
+        self.disk_ids = []           # disks created on the target (oVirt upload)
+        self.v2v_errors = []         # "virt-v2v: error:" lines of the verbose log
+        self.signal = None           # "Exiting on signal X"
+        self.vm_id_definitive = False
+        self._soft_message = False
+
+    # -- plain accessors -------------------------------------------------
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def set(self, key, value):
+        self.data[key] = value
+
+    def snapshot(self):
+        return copy.deepcopy(self.data)
+
+    def error(self, message):
+        """Record the first real cause of a failure (later ones are logged only)."""
+        if "last_message" not in self.data or self._soft_message:
+            self.data["last_message"] = {"message": message, "type": "error"}
+            self._soft_message = False
+        else:
+            log.info("further error: %s", message)
+
+    def notice(self, message):
+        """Report a problem that does not stop the conversion (e.g. a bad
+        throttling value).  A later real error replaces it."""
+        if "last_message" not in self.data or self._soft_message:
+            self.data["last_message"] = {"message": message, "type": "error"}
+            self._soft_message = True
+
+    # -- disks -------------------------------------------------------------
+    def _slot(self, index):
+        disks = self.data["disks"]
+        while len(disks) <= index:
+            disks.append({"path": "disk %d" % (len(disks) + 1), "progress": 0})
+        return disks[index]
+
+    def place_source(self, index, path):
+        """virt-v2v disk ``index`` reads ``path``: make disks[index] that disk."""
+        name = ev.vmware_path(path)
+        disks = self.data["disks"]
+        found = [i for i, d in enumerate(disks) if d["path"] in (name, path)]
+        if found:
+            j = found[0]
+            if j != index:
+                self._slot(index)
+                disks[j], disks[index] = disks[index], disks[j]
+        elif not self.seeded:
+            self._slot(index)["path"] = name
+        else:
+            log.warning("virt-v2v disk %d (%s) matches none of source_disks", index + 1, name)
+
+    def set_progress(self, index, percent):
+        slot = self._slot(index)
+        percent = round(float(percent), 2)
+        if percent > slot["progress"]:
+            slot["progress"] = int(percent) if percent.is_integer() else percent
+        self._overall()
+
+    def _overall(self):
+        count = max(self.data["disk_count"], len(self.data["disks"]))
+        disks = self.data["disks"][:count] or []
+        if not disks:
+            return
+        if self.sizes and all(i in self.sizes for i in range(len(disks))):
+            total = sum(self.sizes[i] for i in range(len(disks))) or 1
+            value = sum(self.sizes[i] * d["progress"] for i, d in enumerate(disks)) / total
+        else:
+            value = sum(d["progress"] for d in disks) / len(disks)
+        self.data["progress"] = round(value, 2)
+
+
+def apply(state, event):
+    """Fold one parser event into the state.  Returns True if it changed."""
+    before = json.dumps(state.data, sort_keys=True)
+    if isinstance(event, ev.CopyingDisk):
+        if state.current is not None and state.current != event.index:
+            state.set_progress(state.current, 100)
+        state.current = event.index
+        state.data["disk_count"] = event.count
+        state.data["stage"] = "Copying disk %d/%d" % (event.index + 1, event.count)
+        state._slot(event.index)
+        state._overall()
+    elif isinstance(event, ev.DiskProgress):
+        if state.current is not None:
+            state.set_progress(state.current, event.percent)
+    elif isinstance(event, ev.DiskSource):
+        state.place_source(event.index, event.path)
+    elif isinstance(event, ev.DiskSize):
+        state.sizes[event.index] = event.size
+    elif isinstance(event, ev.DiskId):
+        if event.uuid not in state.disk_ids:
+            state.disk_ids.append(event.uuid)
+    elif isinstance(event, ev.VmId):
+        if event.definitive or not state.vm_id_definitive:
+            state.data["vm_id"] = event.uuid
+            state.vm_id_definitive = state.vm_id_definitive or event.definitive
+    elif isinstance(event, ev.V2vMessage):
+        _apply_message(state, event)
+    elif isinstance(event, ev.V2vError):
+        state.v2v_errors.append(event.text)
+    elif isinstance(event, ev.KilledBySignal):
+        state.signal = event.signal
+    return json.dumps(state.data, sort_keys=True) != before
+
+
+def _apply_message(state, event):
+    if event.type == "message":
+        text = event.text.strip()
+        if not text.startswith("Copying disk"):      # the verbose log drives copying
+            state.data["stage"] = text
+        if text.startswith(_AFTER_COPY_STAGES) and state.current is not None:
+            state.set_progress(state.current, 100)
+    elif event.type == "error":
+        state.error(first_paragraph(event.text))
+
+
+def first_paragraph(text, limit=500):
+    para = text.strip().split("\n\n")[0].replace("\n", " ").strip()
+    return para if len(para) <= limit else para[:limit - 1] + "…"
+
+
+class StateFile:
+    """Writes the state atomically, mode 0644, only when it changed."""
+
+    def __init__(self, path, writer=write_atomic):
+        self.path = path
+        self._writer = writer
+        self._last = None
+
+    def write(self, state, force=False):
+        text = json.dumps(state.data if isinstance(state, State) else state)
+        if text == self._last and not force:
+            return False
+        self._writer(self.path, text + "\n", 0o644)
+        self._last = text
+        return True

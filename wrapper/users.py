@@ -1,0 +1,64 @@
+"""Who runs virt-v2v (SPEC §3.4) and who may read our files."""
+import grp
+import os
+import pwd
+
+from wrapper.config import ExportDomainTarget
+from wrapper.errors import JobError
+from wrapper.v2v import RunUser
+
+VDSM_USER = "vdsm"
+VDSM_GROUP = "kvm"
+
+
+def lookup(spec, key="run_as"):
+    """'user[:group]' (names or numbers) -> RunUser."""
+    name, _, group = spec.partition(":")
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, ValueError):
+        raise JobError(key, "no such user %r" % name) from None
+    gid = pw.pw_gid
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise JobError(key, "no such group %r" % group) from None
+    return RunUser(pw.pw_uid, gid, pw.pw_name, pw.pw_dir)
+
+
+def is_ovirt_host():
+    try:
+        pwd.getpwnam(VDSM_USER)
+        return True
+    except KeyError:
+        return False
+
+
+def current():
+    uid = os.geteuid()
+    try:
+        pw = pwd.getpwuid(uid)
+        return RunUser(uid, os.getegid(), pw.pw_name, pw.pw_dir)
+    except KeyError:
+        return RunUser(uid, os.getegid(), str(uid), os.environ.get("HOME", "/"))
+
+
+def resolve_run_as(settings, target, ovirt_host=None):
+    if settings.run_as:
+        return lookup(settings.run_as)
+    if ovirt_host is None:
+        ovirt_host = is_ovirt_host()
+    if ovirt_host and os.geteuid() == 0:
+        if isinstance(target, ExportDomainTarget):
+            return lookup("0:0")       # NFS mounts need root
+        return lookup("%s:%s" % (VDSM_USER, VDSM_GROUP))
+    return current()
+
+
+def sudo_caller(environ):
+    """(uid, gid) of the user who ran us through sudo, or None."""
+    try:
+        return int(environ["SUDO_UID"]), int(environ.get("SUDO_GID", environ["SUDO_UID"]))
+    except (KeyError, ValueError):
+        return None
