@@ -8,6 +8,7 @@ that line in a generated executable).  The scenario (JSON) says:
   at a pace: ``duration`` seconds in all, in ``chunks`` pieces;
 * ``mr``: the matching machine-readable log; each line is written to the
   ``--machine-readable=file:`` path when its message shows up in the replay;
+* ``frame_pause``: seconds between progress-bar frames;
 * ``exit_code``: status at the end; ``cpu_burn``: seconds of busy loop
   before exiting (for CPU throttling tests); ``hold``: seconds to sleep;
 * ``record``: a path where argv, environment, and the contents of the
@@ -80,10 +81,19 @@ def main():
     pause = float(scenario.get("duration", 1.0)) / chunks
     size = max(1, -(-len(data) // chunks))
     out = sys.stdout.buffer
+    frame_pause = float(scenario.get("frame_pause", 0))
     for i in range(0, len(data), size):
         piece = data[i:i + size]
-        out.write(piece)
-        out.flush()
+        if frame_pause and b"% [" in piece:
+            # nbdcopy's bar: one frame at a time, like a real copy
+            for frame in piece.split(b"\r"):
+                out.write(frame + b"\r")
+                out.flush()
+                if b"% [" in frame:
+                    time.sleep(frame_pause)
+        else:
+            out.write(piece)
+            out.flush()
         while mr_lines and mr:
             try:
                 message = json.loads(mr_lines[0])["message"].split("\n")[0].encode()

@@ -19,8 +19,6 @@ from wrapper import ovirt_api
 from wrapper.errors import JobError, WrapperError
 from wrapper.secrets import Secret
 
-pytest_plugins = ["tests.ovirt_standin.fixtures"]
-
 try:
     import ovirtsdk4  # noqa: F401
     HAVE_SDK = True

@@ -24,7 +24,7 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Iterable, List, Optional
+from typing import Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from wrapper.errors import JobError, WrapperError

@@ -95,15 +95,16 @@ class State:
         self._overall()
 
     def _overall(self):
-        count = max(self.data["disk_count"], len(self.data["disks"]))
-        disks = self.data["disks"][:count] or []
-        if not disks:
+        disks = self.data["disks"]
+        count = max(self.data["disk_count"], len(disks))
+        if not count:
             return
-        if self.sizes and all(i in self.sizes for i in range(len(disks))):
-            total = sum(self.sizes[i] for i in range(len(disks))) or 1
-            value = sum(self.sizes[i] * d["progress"] for i, d in enumerate(disks)) / total
+        done = [disks[i]["progress"] if i < len(disks) else 0 for i in range(count)]
+        if all(i in self.sizes for i in range(count)):
+            total = sum(self.sizes[i] for i in range(count)) or 1
+            value = sum(self.sizes[i] * done[i] for i in range(count)) / total
         else:
-            value = sum(d["progress"] for d in disks) / len(disks)
+            value = sum(done) / count
         self.data["progress"] = round(value, 2)
 
 

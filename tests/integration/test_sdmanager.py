@@ -8,7 +8,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-pytest_plugins = ["fx_systemd", "fx_netns"]
 
 
 def cpu_usage_usec(cgdir):

@@ -1,0 +1,246 @@
+"""The fake ESXi fixture works with the real programs: OpenSSH, libssh (nbdkit) and virt-v2v.
+
+The two conversions run virt-v2v 2.2 directly (not through the wrapper), ~1 min each under
+TCG. Set V2VW_KEEP_LOGS=<dir> to keep their -v -x and machine-readable logs.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    from . import fake_esxi as fe
+except ImportError:  # pragma: no cover - depends on how pytest was started
+    import fake_esxi as fe
+
+V2V_TIMEOUT = 900  # ~60 s measured; TCG on a loaded CI machine can be several times slower
+
+
+# ---------------------------------------------------------------- pure helpers (no root)
+
+def test_disk_file_names_follow_vmware_convention():
+    assert fe.disk_file_names("vm", 3) == ["vm.vmdk", "vm_1.vmdk", "vm_2.vmdk"]
+    assert fe.flat_name("vm_1.vmdk") == "vm_1-flat.vmdk"
+
+
+def test_vmdk_descriptor_matches_qemu_img_geometry():
+    text = fe.vmdk_descriptor("d-flat.vmdk", 64 * 1024 * 1024)
+    assert 'RW 131072 FLAT "d-flat.vmdk" 0' in text
+    assert 'ddb.geometry.cylinders = "130"' in text  # what qemu-img writes for 64 MiB
+    with pytest.raises(ValueError):
+        fe.vmdk_descriptor("x", 1000)
+
+
+def test_vmx_text_has_one_scsi_entry_per_disk():
+    text = fe.vmx_text("vm2", ["vm2.vmdk", "vm2_1.vmdk"])
+    assert 'scsi0:0.fileName = "vm2.vmdk"' in text
+    assert 'scsi0:1.fileName = "vm2_1.vmdk"' in text
+    assert 'displayName = "vm2"' in text
+
+
+def test_stale_marked_lines():
+    alive = lambda pid: pid == 1  # noqa: E731
+    line = "[127.0.0.1]:2222 ssh-ed25519 AAAA %s:%d:/base" % (fe.MARKER, 1)
+    assert not fe.is_stale_marked_line(line, pid_alive=alive, isdir=lambda p: True)
+    assert fe.is_stale_marked_line(line, pid_alive=alive, isdir=lambda p: False)
+    dead = line.replace(":1:", ":999999:")
+    assert fe.is_stale_marked_line(dead, pid_alive=alive, isdir=lambda p: True)
+    # somebody else's line is never ours to remove
+    assert not fe.is_stale_marked_line("[127.0.0.1]:2222 ssh-ed25519 AAAA user@host",
+                                       pid_alive=alive, isdir=lambda p: False)
+
+
+def test_known_hosts_edit_keeps_foreign_lines_and_removes_only_ours(tmp_path):
+    kh = tmp_path / "dot-ssh" / "known_hosts"
+    kh.parent.mkdir()
+    foreign = "example.org ssh-ed25519 AAAAforeign\n"
+    stale = "[127.0.0.1]:5 ssh-ed25519 AAAAold %s:999999999:/nonexistent\n" % fe.MARKER
+    kh.write_text(foreign + stale)
+    os.chmod(str(kh), 0o600)
+    ours = fe.known_hosts_line(2222, "ssh-ed25519 AAAAnew comment", os.getpid(), tmp_path)
+    k = fe.KnownHosts(kh)
+    k.add(ours)
+    assert kh.read_text() == foreign + ours + "\n"  # stale line dropped on start
+    assert kh.stat().st_mode & 0o777 == 0o600
+    k.remove(ours)
+    assert kh.read_text() == foreign
+
+
+def test_known_hosts_created_by_us_is_removed_again(tmp_path):
+    kh = tmp_path / "dot-ssh" / "known_hosts"
+    k = fe.KnownHosts(kh)
+    line = fe.known_hosts_line(2222, "ssh-ed25519 AAAA", os.getpid(), tmp_path)
+    k.add(line)
+    assert kh.read_text() == line + "\n"
+    k.remove(line)
+    assert not kh.parent.exists()
+
+
+# ---------------------------------------------------------------- the fixture itself
+
+@pytest.mark.integration
+def test_datastore_layout(fake_esxi, guest_images):
+    ds = fake_esxi.datastore_dir
+    assert fake_esxi.disk_files("testvm2") == ["testvm2.vmdk", "testvm2_1.vmdk"]
+    info = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", str(ds / "testvm2" / "testvm2_1.vmdk")],
+        check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout)
+    assert info["format"] == "vmdk"
+    assert info["virtual-size"] == guest_images.data_disk.stat().st_size
+    assert (ds / "brokenvm" / "brokenvm.vmx").is_file()
+    assert not (ds / "brokenvm" / "brokenvm-flat.vmdk").exists()
+    assert fake_esxi.vm_uri("testvm") == (
+        "ssh://root@127.0.0.1:%d/vmfs/volumes/datastore1/testvm/testvm.vmx" % fake_esxi.port)
+    assert fake_esxi.vddk_style_path("testvm2", "testvm2_1") == \
+        "[datastore1] testvm2/testvm2_1.vmdk"
+
+
+@pytest.mark.integration
+def test_ssh_with_agent_sees_vmfs(fake_esxi, esxi_agent):
+    env = dict(os.environ, **esxi_agent.env)
+    ok = subprocess.run(fake_esxi.ssh_argv("test", "-f", fake_esxi.flat_path("testvm", "testvm")),
+                        env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                        universal_newlines=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    broken = subprocess.run(
+        fake_esxi.ssh_argv("test", "-f", fake_esxi.flat_path("brokenvm", "brokenvm")),
+        env=env, stdin=subprocess.DEVNULL, timeout=60)
+    assert broken.returncode == 1
+
+
+@pytest.mark.integration
+def test_scp_of_vmx_uses_sftp(fake_esxi, esxi_agent, tmp_path):
+    # what virt-v2v 2.2 runs first: scp -T -P PORT root@127.0.0.1:/vmfs/.../vm.vmx local
+    dest = tmp_path / "source.vmx"
+    subprocess.run(["scp", "-T", "-P", str(fake_esxi.port),
+                    "root@127.0.0.1:" + fake_esxi.vm_path("testvm2"), str(dest)],
+                   env=dict(os.environ, **esxi_agent.env), stdin=subprocess.DEVNULL,
+                   check=True, timeout=60)
+    assert 'scsi0:1.fileName = "testvm2_1.vmdk"' in dest.read_text()
+
+
+@pytest.mark.integration
+def test_without_agent_key_login_is_refused(fake_esxi, tmp_path):
+    # proves authentication really goes through the agent: an empty agent fails
+    with _EmptyAgent() as sock:
+        env = dict(os.environ, SSH_AUTH_SOCK=sock)
+        r = subprocess.run(fake_esxi.ssh_argv("true"), env=env, stdin=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert r.returncode == 255
+    assert "Permission denied" in r.stderr
+
+
+class _EmptyAgent:
+    def __enter__(self):
+        self.dir = Path(__import__("tempfile").mkdtemp(prefix="v2vw-agent-", dir="/var/tmp"))
+        self.sock = str(self.dir / "s")
+        self.proc = subprocess.Popen(["ssh-agent", "-D", "-a", self.sock],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            if os.path.exists(self.sock):
+                break
+            time.sleep(0.02)
+        return self.sock
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(str(self.dir), ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_start_stop_leaves_no_trace(guest_images):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    kh = fe.default_known_hosts()
+    before = kh.read_text() if kh.exists() else None
+    images = {"os": guest_images.os_disk, "data": guest_images.data_disk}
+    with fe.FakeEsxi(images) as fx:
+        base, pid = fx.base, fx.proc.pid
+        assert fx.proc.poll() is None
+        assert any(l.startswith("[127.0.0.1]:%d " % fx.port) for l in kh.read_text().splitlines())
+        if fx.vmfs_mode_used == "namespace":
+            assert not os.path.lexists("/vmfs") or os.path.realpath("/vmfs") != str(base / "vmfs")
+    assert not base.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    after = kh.read_text() if kh.exists() else None
+    if before is not None:
+        assert after == before
+    else:
+        assert after is None or fe.MARKER not in after or str(base) not in after
+    assert str(base) not in open("/proc/self/mountinfo").read()
+
+
+# ---------------------------------------------------------------- real virt-v2v runs
+
+def _run_v2v(fake_esxi, esxi_agent, v2v_env, vm, out_dir, log_dir):
+    out_dir.mkdir()
+    mr = log_dir / (vm + ".mr.log")
+    vx = log_dir / (vm + ".vx.log")
+    argv = ["virt-v2v", "-v", "-x", "-i", "vmx", "-it", "ssh", fake_esxi.vm_uri(vm),
+            "-o", "local", "-os", str(out_dir), "--machine-readable=file:%s" % mr]
+    env = dict(v2v_env, **esxi_agent.env)
+    t0 = time.monotonic()
+    with open(str(vx), "wb") as f:
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=f,
+                              stderr=subprocess.STDOUT, timeout=V2V_TIMEOUT)
+    wall = time.monotonic() - t0
+    keep = os.environ.get("V2VW_KEEP_LOGS")
+    if keep:
+        for p in (vx, mr):
+            shutil.copy(str(p), keep)
+    print("virt-v2v %s: rc %d, %.1f s wall" % (vm, proc.returncode, wall))
+    log_text = vx.read_text(errors="replace")
+    assert proc.returncode == 0, log_text[-3000:]
+    records = [json.loads(l) for l in mr.read_text().splitlines()]
+    return wall, log_text, records
+
+
+@pytest.mark.integration
+def test_virt_v2v_converts_testvm_over_ssh(fake_esxi, esxi_agent, v2v_env, tmp_path,
+                                           record_property):
+    wall, log_text, records = _run_v2v(fake_esxi, esxi_agent, v2v_env, "testvm",
+                                       tmp_path / "out", tmp_path)
+    record_property("v2v_wall_s", round(wall, 1))
+    messages = [r["message"] for r in records if r["type"] == "message"]
+    assert "Copying disk 1/1" in messages
+    assert not [r for r in records if r["type"] == "error"]
+    disk = tmp_path / "out" / "testvm-sda"
+    assert disk.stat().st_size == fake_esxi.images["os"].stat().st_size
+    assert "<name>testvm</name>" in (tmp_path / "out" / "testvm.xml").read_text()
+    # the disk really came through libssh (nbdkit ssh plugin) from /vmfs on the fake host
+    assert "path=%s" % fake_esxi.flat_path("testvm", "testvm") in log_text
+
+
+@pytest.mark.integration
+def test_virt_v2v_converts_two_disk_vm(fake_esxi, esxi_agent, v2v_env, tmp_path,
+                                       record_property):
+    wall, log_text, records = _run_v2v(fake_esxi, esxi_agent, v2v_env, "testvm2",
+                                       tmp_path / "out", tmp_path)
+    record_property("v2v_wall_s", round(wall, 1))
+    messages = [r["message"] for r in records if r["type"] == "message"]
+    assert messages.index("Copying disk 1/2") < messages.index("Copying disk 2/2")
+    out = tmp_path / "out"
+    assert (out / "testvm2-sda").stat().st_size == fake_esxi.images["os"].stat().st_size
+    assert (out / "testvm2-sdb").stat().st_size == fake_esxi.images["data"].stat().st_size
+    xml = (out / "testvm2.xml").read_text()
+    assert len(re.findall(r"<disk type=['\"]file['\"] device=['\"]disk['\"]", xml)) == 2
+    for disk in ("testvm2", "testvm2_1"):
+        assert "path=%s" % fake_esxi.flat_path("testvm2", disk) in log_text
+    # the data disk's content arrived (virt-v2v mounts and fstrims it, so no byte compare)
+    assert _ext4_cat(out / "testvm2-sdb", "/hello.txt") == \
+        _ext4_cat(fake_esxi.images["data"], "/hello.txt")
+
+
+def _ext4_cat(image, path, offset=1048576):
+    """Read a file from the ext4 partition at 1 MiB without mounting (e2fsprogs io option)."""
+    return subprocess.run(["debugfs", "-R", "cat %s" % path, "%s?offset=%d" % (image, offset)],
+                          check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          timeout=60).stdout

@@ -1,0 +1,132 @@
+import json
+import os
+import stat
+import threading
+
+from wrapper import progress as p
+from wrapper.atomicfile import write_atomic
+from wrapper.state import State, StateFile, apply, first_paragraph
+
+
+def run(state, events):
+    for e in events:
+        apply(state, e)
+    return state
+
+
+def test_initial_state_is_seeded():
+    s = State(["[ds] a.vmdk", "[ds] b.vmdk"])
+    assert s.data == {"disks": [{"path": "[ds] a.vmdk", "progress": 0}, {"path": "[ds] b.vmdk", "progress": 0}],
+                      "disk_count": 2, "throttling": {"cpu": None, "network": None}}
+    assert "finished" not in s.data and "failed" not in s.data
+
+
+def test_shuffled_source_disks_are_placed_at_virt_v2v_index():
+    s = State(["[ds] vm/vm_1.vmdk", "[ds] vm/vm.vmdk"])
+    run(s, [p.DiskSource(0, "/vmfs/volumes/ds/vm/vm-flat.vmdk"),
+            p.DiskSource(1, "/vmfs/volumes/ds/vm/vm_1-flat.vmdk"),
+            p.CopyingDisk(0, 2), p.DiskProgress(50)])
+    assert s["disks"] == [{"path": "[ds] vm/vm.vmdk", "progress": 50}, {"path": "[ds] vm/vm_1.vmdk", "progress": 0}]
+    run(s, [p.CopyingDisk(1, 2), p.DiskProgress(12.5)])
+    assert s["disks"] == [{"path": "[ds] vm/vm.vmdk", "progress": 100}, {"path": "[ds] vm/vm_1.vmdk", "progress": 12.5}]
+    assert s["disk_count"] == 2 and s["stage"] == "Copying disk 2/2"
+    assert s["progress"] == 56.25
+
+
+def test_disks_built_as_found_without_source_disks():
+    s = run(State(), [p.DiskSource(0, "/vmfs/volumes/ds/vm/vm-flat.vmdk"), p.CopyingDisk(0, 1),
+                      p.DiskProgress(37)])
+    assert s["disks"] == [{"path": "[ds] vm/vm.vmdk", "progress": 37}]
+    assert s["disk_count"] == 1
+
+
+def test_progress_weighted_by_size_and_never_goes_back():
+    s = run(State(), [p.DiskSize(0, 3 << 30), p.DiskSize(1, 1 << 30), p.CopyingDisk(0, 2),
+                      p.DiskProgress(50), p.DiskProgress(25)])
+    assert s["disks"][0]["progress"] == 50
+    assert s["progress"] == 37.5
+
+
+def test_copy_completed_by_stage_after_copy():
+    s = run(State(), [p.CopyingDisk(0, 1), p.DiskProgress(87), p.V2vMessage("message", "Creating output metadata")])
+    assert s["disks"][0]["progress"] == 100 and s["stage"] == "Creating output metadata"
+
+
+def test_first_error_wins_and_notice_is_replaced():
+    s = State()
+    s.notice("cannot set the cpu limit")
+    apply(s, p.V2vMessage("error", "inspection could not detect the source guest.\n\nmore text"))
+    s.error("later")
+    assert s["last_message"] == {"message": "inspection could not detect the source guest.", "type": "error"}
+
+
+def test_vm_id_prefers_virtual_system():
+    s = run(State(), [p.VmId("a" * 8 + "-1111-1111-1111-111111111111", False)])
+    assert s["vm_id"].startswith("aaaaaaaa")
+    run(s, [p.VmId("b" * 8 + "-1111-1111-1111-111111111111", True), p.VmId("c" * 8 + "-1111-1111-1111-111111111111", False)])
+    assert s["vm_id"].startswith("bbbbbbbb")
+
+
+def test_disk_ids_recorded_once_not_in_state_file():
+    s = run(State(), [p.DiskId("x"), p.DiskId("x"), p.DiskId("y")])
+    assert s.disk_ids == ["x", "y"] and "x" not in json.dumps(s.data)
+
+
+def test_first_paragraph_is_bounded():
+    assert first_paragraph("a\nb\n\nc") == "a b"
+    assert len(first_paragraph("x" * 2000)) == 500
+
+
+def test_state_file_atomic_mode_and_only_on_change(tmp_path):
+    path = tmp_path / "s.state"
+    writes = []
+
+    def writer(path_, text, mode):
+        writes.append(text)
+        write_atomic(path_, text, mode)
+    sf = StateFile(str(path), writer)
+    s = State(["a"])
+    assert sf.write(s) and not sf.write(s)
+    s.set("started", True)
+    assert sf.write(s)
+    assert len(writes) == 2
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert json.loads(path.read_text())["started"] is True
+    assert os.listdir(tmp_path) == ["s.state"]
+
+
+def test_reader_never_sees_partial_json(tmp_path):
+    path = str(tmp_path / "s.state")
+    sf = StateFile(path)
+    s = State(["d%d" % i for i in range(200)])
+    sf.write(s)
+    stop = threading.Event()
+    bad = []
+
+    def reader():
+        while not stop.is_set():
+            with open(path) as f:
+                try:
+                    json.load(f)
+                except ValueError as e:
+                    bad.append(e)
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(300):
+        s.set_progress(i % 200, i % 100 + 1)
+        sf.write(s)
+    stop.set()
+    t.join()
+    assert bad == []
+
+
+def test_write_atomic_removes_temp_on_error(tmp_path):
+    class Boom(Exception):
+        pass
+
+    class BadData(bytes):
+        pass
+    import pytest
+    with pytest.raises(TypeError):
+        write_atomic(str(tmp_path / "x"), 12345)
+    assert os.listdir(tmp_path) == []

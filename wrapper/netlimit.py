@@ -1,0 +1,578 @@
+"""Outbound bandwidth limits for one conversion: an HTB class per interface, fed by nftables.
+
+Design (why it looks like this)
+-------------------------------
+HTB can put a packet straight into leaf class ``MAJ:MIN`` when ``skb->priority == MAJ:MIN``;
+no tc filter is needed.  That matters: many kernels (this CI's included) have neither the
+``cgroup`` nor the ``fw`` tc classifier, and cgroup v2 hosts have no ``net_cls`` at all.  So:
+
+* **Classification** is one nftables table per conversion, chain on the ``output`` hook:
+  ``<match> meta priority set 7632:MIN``, where ``<match>`` is
+
+  - cgroup v1 hosts (a ``net_cls`` hierarchy is mounted): ``meta cgroup 0x7632MMMM``; we make
+    our own ``net_cls`` cgroup with that classid and move the conversion's first process into
+    it.  Preferred whenever net_cls is mounted: on hybrid hosts with kernels before 5.15, any
+    use of net_cls classids disables cgroup2 socket matching kernel-wide.
+  - cgroup v2 (no net_cls): ``socket cgroupv2 level N "<path>"`` on the systemd unit's own
+    cgroup (or a cgroup of ours when the process has no dedicated one).  Needs kernel >= 5.13.
+
+  Both are netfilter facilities in every distribution kernel and nftables is the distributions'
+  firewall tool; removal is one ``nft delete table``.  The alternative for v2, an eBPF
+  ``cgroup_skb`` program attached through systemd's ``IPEgressFilterPath=``, would need a
+  hand-assembled program loaded through ``ctypes`` (architecture-specific syscall numbers and
+  struct layouts), a bpffs mount and pinning on the host, and it fixes the class at unit
+  creation; nft needs none of that.  The catch with nft is that a cgroup2 socket stays with
+  the cgroup it was created in and a rule needs an existing cgroup, so the rule must exist
+  after the cgroup does but before the first socket: :meth:`NetLimiter.start` is called while
+  the launcher holds the conversion at a gate, and nothing escapes the limit at the start.
+  Children inherit the cgroup, so every process and socket of the conversion is caught.
+
+* **Shaping**: on every interface that is up, not loopback and not enslaved to a bridge/bond
+  (its master is shaped instead), a root ``htb`` with handle ``7632:`` shared by all wrappers
+  (the handle marks it as ours: a root qdisc with another handle or kind is someone else's
+  configuration and that interface is skipped and named in the log; handle ``0:`` is the
+  kernel's default qdisc, i.e. nothing configured).  Each conversion gets class ``7632:MIN``
+  with ``rate = ceil = limit``.  There is no ``default`` class: unclassified traffic takes
+  HTB's direct queue, which is never shaped and dequeued first, so it is not starved and we
+  need not guess a line rate.  ``tc class change`` applies a new rate at once.  Rates are
+  bytes/s on the wire; TCP payload is about 95.6 % of that at MTU 1500.
+
+* **Concurrency**: the minor number is reserved by a file ``netlimit-MIN.owner`` under
+  ``lock_dir``, created under an ``flock``; every change of the shared root qdisc or of classes
+  happens under the same lock, and the root qdisc is deleted (the kernel restores the default)
+  when the last class under it is gone.  A reservation whose owner process is dead is reclaimed
+  and its leftovers (classes, nft table, cgroup) removed.
+
+Everything runs through the injected ``runner`` (``wrapper.runner.run`` signature), so a test
+can wrap it in ``nsenter --net=...``; cgroup files are found under ``cgroup_root``.  Note that
+nft resolves a ``socket cgroupv2`` path under ``/sys/fs/cgroup`` of its own mount namespace.
+"""
+import collections
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+
+from wrapper.errors import CommandError, ThrottleError
+
+log = logging.getLogger(__name__)
+
+ROOT_MAJOR = 0x7632                 # "v2"
+ROOT_HANDLE = "%x:" % ROOT_MAJOR
+MAX_MINOR = 0xffff
+QUANTUM = 60000                     # bytes; HTB warns when rate/r2q is out of 1000..200000
+DIRECT_QLEN = 1000                  # direct queue length even on txqueuelen-0 devices
+CGROUP_PREFIX = "v2v-wrapper-"
+TABLE_PREFIX = "v2vw_"
+NET_CLS_DIRS = ("net_cls", "net_cls,net_prio", "net_prio,net_cls")
+
+Mechanism = collections.namedtuple("Mechanism", "name available reason path")
+Mechanism.__new__.__defaults__ = (None,)
+Link = collections.namedtuple("Link", "name index up loopback master")
+
+
+# ---- pure: names, argv, rulesets ------------------------------------------------------------
+def classid(minor):
+    return "%x:%x" % (ROOT_MAJOR, minor)
+
+
+def net_cls_classid(minor):
+    return (ROOT_MAJOR << 16) | minor
+
+
+def table_name(tag, minor):
+    return "%s%x_%s" % (TABLE_PREFIX, minor, re.sub(r"[^A-Za-z0-9_]", "_", tag)[:60])
+
+
+def cgroup_name(tag):
+    return CGROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
+
+
+def tc_root_add_argv(dev):
+    return ["tc", "qdisc", "add", "dev", dev, "root", "handle", ROOT_HANDLE, "htb",
+            "direct_qlen", str(DIRECT_QLEN)]
+
+
+def tc_root_del_argv(dev):
+    return ["tc", "qdisc", "del", "dev", dev, "root", "handle", ROOT_HANDLE]
+
+
+def tc_class_argv(verb, dev, minor, rate):
+    """verb 'add' or 'change'; rate in bytes per second (tc's 'bps' means bytes/s)."""
+    return ["tc", "class", verb, "dev", dev, "parent", ROOT_HANDLE, "classid", classid(minor),
+            "htb", "rate", "%dbps" % rate, "ceil", "%dbps" % rate, "quantum", str(QUANTUM)]
+
+
+def tc_class_del_argv(dev, minor):
+    return ["tc", "class", "del", "dev", dev, "classid", classid(minor)]
+
+
+def match_cgroupv2(nft_path, level):
+    return 'socket cgroupv2 level %d "%s"' % (level, nft_path)
+
+
+def match_net_cls(minor):
+    return "meta cgroup 0x%08x" % net_cls_classid(minor)
+
+
+def nft_ruleset(table, match, minor):
+    """Input for ``nft -f -``.  One statement per line: nft 1.0.6 fails to parse
+    ``meta priority set 7632:1;`` inside a one-line block."""
+    return ("table inet %s {\n"
+            "  chain out {\n"
+            "    type filter hook output priority 0; policy accept;\n"
+            "    %s meta priority set %s counter\n"
+            "  }\n"
+            "}\n") % (table, match, classid(minor))
+
+
+def nft_delete_argv(table):
+    return ["nft", "delete", "table", "inet", table]
+
+
+# ---- pure: parsing --------------------------------------------------------------------------
+def parse_links(text):
+    """``ip -j link show`` -> [Link]."""
+    links = []
+    for d in json.loads(text or "[]"):
+        flags = d.get("flags", [])
+        links.append(Link(d["ifname"], d.get("ifindex"), "UP" in flags,
+                          "LOOPBACK" in flags or d.get("link_type") == "loopback", d.get("master")))
+    return links
+
+
+def candidate_devices(links):
+    """Interfaces to shape: up, not loopback, not a bridge port / bond slave."""
+    return [l.name for l in links if l.up and not l.loopback and not l.master]
+
+
+def parse_root_qdisc(text):
+    """``tc -j qdisc show dev X`` -> (kind, handle) of the root qdisc, or None."""
+    for q in json.loads(text or "[]"):
+        if q.get("root"):
+            return q.get("kind"), q.get("handle")
+    return None
+
+
+def root_owner(root):
+    """'none' (kernel default, handle 0:), 'ours' (our shared htb) or 'foreign'."""
+    if root is None or root[1] in ("0:", None):
+        return "none"
+    if root == ("htb", ROOT_HANDLE):
+        return "ours"
+    return "foreign"
+
+
+def parse_classes(text):
+    """``tc class show dev X`` (text; iproute2 6.1 prints htb classes as text even with -j)
+    -> set of our minors."""
+    minors = set()
+    for m in re.finditer(r"^class htb ([0-9a-f]+):([0-9a-f]+) ", text or "", re.M):
+        if int(m.group(1), 16) == ROOT_MAJOR:
+            minors.add(int(m.group(2), 16))
+    return minors
+
+
+def parse_nft_tables(text):
+    """``nft -j list tables`` -> [(family, name)]."""
+    out = []
+    for item in json.loads(text or "{}").get("nftables", []):
+        if "table" in item:
+            out.append((item["table"]["family"], item["table"]["name"]))
+    return out
+
+
+def parse_proc_cgroup(text):
+    """``/proc/PID/cgroup`` -> {hierarchy: path}; cgroup2 is under key ''."""
+    out = {}
+    for line in (text or "").splitlines():
+        num, controllers, path = line.split(":", 2)
+        if num == "0" and controllers == "":
+            out[""] = path
+        for c in controllers.split(","):
+            if c:
+                out[c] = path
+    return out
+
+
+def cgroup_level(path):
+    return len([p for p in path.split("/") if p])
+
+
+# ---- host inspection ------------------------------------------------------------------------
+def find_net_cls(cgroup_root):
+    for d in NET_CLS_DIRS:
+        p = os.path.join(cgroup_root, d)
+        if os.path.exists(os.path.join(p, "net_cls.classid")):
+            return p
+    return None
+
+
+def find_cgroup2(cgroup_root):
+    for p in (cgroup_root, os.path.join(cgroup_root, "unified")):
+        if os.path.exists(os.path.join(p, "cgroup.controllers")):
+            return p
+    return None
+
+
+def _nft_path(cgroup_root, v2dir, path):
+    rel = os.path.relpath(v2dir, cgroup_root)
+    rel = "" if rel == "." else rel + "/"
+    return (rel + path.lstrip("/")).rstrip("/")
+
+
+def _tool_missing(runner, argv):
+    try:
+        runner(argv, check=False)
+    except CommandError as e:
+        return e.rc == 127
+    return False
+
+
+def _nft_check(runner, match):
+    try:
+        r = runner(["nft", "-c", "-f", "-"], input=nft_ruleset(TABLE_PREFIX + "probe", match, 0), check=False)
+    except CommandError as e:
+        return str(e)
+    if r.rc == 0:
+        return None
+    lines = (r.err or r.out or "rc=%d" % r.rc).strip().splitlines()
+    return lines[0] if lines else "rc=%d" % r.rc
+
+
+def detect(runner, cgroup_root="/sys/fs/cgroup", prefer=None):
+    """Which classification this host supports.  ``prefer`` ('net_cls'/'cgroup2') forces one."""
+    for tool in (["tc", "-V"], ["nft", "--version"], ["ip", "-V"]):
+        if _tool_missing(runner, tool):
+            return Mechanism("none", False, "%s is not installed" % tool[0])
+    net_cls, v2 = find_net_cls(cgroup_root), find_cgroup2(cgroup_root)
+    order = [("net_cls", net_cls), ("cgroup2", v2)]
+    if prefer:
+        order = [o for o in order if o[0] == prefer]
+    problems = []
+    for name, path in order:
+        if not path:
+            problems.append("no %s hierarchy under %s" % (name, cgroup_root))
+            continue
+        match = match_net_cls(0) if name == "net_cls" else \
+            match_cgroupv2(_nft_path(cgroup_root, path, "/"), 0)
+        err = _nft_check(runner, match)
+        if err:
+            problems.append("nft cannot match %s: %s" % (name, err))
+            continue
+        how = "nft meta cgroup (net_cls classid)" if name == "net_cls" else "nft socket cgroupv2"
+        return Mechanism(name, True, "%s at %s, %s, tc htb" % (name, path, how), path)
+    return Mechanism("none", False, "; ".join(problems))
+
+
+def detect_cpu(cgroup_root="/sys/fs/cgroup", systemd_dir="/run/systemd/system"):
+    if not os.path.isdir(systemd_dir):
+        return Mechanism("none", False, "systemd is not the init system (no %s)" % systemd_dir)
+    v2 = find_cgroup2(cgroup_root)
+    if v2 and v2 == cgroup_root:
+        with open(os.path.join(v2, "cgroup.controllers")) as f:
+            if "cpu" in f.read().split():
+                return Mechanism("cgroup2", True, "systemd CPUQuota through cgroup2 cpu.max", v2)
+        return Mechanism("none", False, "cgroup2 has no cpu controller")
+    for d in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        p = os.path.join(cgroup_root, d)
+        if os.path.exists(os.path.join(p, "cpu.cfs_quota_us")):
+            return Mechanism("cpu", True, "systemd CPUQuota through cgroup v1 cpu.cfs_quota_us", p)
+    return Mechanism("none", False, "no cgroup cpu controller under %s" % cgroup_root)
+
+
+def check_throttling(runner, cgroup_root="/sys/fs/cgroup", systemd_dir="/run/systemd/system"):
+    """Text for ``--check-throttling``: one line each for cpu and network."""
+    lines = []
+    for what, m in (("cpu", detect_cpu(cgroup_root, systemd_dir)), ("network", detect(runner, cgroup_root))):
+        lines.append("%s: %s (%s)" % (what, "available" if m.available else "unavailable", m.reason))
+    return "\n".join(lines)
+
+
+def _proc_starttime(proc_root, pid):
+    """Start time of a process (clock ticks since boot), to tell a live owner from a reused PID."""
+    try:
+        with open("%s/%d/stat" % (proc_root, pid)) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# ---- the limiter ----------------------------------------------------------------------------
+class NetLimiter:
+    """Network limit of one conversion.  ``start()`` once (at the gate), ``set_rate()`` any
+    number of times, ``close()`` on every way out (or use it as a context manager)."""
+
+    def __init__(self, tag, *, runner, cgroup_root="/sys/fs/cgroup", lock_dir="/run/v2v-wrapper",
+                 log=log, proc_root="/proc", prefer=None):
+        self.tag = tag
+        self._run = runner
+        self.cgroup_root = cgroup_root
+        self.lock_dir = lock_dir
+        self.log = log
+        self.proc_root = proc_root
+        self.prefer = prefer
+        self.mechanism = None
+        self.minor = None
+        self.table = None
+        self.rate = None            # in force (bytes/s) or None
+        self.devices = []           # interfaces that carry our class now
+        self._wanted = None         # asked for before start()
+        self._cgroup = None         # cgroup dir we created (removed at close)
+        self._home = None           # where to put leftover processes back
+        self._started = False
+        self._skipped = None
+        self._closed = False
+
+    # -- locking and reservations ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self):
+        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.lock_dir, "netlimit.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)            # closing drops the flock
+
+    def _owner_file(self, minor):
+        return os.path.join(self.lock_dir, "netlimit-%x.owner" % minor)
+
+    def _read_owner(self, minor):
+        try:
+            with open(self._owner_file(minor)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _owner_alive(self, owner):
+        if not owner or owner.get("start") is None:
+            return False
+        return _proc_starttime(self.proc_root, owner.get("pid", -1)) == owner["start"]
+
+    def _kernel_minors(self):
+        used = set()
+        for dev in self._devices():
+            used |= parse_classes(self._run(["tc", "class", "show", "dev", dev], check=False).out)
+        return used
+
+    def _allocate(self):
+        """Under the lock: reserve the lowest free minor, reclaiming dead owners' leftovers."""
+        used = self._kernel_minors()
+        reserved = set()
+        for name in os.listdir(self.lock_dir):
+            m = re.fullmatch(r"netlimit-([0-9a-f]+)\.owner", name)
+            if not m:
+                continue
+            minor = int(m.group(1), 16)
+            owner = self._read_owner(minor)
+            if self._owner_alive(owner):
+                reserved.add(minor)
+            else:
+                self.log.info("network limit: reclaiming class %s left by a dead wrapper (%s)",
+                              classid(minor), (owner or {}).get("tag"))
+                self._reclaim(minor, owner or {})
+                used.discard(minor)
+        for minor in range(1, MAX_MINOR + 1):
+            if minor not in used and minor not in reserved:
+                break
+        else:
+            raise ThrottleError("no free traffic class left for the network limit")
+        self.minor = minor
+        self.table = table_name(self.tag, minor)
+        pid = os.getpid()
+        with open(self._owner_file(minor), "w") as f:
+            json.dump({"pid": pid, "start": _proc_starttime(self.proc_root, pid), "tag": self.tag,
+                       "table": self.table, "cgroup": None}, f)
+
+    def _reclaim(self, minor, owner):
+        for dev in self._devices():
+            self._run(tc_class_del_argv(dev, minor), check=False)
+            self._drop_root_if_empty(dev)
+        if owner.get("table"):
+            self._run(nft_delete_argv(owner["table"]), check=False)
+        if owner.get("cgroup"):
+            self._remove_cgroup(owner["cgroup"], None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._owner_file(minor))
+
+    def _record_cgroup(self):
+        owner = self._read_owner(self.minor) or {}
+        owner["cgroup"] = self._cgroup
+        with open(self._owner_file(self.minor), "w") as f:
+            json.dump(owner, f)
+
+    # -- interfaces -------------------------------------------------------------------------------
+    def _devices(self):
+        return candidate_devices(parse_links(self._run(["ip", "-j", "link", "show"]).out))
+
+    def _root(self, dev):
+        return root_owner(parse_root_qdisc(self._run(["tc", "-j", "qdisc", "show", "dev", dev]).out))
+
+    def _drop_root_if_empty(self, dev):
+        if self._root(dev) == "ours" and not parse_classes(
+                self._run(["tc", "class", "show", "dev", dev], check=False).out):
+            self._run(tc_root_del_argv(dev), check=False)
+
+    # -- cgroups ----------------------------------------------------------------------------------
+    def _write(self, path, value):
+        with open(path, "w") as f:
+            f.write(str(value))
+
+    def _own_cgroup(self, hierarchy, pid):
+        path = os.path.join(hierarchy, cgroup_name(self.tag))
+        os.makedirs(path, exist_ok=True)
+        self._cgroup = path
+        self._record_cgroup()
+        if self.mechanism.name == "net_cls":
+            self._write(os.path.join(path, "net_cls.classid"), net_cls_classid(self.minor))
+        self._write(os.path.join(path, "cgroup.procs"), pid)
+        return path
+
+    def _remove_cgroup(self, path, home):
+        if not os.path.isdir(path):
+            return
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = f.read().split()
+            for p in pids:           # still running (e.g. close() on an error path): move out
+                with contextlib.suppress(OSError):
+                    self._write(os.path.join(home or os.path.dirname(path), "cgroup.procs"), p)
+            os.rmdir(path)
+        except OSError as e:
+            self.log.warning("network limit: could not remove cgroup %s: %s", path, e)
+
+    # -- public -----------------------------------------------------------------------------------
+    def start(self, host_pid, dedicated_cgroup):
+        """Classify ``host_pid`` (and all it will start).  Call before the process may run.
+
+        Never raises for a host that cannot limit: the reason is logged and kept, and a later
+        ``set_rate(n)`` raises ThrottleError with it.
+        """
+        if self._started:
+            raise RuntimeError("NetLimiter.start() called twice")
+        self._started = True
+        self.mechanism = detect(self._run, self.cgroup_root, self.prefer)
+        if not self.mechanism.available:
+            self.log.warning("network limits unavailable: %s", self.mechanism.reason)
+            return
+        try:
+            with self._locked():
+                self._allocate()
+            if self.mechanism.name == "net_cls":
+                self._own_cgroup(self.mechanism.path, host_pid)
+                match = match_net_cls(self.minor)
+            else:
+                with open("%s/%d/cgroup" % (self.proc_root, host_pid)) as f:
+                    current = parse_proc_cgroup(f.read()).get("", "/")
+                if dedicated_cgroup and cgroup_level(current) > 0:
+                    path = current
+                else:
+                    # a leaf cgroup has no controllers in subtree_control, so a child is allowed;
+                    # it stays inside whatever subtree the process already lives in
+                    self._home = self.mechanism.path + current.rstrip("/")
+                    path = self._own_cgroup(self._home, host_pid)[len(self.mechanism.path):]
+                match = match_cgroupv2(_nft_path(self.cgroup_root, self.mechanism.path, path),
+                                       cgroup_level(path))
+            self._run(["nft", "-f", "-"], input=nft_ruleset(self.table, match, self.minor))
+            self.log.info("network limit: %s; class %s, nft table inet %s",
+                          self.mechanism.reason, classid(self.minor), self.table)
+            if self._wanted is not None:
+                self.set_rate(self._wanted)
+        except (OSError, CommandError, ThrottleError) as e:
+            self.log.warning("network limits unavailable: setting up classification failed: %s", e)
+            self.close()
+            self._closed = False
+            self.mechanism = Mechanism(self.mechanism.name, False, "setting up failed: %s" % e)
+
+    def set_rate(self, bytes_per_second):
+        """Limit to ``bytes_per_second`` (int > 0), or remove the limit with None."""
+        if bytes_per_second is not None:
+            if isinstance(bytes_per_second, bool) or not isinstance(bytes_per_second, int) \
+                    or bytes_per_second <= 0:
+                raise ThrottleError("network limit must be a positive number of bytes per second, "
+                                    "not %r" % (bytes_per_second,))
+        if not self._started:
+            self._wanted = bytes_per_second
+            return
+        if self.mechanism is None or not self.mechanism.available or self.minor is None:
+            if bytes_per_second is None:
+                return
+            reason = "the limiter was closed" if self._closed else self.mechanism.reason
+            raise ThrottleError("network limits are unavailable on this host: %s" % reason)
+        try:
+            with self._locked():
+                if bytes_per_second is None:
+                    self._remove_classes()
+                else:
+                    self._apply(bytes_per_second)
+        except CommandError as e:
+            raise ThrottleError("could not apply the network limit: %s" % e) from None
+        self.rate = bytes_per_second
+
+    def _apply(self, rate):
+        devices = self._devices()
+        shaped, skipped = [], []
+        for dev in devices:
+            owner = self._root(dev)
+            if owner == "foreign":
+                skipped.append(dev)
+                continue
+            if owner == "none":
+                self._run(tc_root_add_argv(dev))
+            verb = "change" if minor_present(self._run, dev, self.minor) else "add"
+            self._run(tc_class_argv(verb, dev, self.minor, rate))
+            shaped.append(dev)
+        if skipped != self._skipped and skipped:
+            self.log.warning("network limit: not shaping %s: its root qdisc is not ours",
+                             ", ".join(skipped))
+        self._skipped = skipped
+        self.devices = shaped
+        if not shaped:
+            raise ThrottleError("no interface can carry the network limit (skipped: %s)"
+                                % (", ".join(skipped) or "none found"))
+        self.log.info("network limit %d B/s on %s", rate, ", ".join(shaped))
+
+    def _remove_classes(self):
+        for dev in self._devices():
+            if self._root(dev) != "ours":
+                continue
+            if minor_present(self._run, dev, self.minor):
+                self._run(tc_class_del_argv(dev, self.minor))
+            self._drop_root_if_empty(dev)
+        self.devices = []
+
+    def close(self):
+        """Remove every class, nft table, cgroup and reservation we made.  Idempotent; logs
+        (does not raise) what it could not remove."""
+        self._closed = self._started
+        if self.minor is None:
+            return
+        try:
+            with self._locked():
+                for step in (self._remove_classes,
+                             lambda: self._run(nft_delete_argv(self.table), check=False),
+                             lambda: self._cgroup and self._remove_cgroup(self._cgroup, self._home)):
+                    try:
+                        step()
+                    except (OSError, CommandError) as e:
+                        self.log.warning("network limit clean-up: %s", e)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._owner_file(self.minor))
+        except OSError as e:
+            self.log.warning("network limit clean-up: %s", e)
+        self.minor = None
+        self.rate = None
+        self._cgroup = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def minor_present(runner, dev, minor):
+    return minor in parse_classes(runner(["tc", "class", "show", "dev", dev], check=False).out)

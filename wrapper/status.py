@@ -1,0 +1,499 @@
+"""``virt-v2v-wrapper status``: a human view of the state files (SPEC §5).
+
+Reading is kept apart from drawing: :func:`read_state` turns a path into a
+:class:`Reading` (never raises), :func:`summarize` turns a reading into a
+plain dict (what ``--json`` prints), :func:`render` turns summaries into text
+lines.  :func:`main` wires them to the command line, the clock and the
+terminal; every side effect there is a parameter so tests can drive it.
+"""
+import argparse
+import datetime
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from wrapper.settings import resolve
+
+log = logging.getLogger(__name__)
+
+STATE_GLOB = "v2v-import-*.state"
+
+# A state file is replaced atomically, so a torn one is either being written by
+# something else or broken; give it this long before calling it broken.
+TORN_GRACE = 5.0
+# The wrapper rewrites the state file only when something changes; a pid can
+# be briefly stale (pre-detach pid) right after start.  Only call a conversion
+# stale when its wrapper is gone and the file has not moved for this long.
+STALE_GRACE = 5.0
+
+RUNNING, FINISHED, FAILED, STALE = "running", "finished", "failed", "stale"
+MISSING, UNREADABLE, INVALID = "missing", "unreadable", "invalid"
+FILE_PROBLEMS = (MISSING, UNREADABLE, INVALID)
+_OVER = (FINISHED, FAILED, STALE, MISSING, UNREADABLE)
+
+EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE = 0, 1, 2
+
+_COLORS = {RUNNING: "36", FINISHED: "32", FAILED: "31", STALE: "33",
+           MISSING: "35", UNREADABLE: "35", INVALID: "35"}
+_LABELS = {STALE: "stale (wrapper gone)"}
+
+
+@dataclass(frozen=True)
+class Reading:
+    path: str
+    data: Optional[dict] = None
+    problem: Optional[str] = None      # why data is None
+    kind: Optional[str] = None         # MISSING / UNREADABLE / INVALID
+    mtime: Optional[float] = None
+
+
+# -- reading ------------------------------------------------------------------
+def read_state(path):
+    """Read one state file; every failure becomes a Reading with a problem."""
+    try:
+        with open(path, "rb") as f:
+            mtime = os.fstat(f.fileno()).st_mtime
+            raw = f.read()
+    except FileNotFoundError:
+        return Reading(path, problem="no such file", kind=MISSING)
+    except OSError as e:
+        return Reading(path, problem="cannot read: %s" % (e.strerror or e), kind=UNREADABLE)
+    if not raw.strip():
+        return Reading(path, problem="empty file (being written?)", kind=INVALID, mtime=mtime)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return Reading(path, problem="not complete JSON (half-written or not a state file)",
+                       kind=INVALID, mtime=mtime)
+    if not isinstance(data, dict):
+        return Reading(path, problem="not a JSON object", kind=INVALID, mtime=mtime)
+    return Reading(path, data=data, mtime=mtime)
+
+
+def scan(state_dir):
+    """State files in ``state_dir`` (only the wrapper's own names: /tmp is shared)."""
+    return sorted(glob.glob(os.path.join(glob.escape(state_dir), STATE_GLOB)))
+
+
+def pid_alive(pid):
+    """True if ``pid`` exists and is not a zombie (signal 0 probes without killing)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:            # EPERM: it exists but belongs to someone else
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# -- summarizing ----------------------------------------------------------------
+def _str(data, key):
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _num(data, key):
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _int(data, key):
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _percent(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return max(0.0, min(100.0, float(value)))
+
+
+def _disks(data):
+    disks = data.get("disks")
+    out = []
+    for i, d in enumerate(disks if isinstance(disks, list) else []):
+        d = d if isinstance(d, dict) else {}
+        path = d.get("path") if isinstance(d.get("path"), str) else "disk %d" % (i + 1)
+        out.append({"path": path, "progress": _percent(d.get("progress")) or 0.0})
+    return out
+
+
+def _throttling(data):
+    t = data.get("throttling")
+    t = t if isinstance(t, dict) else {}
+    return {k: (t.get(k) if isinstance(t.get(k), (str, int, float)) and not isinstance(t.get(k), bool)
+                else None) for k in ("cpu", "network")}
+
+
+def _outcome(data, mtime, now, alive):
+    if data.get("finished") is True:
+        return FAILED if data.get("failed") is True else FINISHED
+    wrapper_pid, v2v_pid = _int(data, "wrapper_pid"), _int(data, "pid")
+    pids = [p for p in (wrapper_pid, v2v_pid) if p is not None]
+    quiet = mtime is None or now - mtime >= STALE_GRACE
+    if pids and quiet and not any(alive(p) for p in pids):
+        return STALE
+    return RUNNING
+
+
+def summarize(reading, now, alive=pid_alive):
+    """A plain, JSON-ready dict describing one conversion."""
+    base = {"file": reading.path, "outcome": reading.kind, "problem": reading.problem,
+            "updated_at": reading.mtime,
+            "age": None if reading.mtime is None else round(max(0.0, now - reading.mtime), 1)}
+    if reading.data is None:
+        return base
+    data = reading.data
+    disks = _disks(data)
+    overall = _percent(data.get("progress"))
+    if overall is None and disks:
+        overall = sum(d["progress"] for d in disks) / len(disks)
+    outcome = _outcome(data, reading.mtime, now, alive)
+    started_at, finished_at = _num(data, "started_at"), _num(data, "finished_at")
+    if started_at is None:
+        elapsed = None
+    elif finished_at is not None:
+        elapsed = finished_at - started_at
+    elif outcome == RUNNING or reading.mtime is None:
+        elapsed = now - started_at
+    else:                       # stale: time until the wrapper last wrote
+        elapsed = reading.mtime - started_at
+    last = data.get("last_message")
+    message = last.get("message") if isinstance(last, dict) and isinstance(
+        last.get("message"), str) else None
+    stage = _str(data, "stage")
+    if stage is None:
+        stage = "Starting" if data.get("started") is not True else "Started"
+    base.update({
+        "outcome": outcome,
+        "tag": _str(data, "tag"),
+        "vm": _str(data, "vm"),
+        "target": _str(data, "target"),
+        "transport": _str(data, "transport"),
+        "stage": stage,
+        "disks": disks,
+        "disk_count": _int(data, "disk_count"),
+        "progress": None if overall is None else round(overall, 2),
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "elapsed": None if elapsed is None else round(max(0.0, elapsed), 1),
+        "throttling": _throttling(data),
+        "pid": _int(data, "pid"),
+        "wrapper_pid": _int(data, "wrapper_pid"),
+        "return_code": _int(data, "return_code"),
+        "vm_id": _str(data, "vm_id"),
+        "message": message,
+    })
+    return base
+
+
+def order(summaries):
+    """Newest first: by start time, else by file time; unreadable ones last."""
+    def key(s):
+        when = s.get("started_at")
+        if when is None:
+            when = s["updated_at"]
+        return (when is None, -(when or 0), s["file"])
+    return sorted(summaries, key=key)
+
+
+def all_over(summaries):
+    """True when nothing shown can still change (what ``--watch`` waits for)."""
+    return all(s["outcome"] in _OVER or (s["outcome"] == INVALID and (s["age"] or 0) >= TORN_GRACE)
+               for s in summaries)
+
+
+# -- drawing --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Style:
+    width: Optional[int] = None     # None: plain mode, never cut lines
+    color: bool = False
+    unicode: bool = False
+
+    def paint(self, text, code):
+        return "\x1b[%sm%s\x1b[0m" % (code, text) if self.color and code else text
+
+    def fit(self, text, room):
+        if self.width is None or len(text) <= room:
+            return text
+        return text[:max(0, room - 1)] + ("…" if self.unicode else "~")
+
+
+def format_duration(seconds):
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return "%d:%02d:%02d" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+def format_rate(value):
+    try:
+        rate = int(value)
+    except (TypeError, ValueError):
+        return str(value)
+    for unit, size in (("GiB/s", 1 << 30), ("MiB/s", 1 << 20), ("KiB/s", 1 << 10)):
+        if rate >= size:
+            return "%s B/s (%.1f %s)" % (rate, rate / size, unit)
+    return "%d B/s" % rate
+
+
+def format_throttling(t):
+    parts = []
+    if t.get("cpu") is not None:
+        parts.append("cpu %s" % t["cpu"])
+    if t.get("network") is not None:
+        parts.append("network %s" % format_rate(t["network"]))
+    return ", ".join(parts) or "none"
+
+
+def bar(percent, width, style):
+    full, empty = ("█", "░") if style.unicode else ("#", ".")
+    filled = int(round(width * (percent or 0) / 100.0))
+    return "[" + full * filled + empty * (width - filled) + "]"
+
+
+def _pct(value):
+    return "  -  " if value is None else "%5.1f%%" % value
+
+
+def _label(s):
+    return _LABELS.get(s["outcome"], s["outcome"])
+
+
+def render_block(s, style):
+    """Lines for one conversion."""
+    width = style.width
+    label = _label(s).upper()
+    arrow = " → " if style.unicode else " -> "
+    if s["outcome"] in FILE_PROBLEMS:
+        title = os.path.basename(s["file"])
+    else:
+        title = (s.get("vm") or s.get("tag") or os.path.basename(s["file"]))
+        if s.get("target"):
+            title += arrow + s["target"]
+    if width is not None:
+        room = max(10, width - len(label) - 2)
+        title = style.fit(title, room)
+        head = title + " " * max(1, width - len(title) - len(label)) + style.paint(label, _COLORS.get(s["outcome"]))
+    else:
+        head = "%s  [%s]" % (title, label)
+    lines = [style.paint(head, "1")]
+
+    def field(name, value, code=None):
+        text = style.fit(str(value), (width or 0) - 13)
+        lines.append("  %-10s %s" % (name, style.paint(text, code)))
+
+    field("file", s["file"])
+    if s["outcome"] in FILE_PROBLEMS:
+        field("problem", s["problem"], _COLORS[s["outcome"]])
+        return lines
+    info = "%s   elapsed %s" % (s.get("transport") or "?", format_duration(s["elapsed"]))
+    if s.get("pid") is not None:
+        info += "   virt-v2v pid %d" % s["pid"]
+    field("transport", info)
+    field("stage", s["stage"])
+    bar_width = 30 if width is None else max(10, min(40, width - 40))
+    count = max(len(s["disks"]), s.get("disk_count") or 0)
+    for i, d in enumerate(s["disks"]):
+        prefix = "  %-10s %s %s  " % ("disk %d/%d" % (i + 1, count), bar(d["progress"], bar_width, style),
+                                     _pct(d["progress"]))
+        lines.append(prefix + style.fit(d["path"], (width or 0) - len(prefix)))
+    if s["disks"]:
+        lines.append("  %-10s %s %s" % ("overall", bar(s["progress"], bar_width, style), _pct(s["progress"])))
+    field("throttle", format_throttling(s["throttling"]))
+    if s["outcome"] == STALE:
+        pid = s.get("wrapper_pid") or s.get("pid")
+        field("note", "wrapper process %s is gone but the conversion never finished" % pid,
+              _COLORS[STALE])
+    if s["outcome"] in (FINISHED, FAILED) and s.get("return_code") is not None:
+        field("result", "virt-v2v exit status %d%s" % (
+            s["return_code"], ", VM id %s" % s["vm_id"] if s.get("vm_id") else ""))
+    if s.get("message"):
+        field("error" if s["outcome"] == FAILED else "message", s["message"], _COLORS[FAILED])
+    return lines
+
+
+def render(summaries, style, now=None, where=None):
+    """All blocks, with a title line when ``now`` is given."""
+    lines = []
+    if now is not None:
+        running = sum(1 for s in summaries if s["outcome"] == RUNNING)
+        when = datetime.datetime.fromtimestamp(now).strftime("%Y-%m-%d %H:%M:%S")
+        title = "virt-v2v-wrapper status  %s  %d conversion%s, %d running" % (
+            when, len(summaries), "" if len(summaries) == 1 else "s", running)
+        lines.append(style.fit(title, style.width or 0))
+    if not summaries:
+        lines.append("no conversions%s" % (" in %s" % where if where else ""))
+    for i, s in enumerate(summaries):
+        if i or now is not None:
+            lines.append("")
+        lines.extend(render_block(s, style))
+    return lines
+
+
+def redraw(lines, previous, rows):
+    """Escape sequences that replace the previous frame (``previous`` lines) in place."""
+    out = []
+    if previous and previous < rows:
+        out.append("\r\x1b[%dA" % previous)
+    elif previous:
+        out.append("\x1b[H\x1b[2J")      # the old frame scrolled away: start from the top
+    shown = lines[:max(1, rows - 1)]
+    out.extend(line + "\x1b[K\n" for line in shown)
+    out.append("\x1b[J")
+    return "".join(out), len(shown)
+
+
+# -- command line ----------------------------------------------------------------
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(message)
+
+
+def build_parser():
+    p = _Parser(prog="virt-v2v-wrapper status", description=(
+        "Show the conversions whose state files are given, or every conversion in the state "
+        "directory, newest first."),
+        epilog="Exit status: 0 every file shown could be read, 1 a file is missing, unreadable "
+               "or not a state file, 2 usage error.")
+    p.add_argument("files", nargs="*", metavar="STATE_FILE", help="state files to show")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="directory to scan when no file is given [env VIRT_V2V_WRAPPER_STATE_DIR]")
+    p.add_argument("--watch", action="store_true",
+                   help="refresh until every conversion shown is over (redraws in place on a "
+                        "terminal, appends a snapshot on each change otherwise)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="refresh interval for --watch (default 1)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON summary (one line per change with --watch)")
+    p.add_argument("--plain", action="store_true",
+                   help="plain text even on a terminal: no colours, no redrawing")
+    return p
+
+
+def _terminal_size(stream):
+    try:
+        return os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return os.terminal_size((80, 24))
+
+
+def _is_tty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _volatile_free(summaries):
+    """What must change for a plain ``--watch`` to print a new snapshot."""
+    return json.dumps([{k: v for k, v in s.items() if k not in ("elapsed", "age")}
+                       for s in summaries], sort_keys=True)
+
+
+def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep=time.sleep,
+         alive=pid_alive, tty=None, term_size=None):
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        opts = build_parser().parse_args(list(argv))
+        if opts.interval <= 0:
+            raise _UsageError("--interval must be more than 0")
+    except _UsageError as e:
+        stderr.write("virt-v2v-wrapper status: error: %s\n" % e)
+        return EXIT_USAGE
+    where = None
+    if opts.files:
+        files = [os.path.abspath(f) for f in opts.files]
+        def paths():
+            return files
+    else:
+        where = resolve({"state_dir": opts.state_dir}, environ).state_dir
+        def paths():
+            return scan(where)
+    terminal = (_is_tty(stdout) if tty is None else tty) and not opts.plain and not opts.json
+    size = term_size or (lambda: _terminal_size(stdout))
+    style_of = (lambda: Style(width=size().columns - 1, color="NO_COLOR" not in environ,
+                              unicode=_utf8(stdout))) if terminal else (lambda: Style())
+
+    def snapshot():
+        now = clock()
+        found = [summarize(read_state(p), now, alive) for p in paths()]
+        return now, (found if opts.files else order(found))
+
+    try:
+        if not opts.watch:
+            now, summaries = snapshot()
+            _emit(stdout, opts, summaries, style_of(), now=None, where=where)
+            return _exit_code(summaries)
+        return _watch(stdout, opts, snapshot, style_of, size, terminal, sleep, where)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _utf8(stream):
+    return "utf" in (getattr(stream, "encoding", None) or "").lower()
+
+
+def _exit_code(summaries):
+    return EXIT_UNREADABLE if any(s["outcome"] in FILE_PROBLEMS for s in summaries) else EXIT_OK
+
+
+def _emit(stdout, opts, summaries, style, now, where):
+    if opts.json:
+        stdout.write(json.dumps({"state_dir": where, "conversions": summaries},
+                                sort_keys=True) + ("\n" if opts.watch else ""))
+        if not opts.watch:
+            stdout.write("\n")
+    else:
+        stdout.write("".join(line + "\n" for line in render(summaries, style, now, where)))
+    stdout.flush()
+
+
+def _watch(stdout, opts, snapshot, style_of, size, terminal, sleep, where):
+    previous, last = 0, None
+    if terminal:
+        stdout.write("\x1b[?25l")          # hide the cursor while redrawing
+    try:
+        while True:
+            now, summaries = snapshot()
+            if terminal:
+                frame, previous = redraw(render(summaries, style_of(), now, where), previous,
+                                         size().lines)
+                stdout.write(frame)
+                stdout.flush()
+            else:
+                key = _volatile_free(summaries)
+                if key != last:
+                    _emit(stdout, opts, summaries, style_of(), now=None if opts.json else now,
+                          where=where)
+                    if not opts.json:
+                        stdout.write("\n")
+                    last = key
+            if all_over(summaries):
+                return _exit_code(summaries)
+            sleep(opts.interval)
+    finally:
+        if terminal:
+            stdout.write("\x1b[?25h")
+            stdout.flush()
