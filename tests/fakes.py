@@ -1,6 +1,7 @@
 """Shared fakes for the unit and process tests."""
 import json
 import os
+import shutil
 import stat
 import sys
 
@@ -16,14 +17,17 @@ def data(name):
     return os.path.join(DATA, name)
 
 
-def make_fake_v2v(directory, **scenario):
+def make_fake_v2v(directory, python=sys.executable, **scenario):
     """Write a scenario and an executable that runs the fake with it."""
     scenario_path = os.path.join(directory, "scenario.json")
     with open(scenario_path, "w") as f:
         json.dump(scenario, f)
+    # a copy next to the scenario: a run-as user may not reach the checkout
+    fake_copy = os.path.join(directory, "fake_virt_v2v.py")
+    shutil.copyfile(FAKE_V2V, fake_copy)
     exe = os.path.join(directory, "virt-v2v")
     with open(exe, "w") as f:
-        f.write("#!/bin/sh\nexec %s %s --scenario %s \"$@\"\n" % (sys.executable, FAKE_V2V, scenario_path))
+        f.write("#!/bin/sh\nexec %s %s --scenario %s \"$@\"\n" % (python, fake_copy, scenario_path))
     os.chmod(exe, os.stat(exe).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return exe
 
@@ -35,7 +39,7 @@ class RecordingRunner:
         self.calls = []
         self.answers = answers or {}
 
-    def __call__(self, argv, *, input=None, env=None, timeout=None, check=True):
+    def __call__(self, argv, *, input=None, env=None, timeout=None, check=True, quiet=False):
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         answer = None

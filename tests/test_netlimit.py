@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from wrapper import netlimit as nl
+from wrapper import tcnft as tn
 from wrapper.errors import CommandError, ThrottleError
 from wrapper.runner import Result
 
@@ -43,69 +44,69 @@ PROC_CGROUP_HYBRID = ("9:name=systemd:/s/system.slice/x.service\n8:pids:/s/syste
 
 # ---- pure builders ----------------------------------------------------------------------------
 def test_tc_argv():
-    assert nl.tc_root_add_argv("eth0") == ["tc", "qdisc", "add", "dev", "eth0", "root", "handle",
+    assert tn.tc_root_add_argv("eth0") == ["tc", "qdisc", "add", "dev", "eth0", "root", "handle",
                                            "7632:", "htb", "direct_qlen", "1000"]
-    assert nl.tc_root_del_argv("eth0") == ["tc", "qdisc", "del", "dev", "eth0", "root", "handle", "7632:"]
-    assert nl.tc_class_argv("add", "eth0", 10, 1048576) == [
+    assert tn.tc_root_del_argv("eth0") == ["tc", "qdisc", "del", "dev", "eth0", "root", "handle", "7632:"]
+    assert tn.tc_class_argv("add", "eth0", 10, 1048576) == [
         "tc", "class", "add", "dev", "eth0", "parent", "7632:", "classid", "7632:a", "htb",
         "rate", "1048576bps", "ceil", "1048576bps", "quantum", "60000"]
-    assert nl.tc_class_argv("change", "va", 1, 8388608)[2] == "change"
-    assert nl.tc_class_del_argv("va", 0x1f) == ["tc", "class", "del", "dev", "va", "classid", "7632:1f"]
+    assert tn.tc_class_argv("change", "va", 1, 8388608)[2] == "change"
+    assert tn.tc_class_del_argv("va", 0x1f) == ["tc", "class", "del", "dev", "va", "classid", "7632:1f"]
 
 
 def test_nft_text_and_names():
-    assert nl.classid(1) == "7632:1"
-    assert nl.net_cls_classid(1) == 0x76320001
-    assert nl.match_net_cls(1) == "meta cgroup 0x76320001"
-    assert nl.match_cgroupv2("unified/sd/system.slice/x.service", 3) == \
+    assert tn.classid(1) == "7632:1"
+    assert tn.net_cls_classid(1) == 0x76320001
+    assert tn.match_net_cls(1) == "meta cgroup 0x76320001"
+    assert tn.match_cgroupv2("unified/sd/system.slice/x.service", 3) == \
         'socket cgroupv2 level 3 "unified/sd/system.slice/x.service"'
-    assert nl.table_name("v2v-job.1/x", 0x2a) == "v2vw_2a_v2v_job_1_x"
-    assert nl.cgroup_name("job 1/x") == "v2v-wrapper-job_1_x"
-    assert nl.nft_ruleset("v2vw_1_j", "meta cgroup 0x76320001", 1) == (
+    assert tn.table_name("v2v-job.1/x", 0x2a) == "v2vw_2a_v2v_job_1_x"
+    assert tn.cgroup_name("job 1/x") == "v2v-wrapper-job_1_x"
+    assert tn.nft_ruleset("v2vw_1_j", "meta cgroup 0x76320001", 1) == (
         "table inet v2vw_1_j {\n"
         "  chain out {\n"
         "    type filter hook output priority 0; policy accept;\n"
         "    meta cgroup 0x76320001 meta priority set 7632:1 counter\n"
         "  }\n"
         "}\n")
-    assert nl.nft_delete_argv("v2vw_1_j") == ["nft", "delete", "table", "inet", "v2vw_1_j"]
+    assert tn.nft_delete_argv("v2vw_1_j") == ["nft", "delete", "table", "inet", "v2vw_1_j"]
 
 
 # ---- parsers ----------------------------------------------------------------------------------
 def test_parse_links_and_candidates():
-    links = nl.parse_links(IP_LINK)
-    assert links[0] == nl.Link("lo", 1, True, True, None)
+    links = tn.parse_links(IP_LINK)
+    assert links[0] == tn.Link("lo", 1, True, True, None)
     assert links[3].master == "br0"
-    assert nl.candidate_devices(links) == ["eth0", "eth1"]      # no lo, no bridge port, no down
-    assert nl.parse_links("") == []
+    assert tn.candidate_devices(links) == ["eth0", "eth1"]      # no lo, no bridge port, no down
+    assert tn.parse_links("") == []
 
 
 def test_parse_root_qdisc_and_owner():
-    assert nl.parse_root_qdisc(QDISC_DEFAULT) == ("pfifo_fast", "0:")
-    assert nl.root_owner(nl.parse_root_qdisc(QDISC_DEFAULT)) == "none"
-    assert nl.root_owner(nl.parse_root_qdisc(QDISC_NOQUEUE)) == "none"
-    assert nl.root_owner(nl.parse_root_qdisc(QDISC_OURS)) == "ours"
-    assert nl.root_owner(nl.parse_root_qdisc(QDISC_FOREIGN)) == "foreign"
-    assert nl.root_owner(("htb", "1:")) == "foreign"            # someone else's htb
-    assert nl.root_owner(nl.parse_root_qdisc("[]")) == "none"
+    assert tn.parse_root_qdisc(QDISC_DEFAULT) == ("pfifo_fast", "0:")
+    assert tn.root_owner(tn.parse_root_qdisc(QDISC_DEFAULT)) == "none"
+    assert tn.root_owner(tn.parse_root_qdisc(QDISC_NOQUEUE)) == "none"
+    assert tn.root_owner(tn.parse_root_qdisc(QDISC_OURS)) == "ours"
+    assert tn.root_owner(tn.parse_root_qdisc(QDISC_FOREIGN)) == "foreign"
+    assert tn.root_owner(("htb", "1:")) == "foreign"            # someone else's htb
+    assert tn.root_owner(tn.parse_root_qdisc("[]")) == "none"
 
 
 def test_parse_classes_only_ours():
-    assert nl.parse_classes(CLASSES) == {1, 10}
-    assert nl.parse_classes("") == set()
+    assert tn.parse_classes(CLASSES) == {1, 10}
+    assert tn.parse_classes("") == set()
 
 
 def test_parse_nft_tables():
-    assert nl.parse_nft_tables(NFT_TABLES) == [("inet", "v2vw_1_job"), ("ip", "filter")]
+    assert tn.parse_nft_tables(NFT_TABLES) == [("inet", "v2vw_1_job"), ("ip", "filter")]
 
 
 def test_parse_proc_cgroup_and_level():
-    cg = nl.parse_proc_cgroup(PROC_CGROUP_HYBRID)
+    cg = tn.parse_proc_cgroup(PROC_CGROUP_HYBRID)
     assert cg[""] == "/s/system.slice/x.service"
     assert cg["name=systemd"] == "/s/system.slice/x.service"
     assert cg["cpu"] == cg["cpuacct"] == "/"
-    assert nl.cgroup_level(cg[""]) == 3
-    assert nl.cgroup_level("/") == 0
+    assert tn.cgroup_level(cg[""]) == 3
+    assert tn.cgroup_level("/") == 0
     assert nl._nft_path("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/a/b") == "unified/a/b"
     assert nl._nft_path("/sys/fs/cgroup", "/sys/fs/cgroup", "/system.slice/x") == "system.slice/x"
     assert nl._nft_path("/sys/fs/cgroup", "/sys/fs/cgroup", "/") == ""
@@ -215,7 +216,7 @@ def test_detect_cgroup2_probes_the_kernel(hybrid):
     fake = FakeNet()
     m = nl.detect(fake, str(hybrid[0]))
     assert (m.name, m.available, m.path) == ("cgroup2", True, str(hybrid[0] / "unified"))
-    assert fake.inputs == [nl.nft_ruleset("v2vw_probe", 'socket cgroupv2 level 0 "unified"', 0)]
+    assert fake.inputs == [tn.nft_ruleset("v2vw_probe", 'socket cgroupv2 level 0 "unified"', 0)]
 
 
 def test_detect_prefers_net_cls(hybrid):
@@ -237,7 +238,7 @@ def test_detect_unavailable_reasons(hybrid, tmp_path):
     assert nl.detect(no_nft, str(hybrid[0])) == nl.Mechanism("none", False, "nft is not installed")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "no cgroup2 hierarchy" in nl.detect(FakeNet(), str(empty)).reason
+    assert nl.detect(FakeNet(), str(empty)).reason == "no net_cls or cgroup2 hierarchy under %s" % empty
 
 
 def test_check_throttling_text(hybrid, tmp_path):
@@ -272,25 +273,25 @@ def test_cgroup2_life_cycle(hybrid, tmp_path, caplog):
     assert fake.calls == []
     lim.start(4242, dedicated_cgroup=True)
     assert lim.minor == 1 and lim.mechanism.name == "cgroup2"
-    assert fake.tables == {"v2vw_1_job": nl.nft_ruleset(
+    assert fake.tables == {"v2vw_1_job": tn.nft_ruleset(
         "v2vw_1_job", 'socket cgroupv2 level 3 "unified/s/system.slice/x.service"', 1)}
     assert fake.changes() == [
         ["nft", "-f", "-"],
-        nl.tc_root_add_argv("eth0"),
-        nl.tc_class_argv("add", "eth0", 1, 1048576)]            # eth1 is foreign: skipped
+        tn.tc_root_add_argv("eth0"),
+        tn.tc_class_argv("add", "eth0", 1, 1048576)]            # eth1 is foreign: skipped
     assert "not shaping eth1: its root qdisc is not ours" in caplog.text
     assert lim.devices == ["eth0"] and lim.rate == 1048576
     del fake.calls[:]
     lim.set_rate(8388608)
     lim.set_rate(8388608)                       # same value again is fine
-    assert fake.changes() == [nl.tc_class_argv("change", "eth0", 1, 8388608)] * 2
+    assert fake.changes() == [tn.tc_class_argv("change", "eth0", 1, 8388608)] * 2
     del fake.calls[:]
     lim.set_rate(None)
-    assert fake.changes() == [nl.tc_class_del_argv("eth0", 1), nl.tc_root_del_argv("eth0")]
+    assert fake.changes() == [tn.tc_class_del_argv("eth0", 1), tn.tc_root_del_argv("eth0")]
     assert fake.roots["eth0"] == ("pfifo_fast", "0:") and lim.rate is None
     del fake.calls[:]
     lim.close()
-    assert fake.changes() == [nl.nft_delete_argv("v2vw_1_job")]
+    assert fake.changes() == [tn.nft_delete_argv("v2vw_1_job")]
     assert fake.tables == {} and os.listdir(tmp_path / "lock") == ["netlimit.lock"]
     del fake.calls[:]
     lim.close()                                 # idempotent: nothing more to do
@@ -318,7 +319,7 @@ def test_concurrent_limiters_share_root_and_never_collide(hybrid, tmp_path):
     a.set_rate(1000)
     b.set_rate(2000)
     assert fake.classes == {"eth0": {1: 1000, 2: 2000}}
-    assert fake.calls.count(nl.tc_root_add_argv("eth0")) == 1
+    assert fake.calls.count(tn.tc_root_add_argv("eth0")) == 1
     a.close()
     assert fake.roots["eth0"] == ("htb", "7632:")          # b still uses it
     c = limiter(fake, hybrid, tmp_path, "c")
@@ -352,6 +353,17 @@ def test_dead_owner_is_reclaimed(hybrid, tmp_path):
     lim.close()
 
 
+def fake_rmdir(monkeypatch):
+    """A real cgroupfs drops the control files on rmdir; a tmp dir needs them removed first."""
+    real = os.rmdir
+
+    def rmdir(path):
+        for f in os.listdir(path):
+            os.unlink(os.path.join(path, f))
+        real(path)
+    monkeypatch.setattr(nl.os, "rmdir", rmdir)
+
+
 def test_net_cls_moves_pid_into_own_cgroup(hybrid, tmp_path, monkeypatch):
     root = hybrid[0]
     nc = root / "net_cls"
@@ -365,11 +377,10 @@ def test_net_cls_moves_pid_into_own_cgroup(hybrid, tmp_path, monkeypatch):
     assert lim.mechanism.name == "net_cls"
     assert (own / "net_cls.classid").read_text() == str(0x76320001)
     assert (own / "cgroup.procs").read_text() == "4242"
-    assert fake.tables == {"v2vw_1_job": nl.nft_ruleset("v2vw_1_job", "meta cgroup 0x76320001", 1)}
+    assert fake.tables == {"v2vw_1_job": tn.nft_ruleset("v2vw_1_job", "meta cgroup 0x76320001", 1)}
     owner = json.loads((tmp_path / "lock" / "netlimit-1.owner").read_text())
     assert owner["cgroup"] == str(own) and owner["pid"] == os.getpid()
-    # a real cgroupfs drops the control files on rmdir; a tmp dir needs rmtree
-    monkeypatch.setattr(nl.os, "rmdir", shutil.rmtree)
+    fake_rmdir(monkeypatch)
     lim.close()
     assert (nc / "cgroup.procs").read_text() == "4242"       # leftover process moved back out
     assert not own.exists()
@@ -383,7 +394,7 @@ def test_cgroup2_without_dedicated_cgroup_makes_a_child(hybrid, tmp_path, monkey
     assert (unit / "v2v-wrapper-job" / "cgroup.procs").read_text() == "4242"
     assert 'socket cgroupv2 level 4 "unified/s/system.slice/x.service/v2v-wrapper-job"' in \
         fake.tables["v2vw_1_job"]
-    monkeypatch.setattr(nl.os, "rmdir", shutil.rmtree)
+    fake_rmdir(monkeypatch)
     lim.close()
     assert (unit / "cgroup.procs").read_text() == "4242"
     assert not (unit / "v2v-wrapper-job").exists()

@@ -50,7 +50,7 @@ def build_parser(check_names):
     return p
 
 
-def _setup_logging(path, foreground, stderr):
+def _setup_logging(path):
     logger = logging.getLogger("wrapper")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -60,12 +60,16 @@ def _setup_logging(path, foreground, stderr):
     fh = logging.FileHandler(path, encoding="utf-8")
     fh.setFormatter(logging.Formatter(LOG_FORMAT))
     logger.addHandler(fh)
-    if foreground:
-        sh = logging.StreamHandler(stderr)
-        sh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
-        sh.setLevel(logging.INFO)
-        logger.addHandler(sh)
     return logger
+
+
+def _log_to_stderr(stderr):
+    """Foreground mode, once the job is accepted: administrators watch the log
+    on the terminal (a refused job still gets its single line only)."""
+    sh = logging.StreamHandler(stderr)
+    sh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+    sh.setLevel(logging.INFO)
+    logging.getLogger("wrapper").addHandler(sh)
 
 
 def _refuse(stderr, error):
@@ -118,7 +122,6 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
 
 
 def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, caller_fds):
-    foreground = isinstance(job, dict) and job.get("daemonize") is False
     log_dir = log_dir_for(settings, job)
     try:
         os.makedirs(log_dir, mode=0o755, exist_ok=True)
@@ -128,7 +131,7 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
         create_log_file(files.wrapper_log, sudo)
     except OSError as e:
         return _refuse(stderr, "cannot create the log file in %s: %s" % (log_dir, e.strerror or e))
-    _setup_logging(files.wrapper_log, foreground, stderr)
+    _setup_logging(files.wrapper_log)
     log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())
     signals = SignalFlag().install()
     job_obj = None
@@ -170,6 +173,8 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
         detach([fd for fd in caller_fds if fd not in keep])
         log.info("detached: daemon pid %d", os.getpid())
         job_obj.state.set("wrapper_pid", os.getpid())
+    else:
+        _log_to_stderr(stderr)
     ok = job_obj.run(signals)
     if config.daemonize:
         return EXIT_OK

@@ -56,149 +56,17 @@ import os
 import re
 
 from wrapper.errors import CommandError, ThrottleError
+from wrapper.tcnft import (
+    MAX_MINOR, NET_CLS_DIRS, TABLE_PREFIX, classid, net_cls_classid, table_name, cgroup_name,
+    tc_root_add_argv, tc_root_del_argv, tc_class_argv, tc_class_del_argv, match_cgroupv2,
+    match_net_cls, nft_ruleset, nft_delete_argv, parse_links, candidate_devices, parse_root_qdisc,
+    root_owner, parse_classes, parse_proc_cgroup, cgroup_level)
 
 log = logging.getLogger(__name__)
 
-ROOT_MAJOR = 0x7632                 # "v2"
-ROOT_HANDLE = "%x:" % ROOT_MAJOR
-MAX_MINOR = 0xffff
-QUANTUM = 60000                     # bytes; HTB warns when rate/r2q is out of 1000..200000
-DIRECT_QLEN = 1000                  # direct queue length even on txqueuelen-0 devices
-CGROUP_PREFIX = "v2v-wrapper-"
-TABLE_PREFIX = "v2vw_"
-NET_CLS_DIRS = ("net_cls", "net_cls,net_prio", "net_prio,net_cls")
 
 Mechanism = collections.namedtuple("Mechanism", "name available reason path")
 Mechanism.__new__.__defaults__ = (None,)
-Link = collections.namedtuple("Link", "name index up loopback master")
-
-
-# ---- pure: names, argv, rulesets ------------------------------------------------------------
-def classid(minor):
-    return "%x:%x" % (ROOT_MAJOR, minor)
-
-
-def net_cls_classid(minor):
-    return (ROOT_MAJOR << 16) | minor
-
-
-def table_name(tag, minor):
-    return "%s%x_%s" % (TABLE_PREFIX, minor, re.sub(r"[^A-Za-z0-9_]", "_", tag)[:60])
-
-
-def cgroup_name(tag):
-    return CGROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
-
-
-def tc_root_add_argv(dev):
-    return ["tc", "qdisc", "add", "dev", dev, "root", "handle", ROOT_HANDLE, "htb",
-            "direct_qlen", str(DIRECT_QLEN)]
-
-
-def tc_root_del_argv(dev):
-    return ["tc", "qdisc", "del", "dev", dev, "root", "handle", ROOT_HANDLE]
-
-
-def tc_class_argv(verb, dev, minor, rate):
-    """verb 'add' or 'change'; rate in bytes per second (tc's 'bps' means bytes/s)."""
-    return ["tc", "class", verb, "dev", dev, "parent", ROOT_HANDLE, "classid", classid(minor),
-            "htb", "rate", "%dbps" % rate, "ceil", "%dbps" % rate, "quantum", str(QUANTUM)]
-
-
-def tc_class_del_argv(dev, minor):
-    return ["tc", "class", "del", "dev", dev, "classid", classid(minor)]
-
-
-def match_cgroupv2(nft_path, level):
-    return 'socket cgroupv2 level %d "%s"' % (level, nft_path)
-
-
-def match_net_cls(minor):
-    return "meta cgroup 0x%08x" % net_cls_classid(minor)
-
-
-def nft_ruleset(table, match, minor):
-    """Input for ``nft -f -``.  One statement per line: nft 1.0.6 fails to parse
-    ``meta priority set 7632:1;`` inside a one-line block."""
-    return ("table inet %s {\n"
-            "  chain out {\n"
-            "    type filter hook output priority 0; policy accept;\n"
-            "    %s meta priority set %s counter\n"
-            "  }\n"
-            "}\n") % (table, match, classid(minor))
-
-
-def nft_delete_argv(table):
-    return ["nft", "delete", "table", "inet", table]
-
-
-# ---- pure: parsing --------------------------------------------------------------------------
-def parse_links(text):
-    """``ip -j link show`` -> [Link]."""
-    links = []
-    for d in json.loads(text or "[]"):
-        flags = d.get("flags", [])
-        links.append(Link(d["ifname"], d.get("ifindex"), "UP" in flags,
-                          "LOOPBACK" in flags or d.get("link_type") == "loopback", d.get("master")))
-    return links
-
-
-def candidate_devices(links):
-    """Interfaces to shape: up, not loopback, not a bridge port / bond slave."""
-    return [l.name for l in links if l.up and not l.loopback and not l.master]
-
-
-def parse_root_qdisc(text):
-    """``tc -j qdisc show dev X`` -> (kind, handle) of the root qdisc, or None."""
-    for q in json.loads(text or "[]"):
-        if q.get("root"):
-            return q.get("kind"), q.get("handle")
-    return None
-
-
-def root_owner(root):
-    """'none' (kernel default, handle 0:), 'ours' (our shared htb) or 'foreign'."""
-    if root is None or root[1] in ("0:", None):
-        return "none"
-    if root == ("htb", ROOT_HANDLE):
-        return "ours"
-    return "foreign"
-
-
-def parse_classes(text):
-    """``tc class show dev X`` (text; iproute2 6.1 prints htb classes as text even with -j)
-    -> set of our minors."""
-    minors = set()
-    for m in re.finditer(r"^class htb ([0-9a-f]+):([0-9a-f]+) ", text or "", re.M):
-        if int(m.group(1), 16) == ROOT_MAJOR:
-            minors.add(int(m.group(2), 16))
-    return minors
-
-
-def parse_nft_tables(text):
-    """``nft -j list tables`` -> [(family, name)]."""
-    out = []
-    for item in json.loads(text or "{}").get("nftables", []):
-        if "table" in item:
-            out.append((item["table"]["family"], item["table"]["name"]))
-    return out
-
-
-def parse_proc_cgroup(text):
-    """``/proc/PID/cgroup`` -> {hierarchy: path}; cgroup2 is under key ''."""
-    out = {}
-    for line in (text or "").splitlines():
-        num, controllers, path = line.split(":", 2)
-        if num == "0" and controllers == "":
-            out[""] = path
-        for c in controllers.split(","):
-            if c:
-                out[c] = path
-    return out
-
-
-def cgroup_level(path):
-    return len([p for p in path.split("/") if p])
 
 
 # ---- host inspection ------------------------------------------------------------------------
@@ -254,7 +122,6 @@ def detect(runner, cgroup_root="/sys/fs/cgroup", prefer=None):
     problems = []
     for name, path in order:
         if not path:
-            problems.append("no %s hierarchy under %s" % (name, cgroup_root))
             continue
         match = match_net_cls(0) if name == "net_cls" else \
             match_cgroupv2(_nft_path(cgroup_root, path, "/"), 0)
@@ -264,6 +131,8 @@ def detect(runner, cgroup_root="/sys/fs/cgroup", prefer=None):
             continue
         how = "nft meta cgroup (net_cls classid)" if name == "net_cls" else "nft socket cgroupv2"
         return Mechanism(name, True, "%s at %s, %s, tc htb" % (name, path, how), path)
+    if not problems:
+        problems = ["no %s hierarchy under %s" % (" or ".join(n for n, _ in order), cgroup_root)]
     return Mechanism("none", False, "; ".join(problems))
 
 
@@ -341,11 +210,22 @@ class NetLimiter:
         return os.path.join(self.lock_dir, "netlimit-%x.owner" % minor)
 
     def _read_owner(self, minor):
+        """The reservation's content; {} when unreadable (never reclaimed: owner unknown)."""
         try:
             with open(self._owner_file(minor)) as f:
                 return json.load(f)
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as e:
+            self.log.warning("network limit: unreadable reservation %s: %s", self._owner_file(minor), e)
+            return {}
+
+    def _write_owner(self, minor, owner):
+        # atomic: another wrapper may read it under the lock while we update it outside
+        tmp = self._owner_file(minor) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(owner, f)
+        os.replace(tmp, self._owner_file(minor))
 
     def _owner_alive(self, owner):
         if not owner or owner.get("start") is None:
@@ -354,7 +234,7 @@ class NetLimiter:
 
     def _kernel_minors(self):
         used = set()
-        for dev in self._devices():
+        for dev in self._devices(shapeable=False):
             used |= parse_classes(self._run(["tc", "class", "show", "dev", dev], check=False).out)
         return used
 
@@ -368,7 +248,7 @@ class NetLimiter:
                 continue
             minor = int(m.group(1), 16)
             owner = self._read_owner(minor)
-            if self._owner_alive(owner):
+            if owner == {} or self._owner_alive(owner):
                 reserved.add(minor)
             else:
                 self.log.info("network limit: reclaiming class %s left by a dead wrapper (%s)",
@@ -383,12 +263,11 @@ class NetLimiter:
         self.minor = minor
         self.table = table_name(self.tag, minor)
         pid = os.getpid()
-        with open(self._owner_file(minor), "w") as f:
-            json.dump({"pid": pid, "start": _proc_starttime(self.proc_root, pid), "tag": self.tag,
-                       "table": self.table, "cgroup": None}, f)
+        self._write_owner(minor, {"pid": pid, "start": _proc_starttime(self.proc_root, pid),
+                                  "tag": self.tag, "table": self.table, "cgroup": None})
 
     def _reclaim(self, minor, owner):
-        for dev in self._devices():
+        for dev in self._devices(shapeable=False):
             self._run(tc_class_del_argv(dev, minor), check=False)
             self._drop_root_if_empty(dev)
         if owner.get("table"):
@@ -401,12 +280,14 @@ class NetLimiter:
     def _record_cgroup(self):
         owner = self._read_owner(self.minor) or {}
         owner["cgroup"] = self._cgroup
-        with open(self._owner_file(self.minor), "w") as f:
-            json.dump(owner, f)
+        self._write_owner(self.minor, owner)
 
     # -- interfaces -------------------------------------------------------------------------------
-    def _devices(self):
-        return candidate_devices(parse_links(self._run(["ip", "-j", "link", "show"]).out))
+    def _devices(self, shapeable=True):
+        """Interfaces to shape; with shapeable=False every non-loopback one (for removal: an
+        interface that went down or joined a bridge may still carry our class)."""
+        links = parse_links(self._run(["ip", "-j", "link", "show"]).out)
+        return candidate_devices(links) if shapeable else [l.name for l in links if not l.loopback]
 
     def _root(self, dev):
         return root_owner(parse_root_qdisc(self._run(["tc", "-j", "qdisc", "show", "dev", dev]).out))
@@ -536,7 +417,7 @@ class NetLimiter:
         self.log.info("network limit %d B/s on %s", rate, ", ".join(shaped))
 
     def _remove_classes(self):
-        for dev in self._devices():
+        for dev in self._devices(shapeable=False):
             if self._root(dev) != "ours":
                 continue
             if minor_present(self._run, dev, self.minor):

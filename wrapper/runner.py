@@ -26,14 +26,16 @@ def quote(argv):
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
-def run(argv, *, input=None, env=None, timeout=60, check=True):
+def run(argv, *, input=None, env=None, timeout=60, check=True, quiet=False):
     """Run ``argv`` to completion and return a :class:`Result`.
 
     Raises :class:`CommandError` when ``check`` and the exit status is not 0,
     or when the program cannot be started (rc 127, like a shell).
+    ``quiet`` keeps frequent polls (systemctl show) out of the log.
     """
     argv = [str(a) for a in argv]
-    log.debug("running: %s", quote(argv))
+    if not quiet:
+        log.debug("running: %s", quote(argv))
     try:
         proc = subprocess.run(argv, input=input, env=env, timeout=timeout,
                               stdin=None if input is not None else subprocess.DEVNULL,

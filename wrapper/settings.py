@@ -30,6 +30,7 @@ HIDDEN = (
     ("CGROUP_ROOT", "cgroup_root", "/sys/fs/cgroup"),
     ("LOCK_DIR", "lock_dir", "/run/lock/virt-v2v-wrapper"),
     ("VDSM_CA", "vdsm_ca", "/etc/pki/vdsm/certs/cacert.pem"),
+    ("OVIRT_CLEANUP_TIMEOUT", "ovirt_cleanup_timeout", "300"),
 )
 
 
@@ -48,6 +49,7 @@ class Settings:
     cgroup_root: str = "/sys/fs/cgroup"
     lock_dir: str = "/run/lock/virt-v2v-wrapper"
     vdsm_ca: str = "/etc/pki/vdsm/certs/cacert.pem"
+    ovirt_cleanup_timeout: str = "300"
     environ: dict = field(default_factory=dict, compare=False, repr=False)
 
     def with_(self, **kw):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from wrapper import netlimit
+from wrapper import netlimit, tcnft
 from wrapper.errors import ThrottleError
 
 pytestmark = pytest.mark.integration
@@ -87,14 +87,14 @@ class Gated:
 def ours_left(runner, lock_dir, cgroup_dirs=()):
     """Everything of ours that still exists: classes, root qdisc, nft tables, cgroups, files."""
     left = []
-    for dev in netlimit.candidate_devices(netlimit.parse_links(runner(["ip", "-j", "link", "show"]).out)):
-        root = netlimit.parse_root_qdisc(runner(["tc", "-j", "qdisc", "show", "dev", dev]).out)
-        if netlimit.root_owner(root) == "ours":
+    for dev in tcnft.candidate_devices(tcnft.parse_links(runner(["ip", "-j", "link", "show"]).out)):
+        root = tcnft.parse_root_qdisc(runner(["tc", "-j", "qdisc", "show", "dev", dev]).out)
+        if tcnft.root_owner(root) == "ours":
             left.append("%s root %s" % (dev, root))
-        classes = netlimit.parse_classes(runner(["tc", "class", "show", "dev", dev]).out)
+        classes = tcnft.parse_classes(runner(["tc", "class", "show", "dev", dev]).out)
         left += ["%s class %x" % (dev, c) for c in classes]
-    tables = netlimit.parse_nft_tables(runner(["nft", "-j", "list", "tables"]).out)
-    left += ["nft %s" % (t,) for t in tables if t[1].startswith(netlimit.TABLE_PREFIX)]
+    tables = tcnft.parse_nft_tables(runner(["nft", "-j", "list", "tables"]).out)
+    left += ["nft %s" % (t,) for t in tables if t[1].startswith(tcnft.TABLE_PREFIX)]
     left += [d for d in cgroup_dirs if os.path.exists(d)]
     left += [f for f in os.listdir(lock_dir) if f.endswith(".owner")]
     return left
@@ -124,6 +124,7 @@ def run_limits(manager, pair, rx, limiter, dedicated=True):
         first = rx.rate(t0, t0 + 1.0)
         t1 = time.monotonic()
         limiter.set_rate(8 * MiB)
+        print("set_rate(8 MiB/s) took %.3fs" % (time.monotonic() - t1))
         r8, s8 = phase(rx, 8 * MiB, t1, "%s 8 MiB/s" % limiter.mechanism.name)
         t2 = time.monotonic()
         limiter.set_rate(None)
@@ -164,7 +165,7 @@ def test_cgroup2_limits_and_cleanup(make_test_systemd, netns_pair, receiver, loc
     lim.close()                                 # idempotent
     assert ours_left(run, lock_dir) == []
     assert run(["tc", "-j", "qdisc", "show", "dev", "vx"]).out == foreign
-    assert netlimit.parse_root_qdisc(run(["tc", "-j", "qdisc", "show", "dev", "va"]).out)[1] == "0:"
+    assert tcnft.parse_root_qdisc(run(["tc", "-j", "qdisc", "show", "dev", "va"]).out)[1] == "0:"
     with pytest.raises(ThrottleError, match="closed"):
         lim.set_rate(MiB)
 
@@ -177,7 +178,7 @@ def test_net_cls_v1_limits_and_cleanup(make_test_systemd, netns_pair, receiver, 
     # /proc/PID/root; cgroup.procs takes host PIDs because we write from the host pid namespace
     lim = netlimit.NetLimiter("v1", runner=run, cgroup_root=m.cgroup_root, lock_dir=lock_dir,
                               log=logging.getLogger("test.v1"))
-    cg = os.path.join(m.cgroup_root, "net_cls", netlimit.cgroup_name("v1"))
+    cg = os.path.join(m.cgroup_root, "net_cls", tcnft.cgroup_name("v1"))
     try:
         run_limits(m, netns_pair, rx, lim)
         assert lim.mechanism.name == "net_cls"
@@ -208,9 +209,9 @@ def test_two_concurrent_limiters(make_test_systemd, netns_pair, receiver, lock_d
         assert LO * MiB <= ra <= HI * MiB
         assert LO * 3 * MiB <= rb <= HI * 3 * MiB
         a.close()                                        # b's class keeps the shared root alive
-        root = netlimit.parse_root_qdisc(run(["tc", "-j", "qdisc", "show", "dev", "va"]).out)
-        assert netlimit.root_owner(root) == "ours"
-        assert netlimit.parse_classes(run(["tc", "class", "show", "dev", "va"]).out) == {b.minor}
+        root = tcnft.parse_root_qdisc(run(["tc", "-j", "qdisc", "show", "dev", "va"]).out)
+        assert tcnft.root_owner(root) == "ours"
+        assert tcnft.parse_classes(run(["tc", "class", "show", "dev", "va"]).out) == {b.minor}
     finally:
         sa.stop()
         sb.stop()

@@ -66,7 +66,10 @@ def test_transient_unit_runs_with_uid_and_host_pids(test_systemd, world_dir):
 
 
 def test_cpuquota_is_enforced(test_systemd):
-    unit = test_systemd.systemd_run("--unit=v2vw-busy", "/bin/sh", "-c", "while :; do :; done")
+    # two busy loops: unthrottled they can use up to 2 CPUs, so even on a loaded machine they use
+    # clearly more than the 50 % quota allows (one loop alone got 47 % under load here)
+    unit = test_systemd.systemd_run("--unit=v2vw-busy", "/bin/sh", "-c",
+                                    "while :; do :; done & while :; do :; done")
     try:
         v2 = test_systemd.cgroup_dir(unit)
         free = cpu_percent(v2, 2.0)
@@ -87,7 +90,7 @@ def test_cpuquota_is_enforced(test_systemd):
         print("cpu: unthrottled=%.1f%% quota50=%.1f%% nr_throttled=%d" % (free, limited, throttled))
         assert throttled > 0
         assert limited <= 60
-        assert limited < 0.9 * free, "quota did not lower CPU use (%.1f%% vs %.1f%%)" % (limited, free)
+        assert limited < 0.85 * free, "quota did not lower CPU use (%.1f%% vs %.1f%%)" % (limited, free)
     finally:
         test_systemd.run("systemctl", "stop", unit, check=False)
 

@@ -1,4 +1,13 @@
-"""``rhv_url``: upload through the oVirt API (virt-v2v ``-o rhv-upload``)."""
+"""``rhv_url``: upload through the oVirt API (virt-v2v ``-o rhv-upload``).
+
+Besides the arguments, this target talks to the engine itself (through the
+oVirt SDK, imported lazily in wrapper.ovirt_api): before the conversion to
+derive ``allocation`` from the storage domain's type, and after a failure
+to cancel the image transfers and remove the disks this conversion created.
+"""
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def output_args(target, paths, allocation):
@@ -8,3 +17,38 @@ def output_args(target, paths, allocation):
         args += ["-oo", "rhv-cafile=%s" % target.cafile]
     return args + ["-oo", "rhv-cluster=%s" % target.cluster, "-oo", "rhv-direct",
                    "-oo", "rhv-verifypeer=%s" % ("false" if target.insecure else "true")]
+
+
+def _access(target):
+    from wrapper import ovirt_api
+    return ovirt_api.access_from_url(target.url, target.password, target.cafile, target.insecure)
+
+
+def prepare(config, job):
+    """Allocation from the storage domain type when the job does not say."""
+    if config.allocation:
+        return config.allocation
+    from wrapper import ovirt_api
+    allocation = ovirt_api.allocation_for_storage_domain(_access(config.target), config.target.storage)
+    log.info("allocation %s chosen from the type of storage domain %s", allocation,
+             config.target.storage)
+    return allocation
+
+
+def on_failure(config, job):
+    """Remove what a failed upload left on the target; never raises."""
+    disk_ids = list(job.state.disk_ids)
+    if not disk_ids:
+        log.info("no disk was created on the target: nothing to clean up")
+        return
+    log.info("conversion failed: removing the disks it created: %s", ", ".join(disk_ids))
+    try:
+        from wrapper import ovirt_api
+        timeout = float(job.settings.ovirt_cleanup_timeout)
+        problems = ovirt_api.remove_created_disks(_access(config.target), disk_ids, timeout=timeout)
+    except Exception as e:      # cleanup must never mask the original error
+        problems = ["cleanup of the created disks failed: %s" % e]
+    for problem in problems:
+        log.warning("cleanup: %s", problem)
+    if not problems:
+        log.info("removed %d disk(s) from the target", len(disk_ids))

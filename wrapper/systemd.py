@@ -1,0 +1,253 @@
+"""virt-v2v in a transient systemd unit (SPEC §4, daemon mode).
+
+The unit name is chosen here (``v2v-import-<tag>.service``), never scraped
+from systemd-run's output.  ``RemainAfterExit=yes`` keeps the unit loaded
+after virt-v2v exits so its exit status can still be read; :meth:`close`
+stops it and resets a failed one so names never pile up.
+
+PIDs: ``MainPID`` is systemd's view; when systemd lives in another PID
+namespace (containers, the test systemd) it differs from ours.  The unit's
+cgroup, read through our own cgroup mount, lists the PIDs as *we* see them,
+and ``/proc/<pid>/status`` ``NSpid`` ties the two together.
+"""
+import errno
+import glob
+import logging
+import os
+import time
+
+from wrapper import limits
+from wrapper.errors import CommandError, ConversionError, ThrottleError
+
+log = logging.getLogger(__name__)
+
+SHOW_PROPS = ("ActiveState", "SubState", "Result", "MainPID", "ExecMainPID", "ExecMainCode",
+              "ExecMainStatus", "ControlGroup")
+CLD_EXITED = 1
+
+
+def available(settings):
+    """Is systemd the running init?  (sd_booted(): /run/systemd/system exists.)"""
+    return os.path.isdir(settings.systemd_marker)
+
+
+def unit_name(tag):
+    return "v2v-import-%s.service" % tag
+
+
+def gate_argv(fifo, argv):
+    """Hold the program until the wrapper writes to ``fifo``, then exec it
+    (same PID): cgroup-based classification is in place before it runs."""
+    return ["/bin/sh", "-c", 'read _ < "$0" && exec "$@"', fifo] + list(argv)
+
+
+def run_argv(unit, user, env, log_path, argv, tag, properties=()):
+    """The systemd-run command.  ``env`` must be secret-free: unit properties are public."""
+    cmd = ["systemd-run", "--unit=%s" % unit, "--description=virt-v2v conversion %s" % tag,
+           "--uid=%d" % user.uid, "--gid=%d" % user.gid,
+           "--property=RemainAfterExit=yes",
+           "--property=StandardInput=null",
+           "--property=StandardOutput=append:%s" % log_path,
+           "--property=StandardError=append:%s" % log_path,
+           "--property=CPUAccounting=yes",
+           "--property=KillMode=control-group",
+           "--property=TimeoutStopSec=30"]
+    cmd += ["--property=%s" % p for p in properties]
+    cmd += ["--setenv=%s=%s" % (k, v) for k, v in sorted(env.items())]
+    return cmd + ["--"] + list(argv)
+
+
+def parse_show(text):
+    """``systemctl show`` key=value lines -> dict."""
+    props = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            props[key] = value
+    return props
+
+
+def exit_status(props):
+    """Exit status of the main process, shell style, or None while it runs.
+
+    ExecMainCode stays 0 until the main process has exited (then CLD_EXITED,
+    CLD_KILLED or CLD_DUMPED), whatever RemainAfterExit makes of the unit.
+    """
+    try:
+        code = int(props.get("ExecMainCode") or 0)
+        status = int(props.get("ExecMainStatus") or 0)
+    except ValueError:
+        return None
+    if code == 0:
+        if props.get("ActiveState") in ("activating", "active", "deactivating", "reloading"):
+            return None
+        return 255                      # the unit vanished or never ran
+    return status if code == CLD_EXITED else 128 + status
+
+
+def cgroup_dirs(cgroup_root, control_group):
+    """Directories of the unit's cgroup as seen through our cgroup mount.
+
+    systemd's ControlGroup is relative to its own root: a systemd in a
+    container has a prefix we do not know, so also look one level down.
+    """
+    found = []
+    for hier in ("unified", "systemd", ""):
+        base = os.path.join(cgroup_root, hier) if hier else cgroup_root
+        direct = base + control_group
+        if os.path.exists(os.path.join(direct, "cgroup.procs")):
+            found.append(direct)
+            continue
+        found += [d for d in glob.glob(glob.escape(base) + "/*" + glob.escape(control_group))
+                  if os.path.exists(os.path.join(d, "cgroup.procs"))]
+    return found
+
+
+def ns_pid(pid):
+    """The innermost-namespace PID of our ``pid`` (last NSpid field)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def host_pid(cgroup_root, control_group, main_pid):
+    for d in cgroup_dirs(cgroup_root, control_group):
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                pids = [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            if pid == main_pid and ns_pid(pid) == main_pid:
+                return pid
+        for pid in pids:
+            if ns_pid(pid) == main_pid:
+                return pid
+    return None
+
+
+class SystemdUnit:
+    kind = "systemd unit"
+    dedicated_cgroup = True
+
+    def __init__(self, unit, run_cmd, runner, cgroup_root, gate_fifo=None, clock=time.monotonic,
+                 sleep=time.sleep):
+        self.unit = unit
+        self.run_cmd = list(run_cmd)
+        self.runner = runner
+        self.cgroup_root = cgroup_root
+        self.gate_fifo = gate_fifo
+        self.clock = clock
+        self.sleep = sleep
+        self.pid = None
+        self.main_pid = None
+        self.control_group = None
+        self.started = False
+        self._status = None
+
+    def show(self):
+        res = self.runner(["systemctl", "show", "--property=" + ",".join(SHOW_PROPS), self.unit],
+                          check=False, quiet=True)
+        return parse_show(res.out)
+
+    def start(self, timeout=30.0):
+        try:
+            self.runner(self.run_cmd, timeout=60)
+        except CommandError as e:
+            raise ConversionError("systemd-run could not start %s: %s" % (self.unit, e)) from None
+        self.started = True
+        deadline = self.clock() + timeout
+        while True:
+            props = self.show()
+            self.main_pid = int(props.get("MainPID") or 0) or int(props.get("ExecMainPID") or 0)
+            self.control_group = props.get("ControlGroup") or None
+            if self.main_pid and self.control_group:
+                self.pid = host_pid(self.cgroup_root, self.control_group, self.main_pid)
+                if self.pid:
+                    break
+            if exit_status(props) is not None:
+                self._status = exit_status(props)
+                self.pid = self.pid or self.main_pid or None
+                break
+            if self.clock() > deadline:
+                raise ConversionError("systemd unit %s started but its process was not found "
+                                      "(MainPID %s, cgroup %s)" % (self.unit, self.main_pid,
+                                                                   self.control_group))
+            self.sleep(0.05)
+        log.info("virt-v2v started in systemd unit %s: pid %s on the host (MainPID %s, cgroup %s)",
+                 self.unit, self.pid, self.main_pid, self.control_group)
+        return self
+
+    def release(self, timeout=10.0):
+        """Let a gated unit go: the shell is (or soon will be) blocked
+        opening the FIFO for reading; a non-blocking writer open fails with
+        ENXIO until then."""
+        if not self.gate_fifo:
+            return
+        deadline = self.clock() + timeout
+        while True:
+            try:
+                fd = os.open(self.gate_fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO or self.clock() > deadline or self.poll() is not None:
+                    raise ConversionError("cannot release the gate of %s: %s" % (self.unit, e)) from None
+                self.sleep(0.02)
+        try:
+            os.write(fd, b"go\n")
+        finally:
+            os.close(fd)
+        self.gate_fifo = None
+
+    def poll(self):
+        if self._status is None:
+            self._status = exit_status(self.show())
+        return self._status
+
+    def _kill(self, signal_name, whom):
+        self.runner(["systemctl", "kill", "--signal=%s" % signal_name, "--kill-who=%s" % whom,
+                     self.unit], check=False)
+
+    def terminate(self):
+        self._kill("SIGTERM", "main")
+
+    def kill(self):
+        self._kill("SIGKILL", "all")
+
+    def set_cpu_quota(self, value):
+        try:
+            self.runner(["systemctl", "set-property", "--runtime", self.unit,
+                         limits.cpu_quota_property(value)])
+        except CommandError as e:
+            raise ThrottleError("systemctl set-property failed: %s" % e) from None
+
+    def close(self, grace=30.0):
+        if not self.started:
+            return
+        if self.poll() is None:
+            self.terminate()
+            deadline = self.clock() + grace
+            while self.poll() is None and self.clock() < deadline:
+                self.sleep(0.2)
+            if self.poll() is None:
+                self.kill()
+        self.runner(["systemctl", "stop", self.unit], check=False, timeout=60)
+        self.runner(["systemctl", "reset-failed", self.unit], check=False)
+        log.info("systemd unit %s stopped and reset", self.unit)
+        self.started = False
+
+
+def unit_launcher(job):
+    """Launcher factory for daemon mode (see wrapper.job.Job)."""
+    unit = unit_name(job.files.tag)
+    gate = getattr(job, "gate_fifo", None)
+    argv = gate_argv(gate, job.argv) if gate else job.argv
+    props = tuple(getattr(job, "unit_properties", ()))
+    cmd = run_argv(unit, job.user, job.env, job.files.v2v_log, argv, job.files.tag, props)
+    return SystemdUnit(unit, cmd, job.runner, job.settings.cgroup_root, gate_fifo=gate,
+                       clock=job.clock, sleep=job.sleep)
