@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shutil
+import types
 
 import pytest
 
@@ -130,9 +131,10 @@ class FakeNet:
         self.calls.append(argv)
         if input is not None:
             self.inputs.append(input)
-        rc, out, err = self._answer(argv, input)
         if self.fail and argv[:len(self.fail)] == self.fail:
             rc, out, err = 2, "", "RTNETLINK answers: Operation not permitted\n"
+        else:
+            rc, out, err = self._answer(argv, input)
         if check and rc:
             raise CommandError(argv, rc, out, err)
         return Result(tuple(argv), rc, out, err)
@@ -247,12 +249,17 @@ def test_check_throttling_text(hybrid, tmp_path):
     (root / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     sd = tmp_path / "run-systemd-system"
     sd.mkdir()
-    text = nl.check_throttling(FakeNet(), str(root), str(sd))
+    settings = types.SimpleNamespace(cgroup_root=str(root), systemd_marker=str(sd))
+    ok, text = nl.check_throttling(settings, FakeNet())
+    assert ok
     assert text.splitlines() == [
         "cpu: available (systemd CPUQuota through cgroup v1 cpu.cfs_quota_us)",
         "network: available (cgroup2 at %s/unified, nft socket cgroupv2, tc htb)" % root]
-    assert nl.check_throttling(FakeNet(), str(root), str(tmp_path / "nope")).splitlines()[0] == \
-        "cpu: unavailable (systemd is not the init system (no %s/nope))" % tmp_path
+    ok, text = nl.throttling_report(FakeNet(), str(root), str(tmp_path / "nope"))
+    assert not ok
+    assert text.splitlines()[0] == "cpu: unavailable (systemd is not the init system (no %s/nope))" % tmp_path
+    ok, text = nl.throttling_report(FakeNet(nft_check_rc=1), str(root), str(sd))
+    assert not ok and text.splitlines()[1].startswith("network: unavailable (nft cannot match cgroup2")
 
 
 def test_detect_cpu_pure_v2(tmp_path):
@@ -447,3 +454,16 @@ def test_setup_failure_cleans_up_and_reports(hybrid, tmp_path):
     assert not [f for f in os.listdir(tmp_path / "lock") if f.endswith(".owner")]
     with pytest.raises(ThrottleError, match="setting up failed"):
         lim.set_rate(1000)
+
+
+def test_one_interface_failing_does_not_stop_the_others(hybrid, tmp_path, caplog):
+    links = json.loads(IP_LINK)
+    links.append(dict(links[1], ifindex=6, ifname="eth3"))
+    fake = FakeNet(links=json.dumps(links), fail=["tc", "class", "add", "dev", "eth3"])
+    lim = limiter(fake, hybrid, tmp_path)
+    lim.start(4242, True)
+    lim.set_rate(1000)
+    assert lim.devices == ["eth0"] and fake.classes == {"eth0": {1: 1000}}
+    assert "could not shape eth3: tc exited with status 2" in caplog.text
+    assert fake.roots["eth3"] == ("pfifo_fast", "0:")      # its fresh root was taken away again
+    lim.close()

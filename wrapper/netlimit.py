@@ -101,7 +101,8 @@ def _tool_missing(runner, argv):
 
 def _nft_check(runner, match):
     try:
-        r = runner(["nft", "-c", "-f", "-"], input=nft_ruleset(TABLE_PREFIX + "probe", match, 0), check=False)
+        r = runner(["nft", "-c", "-f", "-"], input=nft_ruleset(TABLE_PREFIX + "probe", match, 0),
+                   check=False)
     except CommandError as e:
         return str(e)
     if r.rc == 0:
@@ -152,12 +153,17 @@ def detect_cpu(cgroup_root="/sys/fs/cgroup", systemd_dir="/run/systemd/system"):
     return Mechanism("none", False, "no cgroup cpu controller under %s" % cgroup_root)
 
 
-def check_throttling(runner, cgroup_root="/sys/fs/cgroup", systemd_dir="/run/systemd/system"):
-    """Text for ``--check-throttling``: one line each for cpu and network."""
-    lines = []
-    for what, m in (("cpu", detect_cpu(cgroup_root, systemd_dir)), ("network", detect(runner, cgroup_root))):
-        lines.append("%s: %s (%s)" % (what, "available" if m.available else "unavailable", m.reason))
-    return "\n".join(lines)
+def throttling_report(runner, cgroup_root="/sys/fs/cgroup", systemd_dir="/run/systemd/system"):
+    """(both available, text): one line each for cpu and network."""
+    found = (("cpu", detect_cpu(cgroup_root, systemd_dir)), ("network", detect(runner, cgroup_root)))
+    text = "\n".join("%s: %s (%s)" % (what, "available" if m.available else "unavailable", m.reason)
+                     for what, m in found)
+    return all(m.available for _, m in found), text
+
+
+def check_throttling(settings, runner):
+    """``--check-throttling`` (wrapper.checks signature): can CPU and network limits be applied?"""
+    return throttling_report(runner, settings.cgroup_root, settings.systemd_marker)
 
 
 def _proc_starttime(proc_root, pid):
@@ -174,8 +180,8 @@ class NetLimiter:
     """Network limit of one conversion.  ``start()`` once (at the gate), ``set_rate()`` any
     number of times, ``close()`` on every way out (or use it as a context manager)."""
 
-    def __init__(self, tag, *, runner, cgroup_root="/sys/fs/cgroup", lock_dir="/run/v2v-wrapper",
-                 log=log, proc_root="/proc", prefer=None):
+    def __init__(self, tag, *, runner, cgroup_root="/sys/fs/cgroup",
+                 lock_dir="/run/lock/virt-v2v-wrapper", log=log, proc_root="/proc", prefer=None):
         self.tag = tag
         self._run = runner
         self.cgroup_root = cgroup_root
@@ -394,24 +400,31 @@ class NetLimiter:
         self.rate = bytes_per_second
 
     def _apply(self, rate):
-        devices = self._devices()
-        shaped, skipped = [], []
-        for dev in devices:
+        shaped, skipped, failed = [], [], []
+        for dev in self._devices():
             owner = self._root(dev)
             if owner == "foreign":
                 skipped.append(dev)
                 continue
-            if owner == "none":
-                self._run(tc_root_add_argv(dev))
-            verb = "change" if minor_present(self._run, dev, self.minor) else "add"
-            self._run(tc_class_argv(verb, dev, self.minor, rate))
-            shaped.append(dev)
+            try:
+                if owner == "none":
+                    self._run(tc_root_add_argv(dev))
+                verb = "change" if minor_present(self._run, dev, self.minor) else "add"
+                self._run(tc_class_argv(verb, dev, self.minor, rate))
+                shaped.append(dev)
+            except CommandError as e:   # e.g. the interface just went away: the others still count
+                self.log.warning("network limit: could not shape %s: %s", dev, e)
+                failed.append(e)
+                with contextlib.suppress(CommandError):
+                    self._drop_root_if_empty(dev)
         if skipped != self._skipped and skipped:
             self.log.warning("network limit: not shaping %s: its root qdisc is not ours",
                              ", ".join(skipped))
         self._skipped = skipped
         self.devices = shaped
         if not shaped:
+            if failed:
+                raise failed[0]
             raise ThrottleError("no interface can carry the network limit (skipped: %s)"
                                 % (", ".join(skipped) or "none found"))
         self.log.info("network limit %d B/s on %s", rate, ", ".join(shaped))

@@ -172,13 +172,16 @@ def known_hosts_line(port: int, host_pubkey: str, owner_pid: int, base: Path) ->
 
 
 def _pid_alive(pid: int) -> bool:
+    """True for a running process; a zombie (killed, not yet reaped) counts as dead."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True
-    return True
+    except OSError:
+        return True  # cannot tell: assume alive, never remove another run's line
+    # "pid (comm) S ...": comm may contain spaces/parens, so split after the last ')'
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def is_stale_marked_line(line: str, pid_alive=_pid_alive, isdir=os.path.isdir) -> bool:
@@ -193,6 +196,32 @@ def is_stale_marked_line(line: str, pid_alive=_pid_alive, isdir=os.path.isdir) -
     except ValueError:
         return True
     return not pid_alive(pid) or not isdir(base)
+
+
+def _die_with_parent():
+    """preexec_fn: SIGTERM the child (sshd, after unshare/chroot exec) when we die, so a
+    SIGKILLed test run does not leave an sshd behind. Survives execve (sshd is not setuid)."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def remove_stale_bases(workdir: Path, pid_alive=_pid_alive) -> List[Path]:
+    """Remove v2vw-esxi-* dirs left by owners that died without cleaning up (SIGKILL)."""
+    removed = []
+    for base in sorted(Path(workdir).glob("v2vw-esxi-*")):
+        try:
+            pid = int((base / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not fully created yet, or not ours: leave it
+        if pid_alive(pid):
+            continue
+        root = base / "root"
+        if root.exists() and os.path.ismount(str(root)):
+            continue
+        shutil.rmtree(str(base), ignore_errors=True)
+        removed.append(base)
+    return removed
 
 
 def find_free_port() -> int:
@@ -418,8 +447,11 @@ class FakeEsxi:
         missing = [k for vm in self.vms.values() for k in vm.disks if k not in self.images]
         if missing:
             raise ValueError("no image for disk kind(s) %s" % sorted(set(missing)))
+        for stale in remove_stale_bases(self.workdir):
+            log.info("removed stale fake ESXi dir %s", stale)
         self.base = Path(tempfile.mkdtemp(prefix="v2vw-esxi-", dir=str(self.workdir)))
         os.chmod(str(self.base), 0o755)
+        (self.base / "owner.pid").write_text(str(os.getpid()))
         self.ssh_dir.mkdir()
         self._make_datastore()
         self._make_keys()
@@ -517,7 +549,8 @@ class FakeEsxi:
             # own process group: the per-connection sshd children can be ended with it
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=self._log_file, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=_die_with_parent)
             if self._wait_listening():
                 return
             last_log = self.sshd_log.read_text(errors="replace")[-2000:]

@@ -33,6 +33,8 @@ def missing_prerequisites():
         lacking.append("/lib/systemd/systemd")
     if lacking:
         return "missing for the test systemd: " + ", ".join(lacking)
+    if not os.path.isdir(CGFS + "/systemd") or os.path.exists(CGFS + "/cgroup.controllers"):
+        return "the test systemd recipe needs the hybrid cgroup layout (%s/systemd + v1 hierarchies)" % CGFS
     return None
 
 

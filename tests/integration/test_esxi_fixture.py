@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -176,6 +177,68 @@ def test_start_stop_leaves_no_trace(guest_images):
     else:
         assert after is None or fe.MARKER not in after or str(base) not in after
     assert str(base) not in open("/proc/self/mountinfo").read()
+
+
+@pytest.mark.integration
+def test_two_instances_have_separate_vmfs(fake_esxi, esxi_agent, guest_images):
+    images = {"os": guest_images.os_disk, "data": guest_images.data_disk}
+    with fe.FakeEsxi(images) as other:
+        if other.vmfs_mode_used != "namespace":
+            pytest.skip("separate /vmfs views need the mount-namespace mode")
+        (other.datastore_dir / "testvm" / "only-in-other").write_text("x")
+        with fe.SshAgent(other.client_private_key_text) as other_agent:
+            listing = subprocess.run(
+                other.ssh_argv("ls", "/vmfs/volumes/datastore1/testvm"),
+                env=dict(os.environ, **other_agent.env), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, universal_newlines=True, timeout=60, check=True)
+        assert "only-in-other" in listing.stdout.split()
+        listing = subprocess.run(
+            fake_esxi.ssh_argv("ls", "/vmfs/volumes/datastore1/testvm"),
+            env=dict(os.environ, **esxi_agent.env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, universal_newlines=True, timeout=60, check=True)
+        assert "only-in-other" not in listing.stdout.split()
+        assert "testvm.vmx" in listing.stdout.split()
+
+
+_HOLDER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import fake_esxi
+fx = fake_esxi.FakeEsxi({"os": sys.argv[2], "data": sys.argv[3]}).__enter__()
+print(fx.proc.pid, fx.base, fx.port, flush=True)
+time.sleep(600)
+"""
+
+
+def _wait_gone(pid, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not fe._pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.integration
+def test_sigkilled_owner_leaves_nothing_after_next_start(guest_images):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(Path(fe.__file__).parent),
+         str(guest_images.os_disk), str(guest_images.data_disk)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, universal_newlines=True)
+    try:
+        sshd_pid, base, port = holder.stdout.readline().split()
+    finally:
+        holder.kill()
+        holder.wait()
+    # sshd gets SIGTERM from PR_SET_PDEATHSIG when its owner dies
+    assert _wait_gone(int(sshd_pid)), "sshd %s outlived its SIGKILLed owner" % sshd_pid
+    images = {"os": guest_images.os_disk, "data": guest_images.data_disk}
+    with fe.FakeEsxi(images):
+        kh = fe.default_known_hosts().read_text()
+        assert "[127.0.0.1]:%s " % port not in kh  # stale line of the dead owner dropped
+        assert not Path(base).exists()             # stale dir of the dead owner removed
 
 
 # ---------------------------------------------------------------- real virt-v2v runs

@@ -22,6 +22,11 @@ case "$NAME" in *[!A-Za-z0-9_-]*|'') echo "sd-start.sh: bad NAME '$NAME'" >&2; e
 RUN=${SD_RUNDIR:-/tmp}/$NAME
 CG=/$NAME
 CGFS=/sys/fs/cgroup
+if [ "$(stat -f -c %T "$CGFS")" != tmpfs ] || [ ! -d "$CGFS/systemd" ]; then
+  # the recipe needs the hybrid/legacy layout (tmpfs with v1 hierarchies + name=systemd), as on the
+  # CI machines; a pure cgroup2 host would need a different one (not written: nothing to test it on)
+  echo "sd-start.sh: $CGFS is not a hybrid/legacy cgroup layout" >&2; exit 3
+fi
 V1=""                                   # v1 controller hierarchies mounted on this host, by directory name
 for d in "$CGFS"/*; do
   [ -d "$d" ] || continue
