@@ -131,3 +131,27 @@ def test_line_split_exactly_at_marker():
 ])
 def test_vmware_path(path, expected):
     assert p.vmware_path(path) == expected
+
+
+@pytest.mark.parametrize("name", ["run05-vmx-ssh-port-uri.vx.log", "run08-disk-vdsm-ovirt-flavour.vx.log",
+                                  "kill01-sigterm-during-copy.vx.log"])
+def test_dialect_hint_changes_nothing_on_2x_logs(name):
+    blob = read(name)
+    assert feed_all(p.LogParser(2), blob, 65536) == feed_all(p.LogParser(None), blob, 65536)
+
+
+def test_v1_dialect_hint_understands_v1_lines():
+    log = (b"nbdkit: debug: Opening file [ds] vm/vm.vmdk (x)\nCopying disk 1/1 to /x (raw)\n    (25.00/100%)\n")
+    assert p.LogParser(1).feed(log) == [p.DiskSource(0, "[ds] vm/vm.vmdk"), p.CopyingDisk(0, 1),
+                                        p.DiskProgress(25.0)]
+
+
+def test_export_size_found_across_reads():
+    parser = p.LogParser(2)
+    assert parser.feed(b"\texport-size: 4096 (4K)\n") == []
+    assert parser.feed(b"\tcontent: data\n") == []
+    assert parser.feed(b"\turi: nbd+unix:///?socket=/tmp/v2v.X/in3\n") == [p.DiskSize(3, 4096)]
+
+
+def test_percent_signs_in_debug_output_are_ignored():
+    assert p.LogParser(2).feed(b"mount -o size=20%,mode=0755\nrate 50% done\n100%\n") == []

@@ -213,7 +213,7 @@ class Job:
             self.state_file.write(self.state)
             monitor = Monitor(self.process, self.state, self.state_file, self.files.v2v_log,
                               self.files.mr_log, throttler=throttler, signals=signals,
-                              clock=self.clock, sleep=self.sleep)
+                              clock=self.clock, sleep=self.sleep, dialect=self.caps.major)
             rc = monitor.run()
             self.state.set("return_code", rc)
             log.info("virt-v2v exited with status %s", rc)

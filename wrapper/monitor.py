@@ -20,26 +20,30 @@ MAX_READ_PER_STEP = 64 << 20     # keep steps short even when a log races ahead
 
 
 class LogTail:
-    """Reads a growing file from where the last read stopped."""
+    """Reads a growing file from where the last read stopped, a chunk at a
+    time, so memory stays bounded however large the log grows."""
 
     def __init__(self, path):
         self.path = path
         self._f = None
 
-    def read(self, limit=MAX_READ_PER_STEP):
+    def chunks(self, limit=MAX_READ_PER_STEP):
+        """Yield what was appended since the last call, at most ``limit`` bytes."""
         if self._f is None:
             try:
                 self._f = open(self.path, "rb")
             except FileNotFoundError:
-                return b""
-        chunks, total = [], 0
-        while total < limit:
-            data = self._f.read(min(READ_CHUNK, limit - total))
+                return
+        total = 0
+        while limit is None or total < limit:
+            data = self._f.read(READ_CHUNK if limit is None else min(READ_CHUNK, limit - total))
             if not data:
-                break
-            chunks.append(data)
+                return
             total += len(data)
-        return b"".join(chunks)
+            yield data
+
+    def read(self, limit=MAX_READ_PER_STEP):
+        return b"".join(self.chunks(limit))
 
     def close(self):
         if self._f:
@@ -66,13 +70,13 @@ class SignalFlag:
 class Monitor:
     def __init__(self, process, state, state_file, v2v_log, mr_log, throttler=None,
                  signals=None, clock=time.monotonic, sleep=time.sleep, interval=0.25,
-                 grace=30.0):
+                 grace=30.0, dialect=None):
         self.process = process
         self.state = state
         self.state_file = state_file
         self.v2v_tail = LogTail(v2v_log)
         self.mr_tail = LogTail(mr_log)
-        self.log_parser = progress.LogParser()
+        self.log_parser = progress.LogParser(dialect)
         self.mr_parser = progress.MachineReadableParser()
         self.throttler = throttler
         self.signals = signals or SignalFlag()
@@ -86,16 +90,13 @@ class Monitor:
 
     # -- steps -------------------------------------------------------------
     def read_logs(self, final=False):
-        events = self.log_parser.feed(self.v2v_tail.read())
-        events += self.mr_parser.feed(self.mr_tail.read())
+        for chunk in self.v2v_tail.chunks(None if final else MAX_READ_PER_STEP):
+            self._apply(self.log_parser.feed(chunk))
         if final:
-            while True:
-                more = self.v2v_tail.read()
-                if not more:
-                    break
-                events += self.log_parser.feed(more)
-            events += self.log_parser.flush()
-            events += self.mr_parser.feed(self.mr_tail.read() + b"\n")
+            self._apply(self.log_parser.flush())
+        self._apply(self.mr_parser.feed(self.mr_tail.read() + (b"\n" if final else b"")))
+
+    def _apply(self, events):
         for event in events:
             if isinstance(event, progress.V2vMessage) and event.type in ("warning", "error"):
                 log.info("virt-v2v %s: %s", event.type, event.text.splitlines()[0] if event.text else "")

@@ -90,32 +90,57 @@ def _shell_unquote(text):
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
-# Each marker is a literal found with bytes.find; its regexes run only on the
-# lines that contain it.
-_RULES = (
-    (b"Copying disk ", re.compile(r"Copying disk (\d+)/(\d+)"), "copying"),
-    (b"% [", re.compile(r"(\d{1,3})% \["), "bar"),
-    (b"/100%)", re.compile(r"\((\d+(?:\.\d+)?)/100%\)"), "percent"),
-    (b"'--unix'", re.compile(r"'--unix' '[^']*/in(\d+)'.*?'(?:file|path)=((?:[^']|'\\'')*)'"), "nbdkit"),
-    (b"export-size: ", re.compile(r"^\s*export-size: (\d+)"), "size"),
-    (b"uri: nbd+unix:", re.compile(r"^\s*uri: nbd\+unix:.*socket=[^ ]*/in(\d+)\s*$"), "uri"),
-    (b"Opening file ", re.compile(r"^nbdkit: (?:.*?: )?debug: Opening file (.*) \(.*\)\s*$"), "v1vddk"),
-    (b"overlay source qemu URI", re.compile(r"overlay source qemu URI: json:(.*)$"), "v1ssh"),
-    (b"disk.id = '", re.compile(r"disk\.id = '(%s)'" % _UUID), "diskid"),
-    (b"ovf:id=", re.compile(r"<VirtualSystem ovf:id=['\"](%s)['\"]" % _UUID), "vs"),
-    (b"OperatingSystemSection_Type", re.compile(
-        r"<Section ovf:id=['\"](%s)['\"][^>]*OperatingSystemSection_Type" % _UUID), "ossec"),
-    (b"virt-v2v: error: ", re.compile(r"virt-v2v: error: (.*)$"), "error"),
-    (b"Exiting on signal ", re.compile(r"virt-v2v: Exiting on signal (\S+)"), "signal"),
+# Each marker is a literal found with bytes.find (memchr for one byte); its
+# regexes run only on the lines that contain it.  Long or single-byte
+# needles search fastest, which is why some look odd.
+_R_COPYING = re.compile(r"Copying disk (\d+)/(\d+)")
+_R_BAR = re.compile(r"(\d{1,3})% \[")
+_R_PERCENT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
+_R_NBDKIT = re.compile(r"'--unix' '[^']*/in(\d+)'.*?'(?:file|path)=((?:[^']|'\\'')*)'")
+_R_URI = re.compile(r"^\s*uri: nbd\+unix:.*socket=[^ ]*/in(\d+)\s*$")
+_R_SIZE = re.compile(rb"export-size: (\d+)")
+_R_V1VDDK = re.compile(r"^nbdkit: (?:.*?: )?debug: Opening file (.*) \(.*\)\s*$")
+_R_V1SSH = re.compile(r"overlay source qemu URI: json:(.*)$")
+_R_DISKID = re.compile(r"disk\.id = '(%s)'" % _UUID)
+_R_VS = re.compile(r"<VirtualSystem ovf:id=['\"](%s)['\"]" % _UUID)
+_R_OSSEC = re.compile(r"<Section ovf:id=['\"](%s)['\"][^>]*OperatingSystemSection_Type" % _UUID)
+_R_ERROR = re.compile(r"virt-v2v: error: (.*)$")
+_R_SIGNAL = re.compile(r"virt-v2v: Exiting on signal (\S+)")
+
+_COMMON = (
+    (b"%", ((_R_BAR, "bar"), (_R_PERCENT, "percent"))),
+    (b"nbd+unix:///?socket=", ((_R_URI, "uri"),)),
+    (b"disk.id = '", ((_R_DISKID, "diskid"),)),
+    (b"ovf:id=", ((_R_VS, "vs"), (_R_OSSEC, "ossec"))),
+    (b"virt-v2v: ", ((_R_ERROR, "error"), (_R_SIGNAL, "signal"))),
 )
+_V2 = (
+    # 2.x stage lines always carry the "[  52.1] " timestamp in the verbose log
+    (b"] Copying disk ", ((_R_COPYING, "copying"),)),
+    (b"' '--unix' '", ((_R_NBDKIT, "nbdkit"),)),
+)
+_V1 = (
+    (b"Copying disk ", ((_R_COPYING, "copying"),)),
+    (b"Opening file ", ((_R_V1VDDK, "v1vddk"),)),
+    (b"overlay source qemu URI", ((_R_V1SSH, "v1ssh"),)),
+)
+MARKERS = {1: _COMMON + _V1, 2: _COMMON + _V2,
+           None: _COMMON + _V1 + ((b"' '--unix' '", ((_R_NBDKIT, "nbdkit"),)),)}
 _SEPARATORS = (b"\n", b"\r")
 MAX_CARRY = 1 << 20     # a "line" longer than this is cut: memory stays bounded
+LOOKBACK = 4096         # nbdinfo prints export-size a few lines before the uri
 
 
 def _line_bounds(buf, pos):
     start = max(buf.rfind(b"\n", 0, pos), buf.rfind(b"\r", 0, pos)) + 1
     ends = [e for e in (buf.find(b"\n", pos), buf.find(b"\r", pos)) if e != -1]
     return start, (min(ends) if ends else len(buf))
+
+
+def _percent_worth_a_look(buf, pos):
+    """'%' is everywhere in debug output: only '12% [' and '/100%)' matter."""
+    nxt = buf[pos + 1:pos + 3]
+    return nxt == b" [" or (nxt[:1] == b")" and buf[pos - 4:pos] == b"/100")
 
 
 class LogParser:
@@ -125,10 +150,13 @@ class LogParser:
     the next call, so lines split across reads are parsed whole.
     """
 
-    def __init__(self):
+    def __init__(self, dialect=None):
+        """``dialect``: virt-v2v's major version when known (fewer markers to
+        search), None to understand both."""
         self._carry = b""
-        self._pending_size = None
+        self._lookback = b""
         self._v1_sources = []
+        self._markers = MARKERS.get(dialect, MARKERS[None])
 
     def feed(self, data):
         buf = self._carry + data if self._carry else data
@@ -145,19 +173,39 @@ class LogParser:
 
     def _scan(self, buf):
         hits = {}
-        for marker, regex, kind in _RULES:
+        for marker, rules in self._markers:
             pos = buf.find(marker)
             while pos != -1:
+                if marker == b"%" and not _percent_worth_a_look(buf, pos):
+                    pos = buf.find(marker, pos + 1)
+                    continue
                 start, end = _line_bounds(buf, pos)
-                hits.setdefault(start, (end, []))[1].append((regex, kind))
+                hits.setdefault(start, (end, []))[1].extend(rules)
                 pos = buf.find(marker, end)
         events = []
         for start in sorted(hits):
             end, rules = hits[start]
             line = buf[start:end].decode("utf-8", "replace")
             for regex, kind in rules:
-                events.extend(self._match(kind, regex, line))
+                if kind == "uri":
+                    events.extend(self._uri(regex, line, buf, start))
+                else:
+                    events.extend(self._match(kind, regex, line))
+        self._lookback = (buf[-LOOKBACK:] if len(buf) >= LOOKBACK
+                          else (self._lookback + buf)[-LOOKBACK:])
         return events
+
+    def _uri(self, regex, line, buf, start):
+        """nbdinfo's ``uri: ...inN`` names the disk whose ``export-size``
+        came just before (maybe at the end of the previous read)."""
+        m = regex.search(line)
+        if not m:
+            return ()
+        window = buf[max(0, start - LOOKBACK):start]
+        if start < LOOKBACK:
+            window = (self._lookback + window)[-LOOKBACK:]
+        sizes = _R_SIZE.findall(window)
+        return (DiskSize(int(m.group(1)), int(sizes[-1])),) if sizes else ()
 
     def _match(self, kind, regex, line):
         m = regex.search(line)
@@ -170,12 +218,6 @@ class LogParser:
             return (DiskProgress(min(percent, 100.0)),) if percent <= 100 else ()
         if kind == "nbdkit":
             return (DiskSource(int(m.group(1)), _shell_unquote(m.group(2))),)
-        if kind == "size":
-            self._pending_size = int(m.group(1))
-            return ()
-        if kind == "uri":
-            size, self._pending_size = self._pending_size, None
-            return (DiskSize(int(m.group(1)), size),) if size is not None else ()
         if kind in ("v1vddk", "v1ssh"):
             path = m.group(1).strip() if kind == "v1vddk" else _v1_qemu_path(m.group(1))
             if not path or path in self._v1_sources:

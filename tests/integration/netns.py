@@ -111,6 +111,10 @@ class NetnsPair:
                 os.unlink(os.path.join(OWNERS, ns))
             except FileNotFoundError:
                 pass
+        try:
+            os.rmdir(OWNERS)                # only when no other test run has namespaces up
+        except OSError:
+            pass
 
     def exists(self):
         return any(os.path.exists(os.path.join(NETNS_DIR, ns)) for ns in (self.a, self.b))

@@ -114,7 +114,7 @@ def phase(rx, limit, t_change, label, hold=3.0):
 
 def run_limits(manager, pair, rx, limiter, dedicated=True):
     """1 MiB/s from the first byte, then 8 MiB/s, then unlimited; asserts each."""
-    sender = Gated(manager, "v2vw-send-" + limiter.tag, rx.port, 12)
+    sender = Gated(manager, "v2vw-send-" + limiter.tag, rx.port, 16)
     try:
         limiter.set_rate(1 * MiB)                   # before start(): applied at the gate
         limiter.start(sender.host_pid, dedicated_cgroup=dedicated)
@@ -132,11 +132,15 @@ def run_limits(manager, pair, rx, limiter, dedicated=True):
         free = rx.rate(t2 + 0.5, t2 + 1.5)
         print("%-28s measured=%9.0f B/s (%.1f MiB/s); first second %.3f MiB/s"
               % (limiter.mechanism.name + " unlimited", free, free / MiB, first / MiB))
+        t3 = time.monotonic()
+        limiter.set_rate(2 * MiB)                   # class and root are made again
+        r2, s2 = phase(rx, 2 * MiB, t3, "%s 2 MiB/s again" % limiter.mechanism.name)
         assert first <= HI * MiB, "traffic escaped the limit at the start"
         assert LO * MiB <= r1 <= HI * MiB
         assert LO * 8 * MiB <= r8 <= HI * 8 * MiB
         assert s8 is not None and s8 < 1.0
         assert free > 3 * 8 * MiB
+        assert LO * 2 * MiB <= r2 <= HI * 2 * MiB
     finally:
         sender.stop()
 
@@ -158,7 +162,7 @@ def test_cgroup2_limits_and_cleanup(make_test_systemd, netns_pair, receiver, loc
         run_limits(m, netns_pair, rx, lim)
         assert lim.mechanism.name == "cgroup2"
         assert "network limit 1048576 B/s on va, vxp" in caplog.text       # vx skipped, lo never
-        assert lim.devices == []                                             # unlimited: classes gone
+        assert lim.devices == ["va", "vxp"]
         assert "not shaping vx: its root qdisc is not ours" in caplog.text
     finally:
         lim.close()

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Benchmark: feed a large virt-v2v 2.x verbose log through the progress
+pipeline (LogTail -> LogParser -> apply -> State) and print MB/s and peak RSS.
+
+The log is built from the captured virt-v2v 2.2 fixtures: the debug-heavy
+middle of a real run repeated until the size is reached, with the real
+"Copying disk" lines and nbdcopy bar frames spread through it, so the
+parser sees the same mix of lines as on a big guest.
+
+    python3 bench/progress_bench.py [--size-mb 256] [--keep FILE]
+"""
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from wrapper import progress  # noqa: E402
+from wrapper.monitor import LogTail  # noqa: E402
+from wrapper.state import State, apply  # noqa: E402
+
+FIXTURE = os.path.join(os.path.dirname(HERE), "tests", "data", "run05-vmx-ssh-port-uri.vx.log")
+
+
+def build_log(path, size_mb, disks=4):
+    with open(FIXTURE, "rb") as f:
+        real = f.read()
+    body = real[: real.find(b"Copying disk")]
+    target = size_mb << 20
+    per_disk = target // disks
+    with open(path, "wb") as out:
+        written = 0
+        for d in range(disks):
+            out.write(b"running nbdkit:\n LANG=C 'nbdkit' '--unix' '/tmp/v2v.X/in%d' 'ssh' "
+                      b"'path=/vmfs/volumes/ds/vm/vm_%d-flat.vmdk'\n" % (d, d))
+        for d in range(disks):
+            out.write(b"[  52.1] Copying disk %d/%d\n" % (d + 1, disks))
+            disk_written = 0
+            step = 0
+            while disk_written < per_disk:
+                out.write(body)
+                pct = min(100, step)
+                out.write(b"\xe2\x96\x9d %3d%% [****----]\r" % pct)
+                disk_written += len(body)
+                step += 1
+            written += disk_written
+    return os.path.getsize(path)
+
+
+def run(path, dialect):
+    tail = LogTail(path)
+    parser = progress.LogParser(dialect)
+    state = State()
+    events = 0
+    t0 = time.perf_counter()
+    while True:
+        got = False
+        for data in tail.chunks():      # one monitor step's worth at a time
+            got = True
+            for event in parser.feed(data):
+                apply(state, event)
+                events += 1
+        if not got:
+            break
+    for event in parser.flush():
+        apply(state, event)
+    elapsed = time.perf_counter() - t0
+    tail.close()
+    return elapsed, events, state
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mb", type=int, default=256)
+    ap.add_argument("--keep", help="build the log here and keep it")
+    ap.add_argument("--dialect", type=int, choices=(1, 2), default=2,
+                    help="virt-v2v major version the parser is told (the wrapper knows it)")
+    ap.add_argument("--both", action="store_true", help="parse without a dialect hint too")
+    args = ap.parse_args()
+    path = args.keep or tempfile.mktemp(prefix="v2vw-bench-", suffix=".log", dir="/var/tmp")
+    try:
+        t0 = time.perf_counter()
+        size = build_log(path, args.size_mb)
+        built = time.perf_counter() - t0
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        mb = size / (1 << 20)
+        for dialect in ([args.dialect, None] if args.both else [args.dialect]):
+            elapsed, events, state = run(path, dialect)
+            print("log: %.0f MiB (built in %.1fs), dialect %s: %d events, disks %s" % (
+                mb, built, dialect or "unknown", events, [d["progress"] for d in state["disks"]]))
+            print("throughput: %.0f MiB/s (%.2fs)" % (mb / elapsed, elapsed))
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print("peak RSS: %.1f MiB before parsing, %.1f MiB after (growth %.1f MiB)" % (
+            rss_before / 1024, rss_after / 1024, (rss_after - rss_before) / 1024))
+    finally:
+        if not args.keep and os.path.exists(path):
+            os.unlink(path)
+
+
+if __name__ == "__main__":
+    main()
