@@ -63,7 +63,8 @@ def test_first_error_wins_and_notice_is_replaced():
 def test_vm_id_prefers_virtual_system():
     s = run(State(), [p.VmId("a" * 8 + "-1111-1111-1111-111111111111", False)])
     assert s["vm_id"].startswith("aaaaaaaa")
-    run(s, [p.VmId("b" * 8 + "-1111-1111-1111-111111111111", True), p.VmId("c" * 8 + "-1111-1111-1111-111111111111", False)])
+    run(s, [p.VmId("b" * 8 + "-1111-1111-1111-111111111111", True),
+            p.VmId("c" * 8 + "-1111-1111-1111-111111111111", False)])
     assert s["vm_id"].startswith("bbbbbbbb")
 
 
@@ -121,11 +122,6 @@ def test_reader_never_sees_partial_json(tmp_path):
 
 
 def test_write_atomic_removes_temp_on_error(tmp_path):
-    class Boom(Exception):
-        pass
-
-    class BadData(bytes):
-        pass
     import pytest
     with pytest.raises(TypeError):
         write_atomic(str(tmp_path / "x"), 12345)

@@ -6,7 +6,6 @@ recorded signal, poll the process, and write the state file if it changed.
 Signal handlers only record the signal (:class:`SignalFlag`); the loop acts.
 """
 import logging
-import os
 import signal
 import time
 

@@ -1,0 +1,49 @@
+#!/bin/bash
+# Set up this machine and run the whole test suite: unit tests and the
+# integration tests against the real programs (virt-v2v 2.2, a throw-away
+# systemd, tc/nftables in network namespaces, sshd on 127.0.0.1, the oVirt
+# SDK against a stand-in engine, rpmbuild).
+#
+#   sudo tests/run-all.sh [pytest arguments]
+#
+# Needs root on Debian 12 (or a close Debian/Ubuntu), the Debian and PyPI
+# package registries, and about 2 GB of disk in /var/tmp.  Idempotent: a
+# second run skips what is already installed and reuses the cached guest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+if [ "$(id -u)" != 0 ]; then
+    echo "run-all.sh: the integration tests need root (try: sudo $0)" >&2
+    exit 1
+fi
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "Debian packages"
+export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=900 -y -q update >/dev/null
+apt-get -o DPkg::Lock::Timeout=900 -y -q install --no-install-recommends \
+    python3 python3-venv python3-dev gcc tmux rpm openssl >/dev/null
+bash .ci/deps-virt-v2v.sh
+bash .ci/deps-net.sh
+
+step "Python environment (.venv)"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q pytest jsonschema ruff
+bash .ci/deps-ovirt.sh "$ROOT/.venv/bin/python"
+.venv/bin/python -m pip install -q -e .
+
+step "lint"
+.venv/bin/python -m ruff check wrapper tests bench
+
+step "tests"
+# libguestfs on this kind of machine: no libvirtd, and KVM does not work
+export LIBGUESTFS_BACKEND=direct
+export LIBGUESTFS_BACKEND_SETTINGS=${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}
+export CI=${CI:-true}
+exec .venv/bin/python -m pytest -ra -v --durations=15 "$@" tests
