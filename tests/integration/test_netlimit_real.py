@@ -50,13 +50,16 @@ def host_untouched():
 class Gated:
     """A unit whose main process waits on a FIFO (the launcher's gate), then execs the sender."""
 
-    def __init__(self, manager, name, port, seconds):
+    def __init__(self, manager, name, port, seconds, child=False):
+        """``child``: the sender is a child of the gated process (like virt-v2v's nbdkit),
+        not the gated process itself."""
         self.m, self.unit = manager, name + ".service"
         self.fifo = os.path.join(manager.rundir, name + ".gate")
         os.mkfifo(self.fifo)
         manager.systemd_run("--unit=" + name, "/bin/sh", "-c",
-                            'read _ < %s && exec python3 %s send 198.18.0.2 %d %d'
-                            % (self.fifo, NETMETER, port, seconds))
+                            'read _ < %s && %s python3 %s send 198.18.0.2 %d %d %s'
+                            % (self.fifo, "" if child else "exec", NETMETER, port, seconds,
+                               "; true" if child else ""))
         end = time.monotonic() + 5
         while True:
             pids = manager.host_pids(self.unit)
@@ -112,9 +115,9 @@ def phase(rx, limit, t_change, label, hold=3.0):
     return rate, settle
 
 
-def run_limits(manager, pair, rx, limiter, dedicated=True):
-    """1 MiB/s from the first byte, then 8 MiB/s, then unlimited; asserts each."""
-    sender = Gated(manager, "v2vw-send-" + limiter.tag, rx.port, 16)
+def run_limits(manager, pair, rx, limiter, dedicated=True, child=False):
+    """1 MiB/s from the first byte, then 8 MiB/s, then unlimited, then 2 MiB/s; asserts each."""
+    sender = Gated(manager, "v2vw-send-" + limiter.tag, rx.port, 16, child=child)
     try:
         limiter.set_rate(1 * MiB)                   # before start(): applied at the gate
         limiter.start(sender.host_pid, dedicated_cgroup=dedicated)
@@ -184,7 +187,7 @@ def test_net_cls_v1_limits_and_cleanup(make_test_systemd, netns_pair, receiver, 
                               log=logging.getLogger("test.v1"))
     cg = os.path.join(m.cgroup_root, "net_cls", tcnft.cgroup_name("v1"))
     try:
-        run_limits(m, netns_pair, rx, lim)
+        run_limits(m, netns_pair, rx, lim, child=True)      # only the parent was moved: children follow
         assert lim.mechanism.name == "net_cls"
     finally:
         lim.close()

@@ -17,7 +17,7 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
+import tempfile
 import termios
 import time
 
@@ -27,6 +27,7 @@ from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
 
 pytestmark = pytest.mark.integration
+CAPTURE_TO = os.environ.get("V2VW_CAPTURE_TO")
 
 FP = ":".join(["AB"] * 20)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -39,6 +40,7 @@ class Conversions:
     def __init__(self, tmp_path):
         self.dirs = wr.WrapperDirs(tmp_path)
         self.state_files = []
+        self.log = slow_copy_log(os.path.join(str(tmp_path), "slow-copy.vx.log"))
 
     def start(self, name, vm, scenario, **job):
         bindir = os.path.join(self.dirs.bin, name)
@@ -74,31 +76,66 @@ class Conversions:
 
 @pytest.fixture
 def conversions(tmp_path):
-    c = Conversions(tmp_path)
+    # the documentation capture shows paths: keep them short there
+    base = tempfile.mkdtemp(prefix="v2vw-", dir="/var/tmp") if CAPTURE_TO else tmp_path
+    c = Conversions(base)
     try:
         yield c
     finally:
         c.stop_all()
+        if CAPTURE_TO:
+            shutil.rmtree(base, ignore_errors=True)
 
 
-def two_disk(duration):
-    return dict(log=data("v2v-2.2-ssh-2disk.vx.log"), mr=data("v2v-2.2-ssh-2disk.mr.log"),
-                duration=duration, chunks=int(duration * 20))
+FRAME = re.compile(rb"\xe2\x96[\x80-\xbf] +0% \[.*?\xe2\x96\x88 100% \[\*+\]\n", re.S)
+
+
+def slow_copy_log(path, filler=40):
+    """The recorded two-disk log with nbdcopy's bar stretched to 101 frames per disk.
+
+    The recording copied its small disks in a blink (disk 2 prints only 0 % and 100 %);
+    the fake replays bytes at an even pace, so padding the copy with nbdkit-style debug
+    lines makes the copy take about half of the replay, as it does on real guests.
+    """
+    with open(data("v2v-2.2-ssh-2disk.vx.log"), "rb") as f:
+        log = f.read()
+
+    def stretched(_match):
+        out = []
+        for k in range(101):
+            stars = 40 * k // 100
+            out.append(b"\xe2\x96\x9d %3d%% [%s%s]%s" % (k, b"*" * stars, b"-" * (40 - stars),
+                                                         b"\n" if k == 100 else b"\r"))
+            if k < 100:
+                out.extend(b"nbdkit: ssh[4]: debug: ssh: pread count=2097152 offset=%d\n"
+                           % ((k * filler + i) << 21) for i in range(filler))
+        return b"".join(out)
+
+    log, count = FRAME.subn(stretched, log)
+    assert count == 2, "the recorded log changed: %d copy sections" % count
+    with open(path, "wb") as f:
+        f.write(log)
+    return str(path)
+
+
+def two_disk(duration, log):
+    return dict(log=log, mr=data("v2v-2.2-ssh-2disk.mr.log"), duration=duration,
+                chunks=int(duration * 20))
 
 
 def failing(duration):
-    return dict(log=data("kill01-sigterm-during-copy.vx.log"), mr=data("kill01-sigterm-during-copy.vx.mr.log"),
-                duration=duration, chunks=int(duration * 20), exit_code=1)
+    return dict(log=data("fail02-ssh-missing-vmx.vx.log"), mr=data("fail02-ssh-missing-vmx.vx.mr.log"),
+                duration=duration, chunks=10, exit_code=1)
 
 
 def start_three(conversions, duration):
     """A finished conversion, then a failing one and a long two-disk one."""
-    done = conversions.start("done", "web01", two_disk(0.5))
+    done = conversions.start("done", "web01", two_disk(0.5, conversions.log))
     wr.wait_state(done, lambda s: s.get("finished"), timeout=60)
     time.sleep(1.1)           # distinct tags (one-second resolution) and start times
-    bad = conversions.start("bad", "db01", failing(min(3.0, duration / 3)))
+    bad = conversions.start("bad", "nosuchvm", failing(1.0))
     time.sleep(1.1)
-    main = conversions.start("main", "testvm2", two_disk(duration))
+    main = conversions.start("main", "testvm2", two_disk(duration, conversions.log))
     return done, bad, main
 
 
@@ -131,9 +168,10 @@ def test_watch_plain_until_every_conversion_is_over(conversions):
     final = snapshots[-1]
     heads = [line for line in final.splitlines() if line and not line.startswith(" ")]
     assert heads[1:] == ["testvm2 -> local directory %s  [FINISHED]" % conversions.dirs.out,
-                         "db01 -> local directory %s  [FAILED]" % conversions.dirs.out,
+                         "nosuchvm -> local directory %s  [FAILED]" % conversions.dirs.out,
                          "web01 -> local directory %s  [FINISHED]" % conversions.dirs.out]
-    assert "error      " in final and "2 running" not in final
+    assert ("error      could not copy the VMX file from the remote server, see earlier error "
+            "messages") in final and "0 running" in final
 
 
 def read_pty(fd, proc, timeout):
@@ -155,7 +193,7 @@ def read_pty(fd, proc, timeout):
 
 
 def test_watch_on_a_terminal_redraws_in_place(conversions):
-    main = conversions.start("main", "testvm2", two_disk(5.0))
+    main = conversions.start("main", "testvm2", two_disk(5.0, conversions.log))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 90, 0, 0))
     env = wr.env(LANG="C.UTF-8", TERM="xterm")
@@ -190,7 +228,7 @@ def tmux(socket, *args, check=True):
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed (apt-get install tmux)")
 def test_watch_in_tmux(conversions):
     """The capture a person would see in a real terminal emulator."""
-    capture_to = os.environ.get("V2VW_CAPTURE_TO")
+    capture_to = CAPTURE_TO
     duration = 30.0 if capture_to else 10.0
     _done, _bad, main = start_three(conversions, duration)
     socket = "v2vw-status-%d" % os.getpid()

@@ -14,8 +14,8 @@ SPID=$(cat "$RUN/script.pid" 2>/dev/null || true)
 SDPID=$(cat "$RUN/systemd.pid" 2>/dev/null || true)
 # a PID file may be stale (crash + PID reuse): only trust a PID whose process still refers to $RUN/our NAME
 ours() { [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -q -- "$2"; }
-ours "$UPID" "$RUN/inner.sh" || ours "$UPID" "unshare" || UPID=""
-ours "$SDPID" "systemd" || SDPID=""
+ours "$UPID" "$RUN/inner.sh" || UPID=""
+ours "$SDPID" "--unit=$NAME.target" || SDPID=""
 if [ -z "$SDPID" ] && [ -n "$UPID" ]; then SDPID=$(pgrep -P "$UPID" || true); fi
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 if alive "$SDPID"; then
