@@ -126,3 +126,25 @@ def test_write_atomic_removes_temp_on_error(tmp_path):
     with pytest.raises(TypeError):
         write_atomic(str(tmp_path / "x"), 12345)
     assert os.listdir(tmp_path) == []
+
+
+def test_real_two_disk_log_with_shuffled_source_disks():
+    """virt-v2v 2.2's own 2-disk ssh log: the caller's strings each end up on exactly one disk."""
+    from tests.fakes import data
+    with open(data("v2v-2.2-ssh-2disk.vx.log"), "rb") as f:
+        blob = f.read()
+    s = State(["[datastore1] testvm2/testvm2_1.vmdk", "[datastore1] testvm2/testvm2.vmdk"])
+    parser = p.LogParser(2)
+    seen = []
+    for i in range(0, len(blob), 8192):
+        for e in parser.feed(blob[i:i + 8192]):
+            apply(s, e)
+        seen.append([d["progress"] for d in s["disks"]])
+    for e in parser.flush():
+        apply(s, e)
+    apply(s, p.V2vMessage("message", "Creating output metadata"))
+    assert s["disks"] == [{"path": "[datastore1] testvm2/testvm2.vmdk", "progress": 100},
+                          {"path": "[datastore1] testvm2/testvm2_1.vmdk", "progress": 100}]
+    assert s["disk_count"] == 2 and s["progress"] == 100
+    assert any(0 < a < 100 and b == 0 for a, b in seen)      # disk 1 moved first
+    assert s.sizes == {0: 536870912, 1: 67108864}
