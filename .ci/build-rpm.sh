@@ -80,6 +80,12 @@ tar -C "$SRC" --exclude=./.git --exclude=./build --exclude=./dist --exclude='*.e
     || { cat "$WORK/sdist.log" >&2; die "sdist failed"; }
 SDIST="$(ls "$WORK"/dist/*.tar.gz)"
 say "sdist: $(basename "$SDIST")"
+# The spec's %check and %doc need these from the sdist (MANIFEST.in must include them).
+tar -tzf "$SDIST" >"$WORK/sdist.txt"
+for f in tests/conftest.py tests/fakes.py pytest.ini README.md LICENSE docs/virt-v2v-wrapper.1 \
+         docs/status.md docs/status-watch.txt wrapper/schemas/job.schema.json; do
+    grep -q "^[^/]*/$f\$" "$WORK/sdist.txt" || die "the sdist lacks $f (add it to MANIFEST.in)"
+done
 
 # 2. rpmbuild -ba in a private topdir.
 TOP="$WORK/rpmbuild"

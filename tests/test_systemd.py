@@ -27,11 +27,6 @@ def test_run_argv_exact():
         "--setenv=A=b", "--setenv=LANG=C", "--", "virt-v2v", "-v"]
 
 
-def test_gate_argv():
-    assert systemd.gate_argv("/s/gate", ["virt-v2v", "x"]) == [
-        "/bin/sh", "-c", 'read _ < "$0" && exec "$@"', "/s/gate", "virt-v2v", "x"]
-
-
 @pytest.mark.parametrize("props,status", [
     ({"ActiveState": "active", "SubState": "running", "ExecMainCode": "0"}, None),
     ({"ActiveState": "activating", "SubState": "start", "ExecMainCode": "0"}, None),

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 from wrapper import targets, v2v
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import ConversionError, WrapperError
-from wrapper.launch import ChildProcess
+from wrapper.launch import ChildProcess, Gate
 from wrapper.monitor import Monitor
+from wrapper.netlimit import NetLimiter
 from wrapper.runner import quote
 from wrapper.secrets import SecretDir
 from wrapper.sshagent import SshAgent
@@ -140,6 +141,7 @@ class Job:
         self.env = None
         self.allocation = config.allocation
         self.process = None
+        self.gate = None
         self.hooks = targets.module_for(config.target)
 
     # -- before the caller gets its answer ------------------------------------
@@ -154,6 +156,7 @@ class Job:
             vmware_pw = secrets.write("vmware_password", self.config.source.password)
         if isinstance(self.config.target, RhvUploadTarget):
             rhv_pw = secrets.write("rhv_password", self.config.target.password)
+        self.gate = Gate(secrets.fifo("gate"), clock=self.clock, sleep=self.sleep)
         key_files = tuple((device, secrets.write("luks_key_%d" % i, key))
                           for i, (device, key) in enumerate(self.config.luks_keys))
         if isinstance(self.config.source, SshSource):
@@ -203,10 +206,16 @@ class Job:
             log.info("virt-v2v command: %s", quote(self.argv))
             log.info("virt-v2v environment: %s", " ".join(
                 "%s=%s" % (k, v) for k, v in sorted(self.env.items())))
+            limiter = NetLimiter(self.files.tag, runner=self.runner,
+                                 cgroup_root=self.settings.cgroup_root, lock_dir=self.settings.lock_dir)
+            # ExitStack unwinds in reverse: virt-v2v stops before its limits go
+            self.stack.callback(safe(limiter.close, "removing network limits"))
             self.process = self.launcher_factory(self)
             self.stack.callback(safe(self.process.close, "stopping virt-v2v"))
             self.process.start()
-            throttler = self._throttler()
+            # virt-v2v waits at its gate: an initial network limit classifies
+            # its cgroup before it sends a single packet
+            throttler = self._throttler(limiter)
             self.process.release()
             self.state.set("started", True)
             self.state.set("pid", self.process.pid)
@@ -224,15 +233,22 @@ class Job:
         if self.state.get("failed") and hasattr(self.hooks, "on_failure"):
             self.hooks.on_failure(self.config, self)
 
-    def _throttler(self):
-        appliers = {"cpu": self.process.set_cpu_quota}
-        limiter = getattr(self.process, "net_limiter", None)
-        if limiter is not None:
-            appliers["network"] = limiter.set_rate
+    def _throttler(self, limiter):
+        appliers = {"cpu": self.process.set_cpu_quota,
+                    "network": lambda value: self._set_network(limiter, value)}
         throttler = Throttler(self.files.throttle_file, self.state, appliers, self.allowed_uids)
         if self.config.throttling:
             throttler.apply(self.config.throttling)
         return throttler
+
+    def _set_network(self, limiter, value):
+        """Classification (nft table, cgroup) is set up with the first limit,
+        so a conversion that is never limited leaves the host's firewall
+        alone.  Later, every running process of the conversion is classified:
+        with the unit's own cgroup (or net_cls) their sockets are caught too."""
+        if value is not None and not limiter.started:
+            limiter.start(self.process.pids(), self.process.dedicated_cgroup)
+        limiter.set_rate(None if value is None else int(value))
 
     def _judge(self, rc, signals):
         if rc == 0 and "last_message" in self.state.data and not self.state._soft_message:
@@ -254,4 +270,4 @@ class Job:
 
 
 def child_launcher(job):
-    return ChildProcess(job.argv, job.env, job.files.v2v_log, job.user)
+    return ChildProcess(job.argv, job.env, job.files.v2v_log, job.user, gate=job.gate)

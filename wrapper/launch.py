@@ -9,6 +9,7 @@ A handle offers ``start()``, ``pid`` (as seen from the host), ``poll()``
 ``kill()``, ``set_cpu_quota()`` and ``close()`` (never leaves virt-v2v
 running).
 """
+import errno
 import logging
 import os
 import signal
@@ -20,6 +21,54 @@ from wrapper.errors import ConversionError, ThrottleError
 log = logging.getLogger(__name__)
 
 
+class Gate:
+    """Holds a newly started program until :meth:`open`: a shell blocks
+    reading a FIFO, then execs the program (same PID).  Whatever keys on the
+    process's cgroup (network classification) is in place before it runs."""
+
+    def __init__(self, fifo, clock=time.monotonic, sleep=time.sleep):
+        self.fifo = fifo
+        self.clock = clock
+        self.sleep = sleep
+        self.opened = False
+
+    def wrap(self, argv):
+        return ["/bin/sh", "-c", 'read _ < "$0" && exec "$@"', self.fifo] + list(argv)
+
+    def open(self, poll, timeout=10.0):
+        """The shell may not have opened the FIFO yet: a non-blocking writer
+        open fails with ENXIO until it has."""
+        if self.opened:
+            return
+        deadline = self.clock() + timeout
+        while True:
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO or self.clock() > deadline or poll() is not None:
+                    raise ConversionError("cannot start virt-v2v past its gate: %s" % e) from None
+                self.sleep(0.02)
+        try:
+            os.write(fd, b"go\n")
+        finally:
+            os.close(fd)
+        self.opened = True
+
+
+def group_members(pgid, proc_root="/proc"):
+    pids = []
+    for entry in os.listdir(proc_root):
+        if entry.isdigit():
+            try:
+                with open("%s/%s/stat" % (proc_root, entry)) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[2]) == pgid:
+                        pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
 def exit_status(returncode):
     """Popen returncode -> shell-style status (-15 -> 143)."""
     return 128 - returncode if returncode < 0 else returncode
@@ -29,8 +78,9 @@ class ChildProcess:
     kind = "child process"
     dedicated_cgroup = False
 
-    def __init__(self, argv, env, log_path, user, popen=subprocess.Popen):
-        self.argv = list(argv)
+    def __init__(self, argv, env, log_path, user, popen=subprocess.Popen, gate=None):
+        self.gate = gate
+        self.argv = gate.wrap(argv) if gate else list(argv)
         self.env = dict(env)
         self.log_path = log_path
         self.user = user
@@ -54,7 +104,12 @@ class ChildProcess:
         return self
 
     def release(self):
-        """Nothing holds a plain child back (see SystemdUnit)."""
+        if self.gate:
+            self.gate.open(self.poll)
+
+    def pids(self):
+        """Every process of the conversion: virt-v2v's process group."""
+        return [self.pid] + [p for p in group_members(self.pid) if p != self.pid]
 
     def poll(self):
         rc = self.proc.poll()

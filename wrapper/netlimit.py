@@ -308,14 +308,16 @@ class NetLimiter:
         with open(path, "w") as f:
             f.write(str(value))
 
-    def _own_cgroup(self, hierarchy, pid):
+    def _own_cgroup(self, hierarchy, pids):
         path = os.path.join(hierarchy, cgroup_name(self.tag))
         os.makedirs(path, exist_ok=True)
         self._cgroup = path
         self._record_cgroup()
         if self.mechanism.name == "net_cls":
             self._write(os.path.join(path, "net_cls.classid"), net_cls_classid(self.minor))
-        self._write(os.path.join(path, "cgroup.procs"), pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):   # a child that just exited
+                self._write(os.path.join(path, "cgroup.procs"), pid)
         return path
 
     def _remove_cgroup(self, path, home):
@@ -332,8 +334,17 @@ class NetLimiter:
             self.log.warning("network limit: could not remove cgroup %s: %s", path, e)
 
     # -- public -----------------------------------------------------------------------------------
+    @property
+    def started(self):
+        return self._started
+
     def start(self, host_pid, dedicated_cgroup):
         """Classify ``host_pid`` (and all it will start).  Call before the process may run.
+
+        ``host_pid`` may also be a list: every process of a conversion that is
+        already running (the first one is the main process).  Then sockets
+        opened before are caught too when the cgroup is the unit's own or the
+        net_cls classid is used; a v2 socket of a non-dedicated cgroup is not.
 
         Never raises for a host that cannot limit: the reason is logged and kept, and a later
         ``set_rate(n)`` raises ThrottleError with it.
@@ -348,11 +359,12 @@ class NetLimiter:
         try:
             with self._locked():
                 self._allocate()
+            pids = [host_pid] if isinstance(host_pid, int) else list(host_pid)
             if self.mechanism.name == "net_cls":
-                self._own_cgroup(self.mechanism.path, host_pid)
+                self._own_cgroup(self.mechanism.path, pids)
                 match = match_net_cls(self.minor)
             else:
-                with open("%s/%d/cgroup" % (self.proc_root, host_pid)) as f:
+                with open("%s/%d/cgroup" % (self.proc_root, pids[0])) as f:
                     current = parse_proc_cgroup(f.read()).get("", "/")
                 if dedicated_cgroup and cgroup_level(current) > 0:
                     path = current
@@ -360,7 +372,7 @@ class NetLimiter:
                     # a leaf cgroup has no controllers in subtree_control, so a child is allowed;
                     # it stays inside whatever subtree the process already lives in
                     self._home = self.mechanism.path + current.rstrip("/")
-                    path = self._own_cgroup(self._home, host_pid)[len(self.mechanism.path):]
+                    path = self._own_cgroup(self._home, pids)[len(self.mechanism.path):]
                 match = match_cgroupv2(_nft_path(self.cgroup_root, self.mechanism.path, path),
                                        cgroup_level(path))
             self._run(["nft", "-f", "-"], input=nft_ruleset(self.table, match, self.minor))

@@ -88,6 +88,13 @@ class SecretDir:
         self._chown(path)
         return path
 
+    def fifo(self, name):
+        """A FIFO in the private directory, usable by the virt-v2v user."""
+        path = os.path.join(self.path, name)
+        os.mkfifo(path, 0o600)
+        self._chown(path)
+        return path
+
     def remove(self):
         if self.path and os.path.exists(self.path):
             shutil.rmtree(self.path, ignore_errors=True)

@@ -10,7 +10,6 @@ namespace (containers, the test systemd) it differs from ours.  The unit's
 cgroup, read through our own cgroup mount, lists the PIDs as *we* see them,
 and ``/proc/<pid>/status`` ``NSpid`` ties the two together.
 """
-import errno
 import glob
 import logging
 import os
@@ -33,12 +32,6 @@ def available(settings):
 
 def unit_name(tag):
     return "v2v-import-%s.service" % tag
-
-
-def gate_argv(fifo, argv):
-    """Hold the program until the wrapper writes to ``fifo``, then exec it
-    (same PID): cgroup-based classification is in place before it runs."""
-    return ["/bin/sh", "-c", 'read _ < "$0" && exec "$@"', fifo] + list(argv)
 
 
 def run_argv(unit, user, env, log_path, argv, tag, properties=()):
@@ -135,13 +128,13 @@ class SystemdUnit:
     kind = "systemd unit"
     dedicated_cgroup = True
 
-    def __init__(self, unit, run_cmd, runner, cgroup_root, gate_fifo=None, clock=time.monotonic,
+    def __init__(self, unit, run_cmd, runner, cgroup_root, gate=None, clock=time.monotonic,
                  sleep=time.sleep):
         self.unit = unit
         self.run_cmd = list(run_cmd)
         self.runner = runner
         self.cgroup_root = cgroup_root
-        self.gate_fifo = gate_fifo
+        self.gate = gate
         self.clock = clock
         self.sleep = sleep
         self.pid = None
@@ -183,26 +176,21 @@ class SystemdUnit:
                  self.unit, self.pid, self.main_pid, self.control_group)
         return self
 
-    def release(self, timeout=10.0):
-        """Let a gated unit go: the shell is (or soon will be) blocked
-        opening the FIFO for reading; a non-blocking writer open fails with
-        ENXIO until then."""
-        if not self.gate_fifo:
-            return
-        deadline = self.clock() + timeout
-        while True:
+    def release(self):
+        if self.gate:
+            self.gate.open(self.poll)
+
+    def pids(self):
+        """Every process of the unit, as we see them (main process first)."""
+        pids = []
+        for d in cgroup_dirs(self.cgroup_root, self.control_group or ""):
             try:
-                fd = os.open(self.gate_fifo, os.O_WRONLY | os.O_NONBLOCK)
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    pids = [int(x) for x in f.read().split()]
                 break
-            except OSError as e:
-                if e.errno != errno.ENXIO or self.clock() > deadline or self.poll() is not None:
-                    raise ConversionError("cannot release the gate of %s: %s" % (self.unit, e)) from None
-                self.sleep(0.02)
-        try:
-            os.write(fd, b"go\n")
-        finally:
-            os.close(fd)
-        self.gate_fifo = None
+            except OSError:
+                continue
+        return [self.pid] + [p for p in pids if p != self.pid]
 
     def poll(self):
         if self._status is None:
@@ -245,9 +233,7 @@ class SystemdUnit:
 def unit_launcher(job):
     """Launcher factory for daemon mode (see wrapper.job.Job)."""
     unit = unit_name(job.files.tag)
-    gate = getattr(job, "gate_fifo", None)
-    argv = gate_argv(gate, job.argv) if gate else job.argv
-    props = tuple(getattr(job, "unit_properties", ()))
-    cmd = run_argv(unit, job.user, job.env, job.files.v2v_log, argv, job.files.tag, props)
-    return SystemdUnit(unit, cmd, job.runner, job.settings.cgroup_root, gate_fifo=gate,
+    argv = job.gate.wrap(job.argv) if job.gate else job.argv
+    cmd = run_argv(unit, job.user, job.env, job.files.v2v_log, argv, job.files.tag)
+    return SystemdUnit(unit, cmd, job.runner, job.settings.cgroup_root, gate=job.gate,
                        clock=job.clock, sleep=job.sleep)

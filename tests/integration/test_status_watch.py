@@ -130,12 +130,15 @@ def failing(duration):
 
 def start_three(conversions, duration):
     """A finished conversion, then a failing one and a long two-disk one."""
-    done = conversions.start("done", "web01", two_disk(0.5, conversions.log))
+    done = conversions.start("done", "web01", two_disk(2.0, conversions.log),
+                             source_disks=["[datastore1] web01/web01.vmdk", "[datastore1] web01/web01_1.vmdk"])
     wr.wait_state(done, lambda s: s.get("finished"), timeout=60)
     time.sleep(1.1)           # distinct tags (one-second resolution) and start times
     bad = conversions.start("bad", "nosuchvm", failing(1.0))
     time.sleep(1.1)
-    main = conversions.start("main", "testvm2", two_disk(duration, conversions.log))
+    main = conversions.start("main", "testvm2", two_disk(duration, conversions.log),
+                             source_disks=["[datastore1] testvm2/testvm2.vmdk",
+                                           "[datastore1] testvm2/testvm2_1.vmdk"])
     return done, bad, main
 
 
