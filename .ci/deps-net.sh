@@ -15,30 +15,13 @@
 #   kmod           harmless where modules are built in; lets nft/tc autoload sch_htb/nft_socket
 set -euo pipefail
 
-if [ "$(id -u)" != 0 ]; then
-    echo "deps-net.sh: must run as root" >&2
-    exit 1
-fi
+. "$(dirname "$0")/lib.sh"
+require_root deps-net.sh
 
 PKGS=(systemd util-linux procps iproute2 nftables iperf3 kmod)
 
-export DEBIAN_FRONTEND=noninteractive
-APT=(apt-get -o DPkg::Lock::Timeout=900 -o Dpkg::Options::=--force-confdef
-     -o Dpkg::Options::=--force-confold -y -q)
-
-missing=()
-for p in "${PKGS[@]}"; do
-    if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-        missing+=("$p")
-    fi
-done
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "deps-net.sh: all packages already installed"
-else
-    echo "deps-net.sh: installing: ${missing[*]}"
-    "${APT[@]}" update
-    "${APT[@]}" install --no-install-recommends "${missing[@]}"
-fi
+APT_INSTALL_OPTS=(--no-install-recommends)
+apt_install_missing deps-net.sh "${PKGS[@]}"
 # nftables.service would load /etc/nftables.conf on a booted host; it is not started here.
 for t in nsenter unshare script setsid pgrep ip tc nft systemctl systemd-run /lib/systemd/systemd; do
     command -v "$t" >/dev/null || { echo "deps-net.sh: missing $t" >&2; exit 1; }

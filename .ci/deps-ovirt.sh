@@ -19,10 +19,8 @@ set -euo pipefail
 
 PY=${1:-python3}
 
-if [ "$(id -u)" != 0 ]; then
-    echo "deps-ovirt.sh: must run as root" >&2
-    exit 1
-fi
+. "$(dirname "$0")/lib.sh"
+require_root deps-ovirt.sh
 
 PKGS=(
     gcc
@@ -34,23 +32,8 @@ PKGS=(
     ca-certificates
 )
 
-export DEBIAN_FRONTEND=noninteractive
-APT=(apt-get -o DPkg::Lock::Timeout=900 -o Dpkg::Options::=--force-confdef
-     -o Dpkg::Options::=--force-confold -y -q)
-
-missing=()
-for p in "${PKGS[@]}"; do
-    if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-        missing+=("$p")
-    fi
-done
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "deps-ovirt.sh: all packages already installed"
-else
-    echo "deps-ovirt.sh: installing: ${missing[*]}"
-    "${APT[@]}" update
-    "${APT[@]}" install "${missing[@]}"
-fi
+APT_INSTALL_OPTS=()
+apt_install_missing deps-ovirt.sh "${PKGS[@]}"
 
 if ! "$PY" -c 'import ovirtsdk4, ovirtsdk4.types, pycurl' 2>/dev/null; then
     echo "deps-ovirt.sh: pip installing ovirt-engine-sdk-python into $("$PY" -c 'import sys; print(sys.prefix)')"

@@ -19,10 +19,8 @@
 #   ca-certificates     debootstrap from an https mirror if MIRROR is overridden
 set -euo pipefail
 
-if [ "$(id -u)" != 0 ]; then
-    echo "deps-virt-v2v.sh: must run as root" >&2
-    exit 1
-fi
+. "$(dirname "$0")/lib.sh"
+require_root deps-virt-v2v.sh
 
 PKGS=(
     virt-v2v
@@ -41,35 +39,18 @@ PKGS=(
     python3
 )
 
-export DEBIAN_FRONTEND=noninteractive
-APT=(apt-get -o DPkg::Lock::Timeout=900 -o Dpkg::Options::=--force-confdef
-     -o Dpkg::Options::=--force-confold -y -q)
-
-missing=()
-for p in "${PKGS[@]}"; do
-    # "install ok installed" only; half-configured packages count as missing.
-    if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-        missing+=("$p")
-    fi
-done
-
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "deps-virt-v2v.sh: all packages already installed"
-else
-    echo "deps-virt-v2v.sh: installing: ${missing[*]}"
-    "${APT[@]}" update
-    # policy-rc.d: do not start the system sshd (or anything else) on install; the tests
-    # start their own sshd on a free loopback port. Only created if absent, removed after.
-    prc=/usr/sbin/policy-rc.d
-    created_prc=0
-    if [ ! -e "$prc" ]; then
-        printf '#!/bin/sh\nexit 101\n' > "$prc"
-        chmod 755 "$prc"
-        created_prc=1
-    fi
-    trap 'if [ "$created_prc" = 1 ]; then rm -f "$prc"; fi' EXIT
-    "${APT[@]}" install "${missing[@]}"
+# policy-rc.d: do not start the system sshd (or anything else) on install; the tests
+# start their own sshd on a free loopback port. Only created if absent, removed after.
+prc=/usr/sbin/policy-rc.d
+created_prc=0
+if [ ! -e "$prc" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$prc"
+    chmod 755 "$prc"
+    created_prc=1
 fi
+trap 'if [ "$created_prc" = 1 ]; then rm -f "$prc"; fi' EXIT
+APT_INSTALL_OPTS=()
+apt_install_missing deps-virt-v2v.sh "${PKGS[@]}"
 
 # sshd's privilege-separation directory; normally created by the service unit, which may
 # not run on CI machines without systemd.

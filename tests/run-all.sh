@@ -21,10 +21,9 @@ fi
 step() { printf '\n=== %s\n' "$*"; }
 
 step "Debian packages"
-export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=900 -y -q update >/dev/null
-apt-get -o DPkg::Lock::Timeout=900 -y -q install --no-install-recommends \
-    python3 python3-venv python3-dev gcc tmux rpm openssl >/dev/null
+. .ci/lib.sh
+APT_INSTALL_OPTS=(--no-install-recommends)
+apt_install_missing run-all.sh python3 python3-venv python3-dev gcc tmux rpm openssl
 bash .ci/deps-virt-v2v.sh
 bash .ci/deps-net.sh
 
