@@ -119,6 +119,8 @@ def test_daemon_returns_at_once_and_closes_stdout(dirs):
     assert progress == sorted(progress) and len(set(progress)) > 2
     assert all("finished" not in s for s in seen[:-1])
     assert state["wrapper_pid"] != p.pid
+    log = open(doc["wrapper_log"]).read()
+    assert "systemd is not running" in log and "plain child process" in log
 
 
 def test_cancel_by_sigterm_to_state_pid(dirs):

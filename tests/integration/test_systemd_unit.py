@@ -87,10 +87,13 @@ def test_unit_name_uid_and_host_pid_cancel(dirs, test_systemd):
     exe = make_fake_v2v(dirs.bin, python=SYSTEM_PYTHON, log=data("run05-vmx-ssh-port-uri.vx.log"),
                         mr=data("run05-vmx-ssh-port-uri.vx.mr.log"), duration=60, chunks=600,
                         record=record)
-    doc = start_daemon(dirs, test_systemd, exe, job(dirs), run_as="nobody")
+    marker = "UNITSECRET-5c1e"
+    doc = start_daemon(dirs, test_systemd, exe, job(dirs, vmware_password=marker), run_as="nobody")
     state = wr.wait_state(doc["state_file"], lambda s: s.get("started"))
     unit = unit_of(state)
     assert test_systemd.prop(unit, "ActiveState") == "active"
+    props = test_systemd.run("systemctl", "show", unit).out
+    assert "ExecStart=" in props and marker not in props      # no secret in the unit's properties
     assert test_systemd.prop(unit, "User") in ("nobody", "65534")
     pid = state["pid"]
     assert pid in test_systemd.host_pids(unit)
