@@ -12,7 +12,11 @@ that line in a generated executable).  The scenario (JSON) says:
 * ``exit_code``: status at the end; ``cpu_burn``: seconds of busy loop
   before exiting (for CPU throttling tests); ``hold``: seconds to sleep;
 * ``record``: a path where argv, environment, and the contents of the
-  files named by -ip/-op/--key are written as JSON (for leak tests).
+  files named by -ip/-op/--key are written as JSON (for leak tests);
+* ``tcp_send``: ``{"host", "port", "seconds", "stop_file", "child"}``: before
+  the replay, send bulk TCP to host:port for ``seconds`` or until
+  ``stop_file`` exists (for network throttling tests); with ``child`` the
+  sending is done by a forked child (like virt-v2v's nbdkit), the fake waits.
 
 On SIGTERM it behaves like virt-v2v 2.2: prints "virt-v2v: Exiting on
 signal SIGTERM" and exits 1.
@@ -85,6 +89,54 @@ def record(path, argv):
                    "uid": os.getuid()}, f)
 
 
+def _send(host, port, seconds, stop_file):
+    import socket
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            s = socket.create_connection((host, port), timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    s.settimeout(None)
+    chunk = b"\0" * (1 << 16)
+    end = time.monotonic() + seconds
+    next_look = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        if stop_file and now >= next_look:
+            if os.path.exists(stop_file):
+                break
+            next_look = now + 0.05
+        s.send(chunk)
+    s.close()
+
+
+def tcp_send(spec):
+    args = (spec["host"], int(spec["port"]), float(spec.get("seconds", 10)), spec.get("stop_file"))
+    if not spec.get("child"):
+        _send(*args)
+        return
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        status = 0
+        try:
+            _send(*args)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            status = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    os.waitpid(pid, 0)
+
+
 def main():
     args = sys.argv[1:]
     scenario = {}
@@ -98,6 +150,8 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     if scenario.get("record"):
         record(scenario["record"], args)
+    if scenario.get("tcp_send"):
+        tcp_send(scenario["tcp_send"])
     mr_path = next((a.split("=file:", 1)[1] for a in args if a.startswith("--machine-readable=file:")), None)
     mr_lines = []
     if scenario.get("mr"):

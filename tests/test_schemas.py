@@ -244,9 +244,7 @@ HOST_ONLY = {
 
 # Where config.collect is more lenient than the schema (a defect reported to the
 # lead; strict xfail flips to a failure once it is fixed, so the entry is removed).
-KNOWN_DISAGREEMENTS = {
-    "transport-null": "config.collect accepts \"transport_method\": null and builds no source",
-}
+KNOWN_DISAGREEMENTS = {}
 
 
 def schema_errors(validator, document):
@@ -393,6 +391,7 @@ def _man_text():
 
 def test_man_page_names_every_key_option_and_variable():
     text = _man_text()
+    assert '"virt-v2v-wrapper %s"' % wrapper.__version__ in text.splitlines()[1]
     missing = [k for k in JOB_SCHEMA.schema["properties"] if k not in text]
     missing += [k for k in STATE_SCHEMA.schema["properties"] if k not in text]
     for opt, attr, _meta, _help, _default in LOCATIONS:

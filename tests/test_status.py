@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -197,11 +198,14 @@ def test_pid_alive(tmp_path):
 def test_pid_alive_zombie_counts_as_gone():
     child = subprocess.Popen(["true"])
     try:
-        for _ in range(200):                  # wait until it has exited but is not reaped
+        deadline = time.monotonic() + 10       # wait until it has exited but is not reaped
+        while time.monotonic() < deadline:
             with open("/proc/%d/stat" % child.pid) as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     break
-            os.sched_yield()
+            time.sleep(0.01)
+        else:
+            pytest.fail("the child never became a zombie")
         assert not status.pid_alive(child.pid)
     finally:
         child.wait()
@@ -346,6 +350,13 @@ def test_status_json(tmp_path):
     assert running["vm"] == "vm1" and running["progress"] == 75
     assert running["disks"][1] == {"path": DISKS[1], "progress": 50}
     assert running["elapsed"] == 60 and running["throttling"] == {"cpu": None, "network": None}
+
+
+def test_status_state_dir_missing(tmp_path):
+    rc, out, err = run_status(["--state-dir", str(tmp_path / "nope")])
+    assert rc == status.EXIT_UNREADABLE and out == ""
+    assert err == "virt-v2v-wrapper status: error: cannot read the state directory %s: " \
+                  "No such file or directory\n" % (tmp_path / "nope")
 
 
 def test_status_usage_error_is_one_line(tmp_path):

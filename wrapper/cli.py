@@ -36,7 +36,9 @@ def build_parser(check_names):
         "\"daemonize\": false) detaches and runs virt-v2v in a transient systemd unit."),
         epilog="Each location option can also be set by the environment variable shown; "
                "the option wins. Exit status: 0 job started (or conversion succeeded in the "
-               "foreground), 1 job refused, 2 conversion failed (foreground).")
+               "foreground), 1 job refused, 2 conversion failed (foreground). "
+               "To watch conversions: virt-v2v-wrapper status [--watch] [--json] [STATE_FILE...]; "
+               "see virt-v2v-wrapper(1).")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--checks", action="store_true", help="list the host checks and exit")
     for name in check_names:
@@ -173,6 +175,7 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
         detach([fd for fd in caller_fds if fd not in keep])
         log.info("detached: daemon pid %d", os.getpid())
         job_obj.state.set("wrapper_pid", os.getpid())
+        job_obj.state_file.write(job_obj.state)
     else:
         _log_to_stderr(stderr)
     ok = job_obj.run(signals)

@@ -147,7 +147,7 @@ def _json_type(value):
 
 def _source(r):
     transport = r.choice("transport_method", ("vddk", "ssh"))
-    if "transport_method" not in r.job:
+    if r.job.get("transport_method") is None:
         r.problem("transport_method", "is required (vddk or ssh)")
     vm_name = r.job.get("vm_name")
     if transport == "vddk":

@@ -8,7 +8,7 @@ terminal; every side effect there is a parameter so tests can drive it.
 """
 import argparse
 import datetime
-import glob
+import fnmatch
 import json
 import logging
 import os
@@ -76,8 +76,10 @@ def read_state(path):
 
 
 def scan(state_dir):
-    """State files in ``state_dir`` (only the wrapper's own names: /tmp is shared)."""
-    return sorted(glob.glob(os.path.join(glob.escape(state_dir), STATE_GLOB)))
+    """State files in ``state_dir`` (only the wrapper's own names: /tmp is shared).
+    Raises OSError when the directory cannot be listed."""
+    names = os.listdir(state_dir)
+    return sorted(os.path.join(state_dir, n) for n in fnmatch.filter(names, STATE_GLOB))
 
 
 def pid_alive(pid):
@@ -372,7 +374,7 @@ def build_parser():
         "Show the conversions whose state files are given, or every conversion in the state "
         "directory, newest first."),
         epilog="Exit status: 0 every file shown could be read, 1 a file is missing, unreadable "
-               "or not a state file, 2 usage error.")
+               "or not a state file (or the state directory cannot be read), 2 usage error.")
     p.add_argument("files", nargs="*", metavar="STATE_FILE", help="state files to show")
     p.add_argument("--state-dir", metavar="DIR",
                    help="directory to scan when no file is given [env VIRT_V2V_WRAPPER_STATE_DIR]")
@@ -449,6 +451,10 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:             # the state directory cannot be listed
+        stderr.write("virt-v2v-wrapper status: error: cannot read the state directory %s: %s\n"
+                     % (where, e.strerror or e))
+        return EXIT_UNREADABLE
 
 
 def _utf8(stream):
