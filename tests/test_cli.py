@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import re
+import subprocess
 import signal
 import time
 
@@ -212,3 +213,18 @@ def test_option_wins_over_environment(dirs, tmp_path):
     r = wr.run(["--log-dir", dirs.logs, "--virt-v2v", exe], vddk_job(dirs, daemonize=False),
                env=wr.env(VIRT_V2V_WRAPPER_STATE_DIR=str(other)))
     assert announced(r.stdout)["state_file"].startswith(str(other))
+
+
+def test_ssh_agent_socket_under_a_very_deep_state_dir(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    dirs = wr.WrapperDirs(deep)
+    exe = fake(dirs, **ok_scenario(duration=0.2))
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    job = {"vm_name": "ssh://root@127.0.0.1/vmfs/volumes/ds/vm/vm.vmx", "transport_method": "ssh",
+           "ssh_key": key.read_text(), "output_dir": dirs.out, "daemonize": False}
+    r = wr.run(dirs.args(exe), job)
+    assert r.returncode == 0, r.stderr
+    rec = json.load(open(os.path.join(dirs.root, "record.json")))
+    sock = rec["env"]["SSH_AUTH_SOCK"]
+    assert len(sock) < 108 and not os.path.exists(os.path.dirname(sock))

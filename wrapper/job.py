@@ -27,6 +27,7 @@ from wrapper.throttle import Throttler
 log = logging.getLogger(__name__)
 
 OVIRT_LOG_DIR = "/var/log/vdsm/import"
+SOCKET_PATH_MAX = 100       # sun_path is 108 bytes; keep a margin
 DEFAULT_LOG_DIR = "/var/log/virt-v2v"
 
 
@@ -160,7 +161,7 @@ class Job:
         key_files = tuple((device, secrets.write("luks_key_%d" % i, key))
                           for i, (device, key) in enumerate(self.config.luks_keys))
         if isinstance(self.config.source, SshSource):
-            agent = SshAgent(os.path.join(secrets.path, "agent.sock"), self.user)
+            agent = SshAgent(self._agent_socket(secrets), self.user)
             self.stack.callback(safe(agent.stop, "stopping ssh-agent"))
             agent.start()
             agent.add_key(self.config.source.key)
@@ -175,6 +176,16 @@ class Job:
         for path in (self.files.v2v_log, self.files.mr_log):
             create_log_file(path, (self.user.uid, self.user.gid))
         self.state_file.write(self.state, force=True)
+
+    def _agent_socket(self, secrets):
+        """Unix socket paths are limited to 108 bytes: under a deep state
+        directory, the agent gets a private directory of its own in TMPDIR."""
+        path = os.path.join(secrets.path, "agent.sock")
+        if len(path.encode()) < SOCKET_PATH_MAX:
+            return path
+        own = SecretDir(None, self.user.uid, self.user.gid)
+        self.stack.callback(safe(own.remove, "removing the ssh-agent directory"))
+        return os.path.join(own.path, "agent.sock")
 
     def discard_state(self):
         """A refused job leaves no state file behind."""

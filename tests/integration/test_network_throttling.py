@@ -302,11 +302,11 @@ def phase(rx, limit, t, label, picked=None):
     settle = rx.settle_time(t, limit, lo=LO, hi=HI, window=1.0, until=t + HOLD)
     capped = rx.settle_time(t, limit, lo=0, hi=1.5, window=0.25, until=t + HOLD)
 
-    def secs(x):
-        return "%.2fs" % x if x is not None else "never"
+    def secs(x, missing="never"):
+        return "%.2fs" % x if x is not None else missing
     print("%-28s limit %8d B/s  measured %9.0f B/s = %5.1f %%  file->state %s  file->capped %s  "
           "file->85-102%% %s" % (label, limit, rate, 100.0 * rate / limit,
-                                 secs(picked), secs(capped), secs(settle)))
+                                 secs(picked, "-"), secs(capped), secs(settle)))
     if settle is None or settle > 1.5:
         print("   0.25 s windows from the write (B/s): " + " ".join(
             "%.0f" % rx.rate(t + i / 4, t + (i + 1) / 4) for i in range(int(HOLD * 4))))
@@ -342,6 +342,7 @@ def test_limits_from_the_throttling_file(lab, path):
     lab.host.sample()
     t8, p8 = w.throttle(8 * MiB, str(8 * MiB))              # a JSON number is accepted too
     r8, _, s8 = phase(rx, 8 * MiB, t8, "%s 8 MiB/s" % path, p8)
+    running = lab.leftovers()           # what the clean-up check below must find gone
     tu, pu = w.throttle("unlimited", None)
     rx.wait_until(tu + 1.5)
     free = rx.rate(tu + 0.5, tu + 1.5)
@@ -353,7 +354,15 @@ def test_limits_from_the_throttling_file(lab, path):
     assert c1 is not None and c1 < 1.0, "1 MiB/s in force %s s after the file was written" % c1
     assert s8 is not None and s8 < 1.5, "8 MiB/s reached %s s after the file was written" % s8
     assert free > 3 * 8 * MiB, "not unlimited again: %.0f B/s" % free
+    unit = "v2v-import-%s.service" % w.tag
+    assert w.state()["pid"] in m.host_pids(unit)        # the host PID lookup through cgroup_root
+    own = tcnft.cgroup_name(w.tag) if v1 else unit
+    for what in ("va root qdisc ('htb', '7632:')", "va class 7632:", "nft table inet v2vw_", own,
+                 "lock dir: netlimit-"):
+        assert any(what in x for x in running), (what, running)
+    assert not any(x.startswith("lo ") for x in running), running
     log = w.log()
+    print("".join(line for line in log.splitlines(True) if "network" in line))
     assert "network limit: %s at " % path in log, log
     assert "network limit 8388608 B/s on va" in log
 
