@@ -68,35 +68,11 @@ def test_transient_unit_runs_with_uid_and_host_pids(test_systemd, world_dir):
     assert wait_for(lambda: test_systemd.run("systemctl", "is-active", "--quiet", unit, check=False).rc == 3)
 
 
-@contextlib.contextmanager
-def cpu_priority(manager):
-    """Give the manager's own cgroup /NAME 10x the default CPU weight while the test runs.
-
-    Other load on the machine (a shared 2-CPU box: other test suites, apt) can leave an
-    unthrottled loop below 50 % of a CPU, and then a 50 % quota has nothing to cut.  Two loops
-    with 10x weight get well over one CPU unthrottled.  /NAME is the test's own subtree.
-    """
-    for f, boost in ((os.path.join(CGFS, "cpu", manager.name, "cpu.shares"), "10240"),
-                     (os.path.join(CGFS, manager.name, "cpu.weight"), "1000")):
-        if os.path.exists(f):
-            with open(f) as fh:
-                old = fh.read().strip()
-            with open(f, "w") as fh:
-                fh.write(boost)
-            try:
-                yield
-            finally:
-                with open(f, "w") as fh:
-                    fh.write(old)
-            return
-    yield
-
-
 def test_cpuquota_is_enforced(test_systemd):
     unit = test_systemd.systemd_run("--unit=v2vw-busy", "/bin/sh", "-c",
                                     "while :; do :; done & while :; do :; done")
     with contextlib.ExitStack() as stack:
-        stack.enter_context(cpu_priority(test_systemd))
+        stack.enter_context(test_systemd.cpu_priority())
         stack.callback(test_systemd.run, "systemctl", "stop", unit, check=False)
         v2 = test_systemd.cgroup_dir(unit)
         free = cpu_percent(v2, 2.0)
