@@ -88,8 +88,11 @@ def test_unit_name_uid_and_host_pid_cancel(dirs, test_systemd):
                         mr=data("run05-vmx-ssh-port-uri.vx.mr.log"), duration=60, chunks=600,
                         record=record)
     marker = "UNITSECRET-5c1e"
-    doc = start_daemon(dirs, test_systemd, exe, job(dirs, vmware_password=marker), run_as="nobody")
+    doc = start_daemon(dirs, test_systemd, exe, job(dirs, vmware_password=marker, throttling={"cpu": "30"}),
+                       run_as="nobody")
     state = wr.wait_state(doc["state_file"], lambda s: s.get("started"))
+    assert state["throttling"] == {"cpu": "30%", "network": None}      # the job's initial limit
+    assert cpu_quota(state["pid"]) == "30000"
     unit = unit_of(state)
     assert test_systemd.prop(unit, "ActiveState") == "active"
     props = test_systemd.run("systemctl", "show", unit).out
