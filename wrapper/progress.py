@@ -131,10 +131,10 @@ MAX_CARRY = 1 << 20     # a "line" longer than this is cut: memory stays bounded
 LOOKBACK = 4096         # nbdinfo prints export-size a few lines before the uri
 
 
-def _line_bounds(buf, pos):
-    start = max(buf.rfind(b"\n", 0, pos), buf.rfind(b"\r", 0, pos)) + 1
-    ends = [e for e in (buf.find(b"\n", pos), buf.find(b"\r", pos)) if e != -1]
-    return start, (min(ends) if ends else len(buf))
+def _line_bounds(buf, pos, lo, hi):
+    start = max(buf.rfind(b"\n", lo, pos), buf.rfind(b"\r", lo, pos), lo - 1) + 1
+    ends = [e for e in (buf.find(b"\n", pos, hi), buf.find(b"\r", pos, hi)) if e != -1]
+    return start, (min(ends) if ends else hi)
 
 
 def _percent_worth_a_look(buf, pos):
@@ -159,50 +159,62 @@ class LogParser:
         self._markers = MARKERS.get(dialect, MARKERS[None])
 
     def feed(self, data):
-        buf = self._carry + data if self._carry else data
-        cut = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
-        complete, self._carry = buf[:cut], buf[cut:]
-        if len(self._carry) > MAX_CARRY:
-            self._carry = self._carry[-MAX_CARRY:]
-        return self._scan(complete) if complete else []
+        # No big copies: the carried partial line is completed with the head
+        # of ``data`` and scanned on its own; the rest is scanned in place.
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        if not cut:
+            self._carry += data
+            if len(self._carry) > MAX_CARRY:
+                self._carry = self._carry[-MAX_CARRY:]
+            return []
+        events = []
+        head = 0
+        if self._carry:
+            head = min(e for e in (data.find(b"\n"), data.find(b"\r")) if e != -1) + 1
+            events = self._scan(self._carry + data[:head], 0, len(self._carry) + head)
+        events += self._scan(data, head, cut)
+        self._carry = data[cut:]
+        return events
 
     def flush(self):
         """Parse what is left (at end of file, the last line may lack a newline)."""
         rest, self._carry = self._carry, b""
-        return self._scan(rest + b"\n") if rest else []
+        return self._scan(rest + b"\n", 0, len(rest) + 1) if rest else []
 
-    def _scan(self, buf):
+    def _scan(self, buf, lo, hi):
+        if lo >= hi:
+            return []
         hits = {}
         for marker, rules in self._markers:
-            pos = buf.find(marker)
+            pos = buf.find(marker, lo, hi)
             while pos != -1:
                 if marker == b"%" and not _percent_worth_a_look(buf, pos):
-                    pos = buf.find(marker, pos + 1)
+                    pos = buf.find(marker, pos + 1, hi)
                     continue
-                start, end = _line_bounds(buf, pos)
+                start, end = _line_bounds(buf, pos, lo, hi)
                 hits.setdefault(start, (end, []))[1].extend(rules)
-                pos = buf.find(marker, end)
+                pos = buf.find(marker, end, hi)
         events = []
         for start in sorted(hits):
             end, rules = hits[start]
             line = buf[start:end].decode("utf-8", "replace")
             for regex, kind in rules:
                 if kind == "uri":
-                    events.extend(self._uri(regex, line, buf, start))
+                    events.extend(self._uri(regex, line, buf, start, lo))
                 else:
                     events.extend(self._match(kind, regex, line))
-        self._lookback = (buf[-LOOKBACK:] if len(buf) >= LOOKBACK
-                          else (self._lookback + buf)[-LOOKBACK:])
+        self._lookback = (buf[hi - LOOKBACK:hi] if hi - lo >= LOOKBACK
+                          else (self._lookback + buf[lo:hi])[-LOOKBACK:])
         return events
 
-    def _uri(self, regex, line, buf, start):
+    def _uri(self, regex, line, buf, start, lo):
         """nbdinfo's ``uri: ...inN`` names the disk whose ``export-size``
-        came just before (maybe at the end of the previous read)."""
+        came just before (maybe in an earlier read)."""
         m = regex.search(line)
         if not m:
             return ()
-        window = buf[max(0, start - LOOKBACK):start]
-        if start < LOOKBACK:
+        window = buf[max(lo, start - LOOKBACK):start]
+        if start - lo < LOOKBACK:
             window = (self._lookback + window)[-LOOKBACK:]
         sizes = _R_SIZE.findall(window)
         return (DiskSize(int(m.group(1)), int(sizes[-1])),) if sizes else ()
