@@ -22,11 +22,17 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_root deps-virt-v2v.sh
 
+# the appliance kernel's package name differs between Debian and Ubuntu
+KERNEL_PKG=linux-image-amd64
+if [ -r /etc/os-release ] && grep -qi '^ID=ubuntu' /etc/os-release; then
+    KERNEL_PKG=linux-image-generic
+fi
+
 PKGS=(
     virt-v2v
     nbdkit
     libnbd-bin
-    linux-image-amd64
+    "$KERNEL_PKG"
     openssh-server
     openssh-client
     debootstrap

@@ -20,9 +20,9 @@
 #      on CI and cloud VMs; set it to "" on a machine with working KVM for a ~3x faster run).
 #      The wrapper passes LIBGUESTFS_* from its environment on to virt-v2v.
 #
-# Other distributions: step 1 is Debian-specific; install the equivalents by hand and run
-# with SKIP_DEPS=1. Ubuntu: the same packages, but the appliance kernel package is
-# linux-image-generic (not linux-image-amd64) and /boot/vmlinuz-* must exist.
+# Other distributions: step 1 knows apt (Debian; on Ubuntu it takes linux-image-generic
+# for the appliance kernel, and /boot/vmlinuz-* must be readable); elsewhere install the
+# equivalents by hand and run with SKIP_DEPS=1.
 # Fedora / EL9 (EPEL for debootstrap): dnf install virt-v2v nbdkit nbdkit-ssh-plugin
 # libnbd qemu-img openssh-server openssh-clients debootstrap e2fsprogs util-linux python3;
 # the fake ESXi host expects sftp-server at /usr/lib/openssh/sftp-server (Fedora/EL:
@@ -153,10 +153,13 @@ if ok:
     say("conversion succeeded; output in %s:" % out_dir)
     for name in sorted(os.listdir(out_dir)):
         st = os.stat(os.path.join(out_dir, name))
-        print("  %-16s %6d MiB apparent, %5d MiB allocated" % (
-            name, st.st_size >> 20, (st.st_blocks * 512) >> 20))
-    print("  boot it with: virsh define %s/%s.xml  (or qemu-system-x86_64 -drive file=%s/%s-sda,format=raw ...)"
-          % (out_dir, vm, out_dir, vm))
+        if st.st_size < 1 << 20:
+            print("  %-16s %6d bytes" % (name, st.st_size))
+        else:
+            print("  %-16s %6d MiB apparent, %5d MiB allocated" % (
+                name, st.st_size >> 20, (st.st_blocks * 512) >> 20))
+    print("  (libvirt XML + raw disks: e.g. virsh define %s/%s.xml on a libvirt host)"
+          % (out_dir, vm))
 else:
     say("conversion FAILED: %s" % state.get("last_message", {}).get("message"))
 print("logs: virt-v2v %s\n      wrapper  %s" % (paths["v2v_log"], paths["wrapper_log"]))

@@ -148,3 +148,12 @@ def test_real_two_disk_log_with_shuffled_source_disks():
     assert s["disk_count"] == 2 and s["progress"] == 100
     assert any(0 < a < 100 and b == 0 for a, b in seen)      # disk 1 moved first
     assert s.sizes == {0: 536870912, 1: 67108864}
+
+
+def test_overall_progress_never_goes_back_when_sizes_appear():
+    s = State()
+    seen = []
+    for index, size in enumerate((64 << 20, 64 << 20, 1 << 30)):
+        run(s, [p.DiskSize(index, size), p.CopyingDisk(index, 3), p.DiskProgress(100)])
+        seen.append(s["progress"])
+    assert seen == sorted(seen) and seen[-1] == 100

@@ -105,7 +105,9 @@ class State:
             value = sum(self.sizes[i] * done[i] for i in range(count)) / total
         else:
             value = sum(done) / count
-        self.data["progress"] = round(value, 2)
+        # virt-v2v reveals each disk's size only when it starts copying it,
+        # and the switch to size weighting must not move progress backwards
+        self.data["progress"] = max(round(value, 2), self.data.get("progress", 0))
 
 
 def apply(state, event):

@@ -401,6 +401,14 @@ def descendants(pid):
     return out
 
 
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def test_sigterm_to_state_pid_during_copy_cancels(fake_esxi, v2v_env, runs):
     run = runs("cancel")
     job = ssh_job(fake_esxi, "testvm2", output_dir=run.out,
@@ -408,11 +416,17 @@ def test_sigterm_to_state_pid_during_copy_cancels(fake_esxi, v2v_env, runs):
                                 fake_esxi.vddk_style_path("testvm2", "testvm2_1")])
     run.start(job, v2v_env)
     assert run.proc.wait(timeout=60) == 0
-    state = run.wait(lambda s: str(s.get("stage", "")).startswith("Copying disk")
-                     or s.get("finished"))
-    assert not state.get("finished"), "finished before the copy started: %r" % state
+
+    def copying(s):
+        # the stage appears while virt-v2v still runs nbdinfo; nbdcopy running = bytes moving
+        return s.get("finished") or (str(s.get("stage", "")).startswith("Copying disk") and
+                                     "nbdcopy" in map(comm, descendants(s["pid"])))
+
+    state = run.wait(copying)
+    assert not state.get("finished"), "finished before the copy was seen: %r" % state
     pid = state["pid"]
-    tree = [pid] + descendants(pid)          # virt-v2v, nbdkit x2+, nbdcopy
+    tree = [pid] + descendants(pid)          # virt-v2v, nbdkit (in, out), nbdcopy
+    names = sorted(set(comm(p) for p in tree))
     tmpdirs = v2v_tmpdirs(run.announced["v2v_log"])
     agent = [p for p, cmd in run.leftover_processes().items() if "ssh-agent" in cmd]
     assert agent, "the wrapper's ssh-agent should be running during the copy"
@@ -421,8 +435,8 @@ def test_sigterm_to_state_pid_during_copy_cancels(fake_esxi, v2v_env, runs):
     killed_at = time.monotonic() - run.t0
     state = run.wait_finished(timeout=300)
     run.print_sequence()
-    print("SIGTERM to virt-v2v pid %d at %.2fs; process tree then: %s; v2v tmp dirs: %s"
-          % (pid, killed_at, tree, tmpdirs))
+    print("SIGTERM to virt-v2v pid %d at %.2fs; process tree then: %s (%s); v2v tmp dirs: %s"
+          % (pid, killed_at, tree, " ".join(names), tmpdirs))
     assert state["failed"] is True and state["finished"] is True
     assert state["return_code"] != 0
     msg = state["last_message"]["message"]
