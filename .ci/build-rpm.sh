@@ -43,19 +43,9 @@ die() { echo "build-rpm.sh: error: $*" >&2; exit 1; }
 PKGS=(rpm python3 python3-setuptools python3-pytest python3-jsonschema groff-base cpio)
 if [ "$INSTALL_DEPS" = 1 ]; then
     [ "$(id -u)" = 0 ] || die "must run as root to install packages (or use --no-deps)"
-    missing=()
-    for p in "${PKGS[@]}"; do
-        if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-            missing+=("$p")
-        fi
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        say "installing: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        APT=(apt-get -o DPkg::Lock::Timeout=900 -y -q)
-        "${APT[@]}" update
-        "${APT[@]}" install --no-install-recommends "${missing[@]}"
-    fi
+    . "$HERE/lib.sh"
+    APT_INSTALL_OPTS=(--no-install-recommends)
+    apt_install_missing build-rpm.sh "${PKGS[@]}"
 fi
 for t in rpmbuild rpmspec rpm rpm2cpio cpio "$PY"; do
     command -v "$t" >/dev/null || die "missing $t"
