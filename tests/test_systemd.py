@@ -18,12 +18,12 @@ def test_available(tmp_path):
 
 def test_run_argv_exact():
     assert systemd.run_argv("v2v-import-T-1.service", USER, {"LANG": "C", "A": "b"}, "/log/v.log",
-                            ["virt-v2v", "-v"], "T-1", ("IPEgressFilterPath=/sys/fs/bpf/x",)) == [
+                            ["virt-v2v", "-v"], "T-1") == [
         "systemd-run", "--unit=v2v-import-T-1.service", "--description=virt-v2v conversion T-1",
         "--uid=36", "--gid=36", "--property=RemainAfterExit=yes", "--property=StandardInput=null",
         "--property=StandardOutput=append:/log/v.log", "--property=StandardError=append:/log/v.log",
         "--property=CPUAccounting=yes", "--property=KillMode=control-group",
-        "--property=TimeoutStopSec=30", "--property=IPEgressFilterPath=/sys/fs/bpf/x",
+        "--property=TimeoutStopSec=30",
         "--setenv=A=b", "--setenv=LANG=C", "--", "virt-v2v", "-v"]
 
 

@@ -1,10 +1,9 @@
 """Host checks: ``--checks`` lists them, ``--check-<name>`` runs one.
 
-A check is ``fn(settings, runner) -> (ok, reason)``; the registry is built by
-:func:`registry` (no module-level mutable state) so other modules can add
-theirs by name.
+A check is ``fn(settings, runner) -> (ok, reason)``; :func:`registry` builds
+the table each time (no module-level mutable state).
 """
-from wrapper import isodomain
+from wrapper import isodomain, netlimit
 
 
 def check_rhv_guest_tools(settings, runner):
@@ -15,11 +14,5 @@ def check_rhv_guest_tools(settings, runner):
 
 
 def registry():
-    checks = {"rhv-guest-tools": check_rhv_guest_tools}
-    try:
-        from wrapper import netlimit
-    except ImportError:
-        netlimit = None
-    if netlimit is not None and hasattr(netlimit, "check_throttling"):
-        checks["throttling"] = netlimit.check_throttling
-    return checks
+    return {"rhv-guest-tools": check_rhv_guest_tools,
+            "throttling": netlimit.check_throttling}

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from wrapper import __version__, checks, config as jobconfig, daemon, users, v2v
+from wrapper import __version__, checks, config as jobconfig, daemon, systemd, users, v2v
 from wrapper.errors import JobError, WrapperError
 from wrapper.job import Job, child_launcher, create_log_file, job_files, log_dir_for, make_tag
 from wrapper.monitor import SignalFlag
@@ -188,11 +188,7 @@ def _default_launcher(config, settings):
     """Daemon mode runs virt-v2v in a transient systemd unit when systemd runs."""
     if not config.daemonize:
         return child_launcher
-    try:
-        from wrapper import systemd
-    except ImportError:
-        systemd = None
-    if systemd is not None and systemd.available(settings):
+    if systemd.available(settings):
         return systemd.unit_launcher
     log.info("systemd is not running (no %s): running virt-v2v as a plain child process",
              settings.systemd_marker)

@@ -262,8 +262,6 @@ class Job:
         limiter.set_rate(None if value is None else int(value))
 
     def _judge(self, rc, signals):
-        if rc == 0 and "last_message" in self.state.data and not self.state._soft_message:
-            log.warning("virt-v2v succeeded but reported an error; keeping it as a message")
         if rc == 0 and not signals.received:
             return
         self.state.set("failed", True)

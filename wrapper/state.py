@@ -111,8 +111,8 @@ class State:
 
 
 def apply(state, event):
-    """Fold one parser event into the state.  Returns True if it changed."""
-    before = json.dumps(state.data, sort_keys=True)
+    """Fold one parser event into the state (the state file writer notices
+    whether anything changed)."""
     if isinstance(event, ev.CopyingDisk):
         if state.current is not None and state.current != event.index:
             state.set_progress(state.current, 100)
@@ -141,7 +141,6 @@ def apply(state, event):
         state.v2v_errors.append(event.text)
     elif isinstance(event, ev.KilledBySignal):
         state.signal = event.signal
-    return json.dumps(state.data, sort_keys=True) != before
 
 
 def _apply_message(state, event):

@@ -34,7 +34,7 @@ def unit_name(tag):
     return "v2v-import-%s.service" % tag
 
 
-def run_argv(unit, user, env, log_path, argv, tag, properties=()):
+def run_argv(unit, user, env, log_path, argv, tag):
     """The systemd-run command.  ``env`` must be secret-free: unit properties are public."""
     cmd = ["systemd-run", "--unit=%s" % unit, "--description=virt-v2v conversion %s" % tag,
            "--uid=%d" % user.uid, "--gid=%d" % user.gid,
@@ -45,7 +45,6 @@ def run_argv(unit, user, env, log_path, argv, tag, properties=()):
            "--property=CPUAccounting=yes",
            "--property=KillMode=control-group",
            "--property=TimeoutStopSec=30"]
-    cmd += ["--property=%s" % p for p in properties]
     cmd += ["--setenv=%s=%s" % (k, v) for k, v in sorted(env.items())]
     return cmd + ["--"] + list(argv)
 
