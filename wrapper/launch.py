@@ -69,6 +69,18 @@ def group_members(pgid, proc_root="/proc"):
     return pids
 
 
+def stop_gracefully(handle, grace, clock=time.monotonic, sleep=time.sleep):
+    """SIGTERM a running process handle, SIGKILL it if it outlives ``grace``."""
+    if handle.poll() is not None:
+        return
+    handle.terminate()
+    deadline = clock() + grace
+    while handle.poll() is None and clock() < deadline:
+        sleep(0.1)
+    if handle.poll() is None:
+        handle.kill()
+
+
 def exit_status(returncode):
     """Popen returncode -> shell-style status (-15 -> 143)."""
     return 128 - returncode if returncode < 0 else returncode
@@ -136,13 +148,7 @@ class ChildProcess:
     def close(self, grace=10.0):
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.terminate()
-            deadline = time.monotonic() + grace
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if self.proc.poll() is None:
-                self.kill()
-                self.proc.wait()
+        stop_gracefully(self, grace)
+        self.proc.wait()
         # children left in virt-v2v's process group (nbdkit, qemu) go too
         self._signal_group(signal.SIGKILL)

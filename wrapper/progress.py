@@ -126,7 +126,6 @@ _V1 = (
 )
 MARKERS = {1: _COMMON + _V1, 2: _COMMON + _V2,
            None: _COMMON + _V1 + ((b"' '--unix' '", ((_R_NBDKIT, "nbdkit"),)),)}
-_SEPARATORS = (b"\n", b"\r")
 MAX_CARRY = 1 << 20     # a "line" longer than this is cut: memory stays bounded
 LOOKBACK = 4096         # nbdinfo prints export-size a few lines before the uri
 

@@ -17,6 +17,7 @@ import time
 
 from wrapper import limits
 from wrapper.errors import CommandError, ConversionError, ThrottleError
+from wrapper.launch import stop_gracefully
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +108,26 @@ def ns_pid(pid):
     return None
 
 
-def host_pid(cgroup_root, control_group, main_pid):
+def unit_pids(cgroup_root, control_group):
+    """PIDs (as we see them) of the processes in the unit's cgroup."""
     for d in cgroup_dirs(cgroup_root, control_group):
         try:
             with open(os.path.join(d, "cgroup.procs")) as f:
-                pids = [int(x) for x in f.read().split()]
+                return [int(x) for x in f.read().split()]
         except OSError:
             continue
-        for pid in pids:
-            if pid == main_pid and ns_pid(pid) == main_pid:
-                return pid
-        for pid in pids:
-            if ns_pid(pid) == main_pid:
-                return pid
+    return []
+
+
+def host_pid(cgroup_root, control_group, main_pid):
+    pids = unit_pids(cgroup_root, control_group)
+    # same PID namespace: the PID itself; otherwise the one whose innermost PID it is
+    for pid in pids:
+        if pid == main_pid and ns_pid(pid) == main_pid:
+            return pid
+    for pid in pids:
+        if ns_pid(pid) == main_pid:
+            return pid
     return None
 
 
@@ -181,14 +189,7 @@ class SystemdUnit:
 
     def pids(self):
         """Every process of the unit, as we see them (main process first)."""
-        pids = []
-        for d in cgroup_dirs(self.cgroup_root, self.control_group or ""):
-            try:
-                with open(os.path.join(d, "cgroup.procs")) as f:
-                    pids = [int(x) for x in f.read().split()]
-                break
-            except OSError:
-                continue
+        pids = unit_pids(self.cgroup_root, self.control_group or "")
         return [self.pid] + [p for p in pids if p != self.pid]
 
     def poll(self):
@@ -216,13 +217,7 @@ class SystemdUnit:
     def close(self, grace=30.0):
         if not self.started:
             return
-        if self.poll() is None:
-            self.terminate()
-            deadline = self.clock() + grace
-            while self.poll() is None and self.clock() < deadline:
-                self.sleep(0.2)
-            if self.poll() is None:
-                self.kill()
+        stop_gracefully(self, grace, self.clock, self.sleep)
         self.runner(["systemctl", "stop", self.unit], check=False, timeout=60)
         self.runner(["systemctl", "reset-failed", self.unit], check=False)
         log.info("systemd unit %s stopped and reset", self.unit)
