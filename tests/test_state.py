@@ -4,7 +4,6 @@ import stat
 import threading
 
 from wrapper import progress as p
-from wrapper.atomicfile import write_atomic
 from wrapper.state import State, StateFile, apply, first_paragraph
 
 
@@ -80,20 +79,40 @@ def test_first_paragraph_is_bounded():
 
 def test_state_file_atomic_mode_and_only_on_change(tmp_path):
     path = tmp_path / "s.state"
-    writes = []
-
-    def writer(path_, text, mode):
-        writes.append(text)
-        write_atomic(path_, text, mode)
-    sf = StateFile(str(path), writer)
+    sf = StateFile(str(path))
     s = State(["a"])
     assert sf.write(s) and not sf.write(s)
     s.set("started", True)
     assert sf.write(s)
-    assert len(writes) == 2
+    assert sf.writes == 2
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     assert json.loads(path.read_text())["started"] is True
+    spare = [n for n in os.listdir(tmp_path) if n != "s.state"]
+    assert len(spare) == 1 and spare[0].startswith(".s.state.")    # reserved for the next write
+    sf.close()
     assert os.listdir(tmp_path) == ["s.state"]
+
+
+def test_state_file_never_follows_a_swapped_name(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("root only")
+    path = tmp_path / "s.state"
+    sf = StateFile(str(path))
+    os.symlink(str(target), str(path))
+    assert sf.write(State(["a"]))
+    assert target.read_text() == "root only"              # the symlink was replaced, not followed
+    assert not os.path.islink(path) and json.loads(path.read_text())["disks"][0]["path"] == "a"
+    sf.close()
+
+
+def test_state_file_write_failure_is_retried_not_raised(tmp_path):
+    path = tmp_path / "s.state"
+    sf = StateFile(str(path))
+    s = State(["a"])
+    sf._file.write = lambda data: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    assert sf.write(s) is False                             # logged, not raised
+    assert sf.write_final(s, attempts=2, sleep=lambda s: None) is False
+    sf.close()
 
 
 def test_reader_never_sees_partial_json(tmp_path):
@@ -119,13 +138,6 @@ def test_reader_never_sees_partial_json(tmp_path):
     stop.set()
     t.join()
     assert bad == []
-
-
-def test_write_atomic_removes_temp_on_error(tmp_path):
-    import pytest
-    with pytest.raises(TypeError):
-        write_atomic(str(tmp_path / "x"), 12345)
-    assert os.listdir(tmp_path) == []
 
 
 def test_real_two_disk_log_with_shuffled_source_disks():

@@ -17,11 +17,11 @@ def test_available(tmp_path):
 
 
 def test_run_argv_exact():
-    assert systemd.run_argv("v2v-import-T-1.service", USER, {"LANG": "C", "A": "b"}, "/log/v.log",
+    assert systemd.run_argv("v2v-import-T-1.service", USER, {"LANG": "C", "A": "b"},
                             ["virt-v2v", "-v"], "T-1") == [
         "systemd-run", "--unit=v2v-import-T-1.service", "--description=virt-v2v conversion T-1",
         "--uid=36", "--gid=36", "--property=RemainAfterExit=yes", "--property=StandardInput=null",
-        "--property=StandardOutput=append:/log/v.log", "--property=StandardError=append:/log/v.log",
+        "--property=StandardOutput=null", "--property=StandardError=null",
         "--property=CPUAccounting=yes", "--property=KillMode=control-group",
         "--property=TimeoutStopSec=30",
         "--setenv=A=b", "--setenv=LANG=C", "--", "virt-v2v", "-v"]

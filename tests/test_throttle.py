@@ -51,12 +51,17 @@ class Recorder:
         self.calls.append(value)
 
 
+def throttler(path, state, appliers, uids):
+    return Throttler(os.open(str(path.parent), os.O_RDONLY | os.O_DIRECTORY), path.name, state,
+                     appliers, uids)
+
+
 @pytest.fixture
 def setup(tmp_path):
     state = State()
     cpu, net = Recorder(), Recorder()
     path = tmp_path / "job.throttle"
-    t = Throttler(str(path), state, {"cpu": cpu, "network": net}, {os.geteuid()})
+    t = throttler(path, state, {"cpu": cpu, "network": net}, {os.geteuid()})
     return t, state, cpu, net, path
 
 
@@ -109,24 +114,53 @@ def test_partial_file_completed_in_time_is_used(setup):
     assert cpu.calls == ["20%"]
 
 
-def test_foreign_owner_ignored_and_left(tmp_path):
+def test_foreign_owner_ignored_removed_and_reported(tmp_path):
     state = State()
     cpu = Recorder()
     path = tmp_path / "t"
     path.write_text(json.dumps({"cpu": "10"}))
-    t = Throttler(str(path), state, {"cpu": cpu}, {os.geteuid() + 4242})
+    t = throttler(path, state, {"cpu": cpu}, {os.geteuid() + 4242})
     t.step()
-    t.step()
-    assert path.exists() and cpu.calls == []
+    assert not path.exists() and cpu.calls == []       # removed: the caller can write theirs
+    assert "owned by uid" in state["last_message"]["message"]
 
 
-def test_symlink_ignored(tmp_path):
+def test_symlink_not_followed(tmp_path):
     state = State()
     cpu = Recorder()
-    (tmp_path / "real").write_text(json.dumps({"cpu": "10"}))
-    os.symlink(tmp_path / "real", tmp_path / "t")
-    Throttler(str(tmp_path / "t"), state, {"cpu": cpu}, {os.geteuid()}).step()
-    assert cpu.calls == []
+    real = tmp_path / "real"
+    real.write_text(json.dumps({"cpu": "10", "note": "TOPSECRET"}))
+    os.symlink(real, tmp_path / "t")
+    throttler(tmp_path / "t", state, {"cpu": cpu}, {os.geteuid()}).step()
+    assert cpu.calls == [] and real.exists() and not os.path.lexists(tmp_path / "t")
+    assert "TOPSECRET" not in json.dumps(state.data)
+
+
+def test_fifo_never_blocks(tmp_path):
+    state = State()
+    os.mkfifo(tmp_path / "t")
+    start = time.monotonic()
+    throttler(tmp_path / "t", state, {"cpu": Recorder()}, {os.geteuid()}).step()
+    assert time.monotonic() - start < 2 and not os.path.lexists(tmp_path / "t")
+
+
+def test_hard_link_refused(tmp_path):
+    state = State()
+    cpu = Recorder()
+    (tmp_path / "other").write_text(json.dumps({"cpu": "10"}))
+    os.link(tmp_path / "other", tmp_path / "t")
+    throttler(tmp_path / "t", state, {"cpu": cpu}, {os.geteuid()}).step()
+    assert cpu.calls == [] and (tmp_path / "other").exists()
+
+
+def test_file_that_cannot_be_removed_is_read_once(setup, monkeypatch):
+    t, state, cpu, net, path = setup
+    path.write_text(json.dumps({"cpu": "10"}))
+    from wrapper import fsafe
+    monkeypatch.setattr(fsafe, "unlink_same", lambda *a: (_ for _ in ()).throw(PermissionError(1, "no")))
+    for _ in range(5):
+        t.step()
+    assert cpu.calls == ["10%"] and path.exists()
 
 
 def test_unavailable_limit_not_in_force(setup):

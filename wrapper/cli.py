@@ -5,21 +5,20 @@ status; only :func:`console_main` calls ``sys.exit``.
 """
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
 
-from wrapper import __version__, checks, config as jobconfig, daemon, systemd, users, v2v
+from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, leases,
+                     logsetup, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
-from wrapper.job import Job, child_launcher, create_log_file, job_files, log_dir_for, make_tag
+from wrapper.job import Job, child_launcher
 from wrapper.monitor import SignalFlag
 from wrapper.runner import run as default_runner
 from wrapper.settings import LOCATIONS, env_name, resolve
 
 log = logging.getLogger("wrapper")
 PROG = "virt-v2v-wrapper"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 EXIT_OK, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2
 
@@ -52,32 +51,67 @@ def build_parser(check_names):
     return p
 
 
-def _setup_logging(path):
-    logger = logging.getLogger("wrapper")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        h.close()
-    fh = logging.FileHandler(path, encoding="utf-8")
-    fh.setFormatter(logging.Formatter(LOG_FORMAT))
-    logger.addHandler(fh)
-    return logger
-
-
-def _log_to_stderr(stderr):
-    """Foreground mode, once the job is accepted: administrators watch the log
-    on the terminal (a refused job still gets its single line only)."""
-    sh = logging.StreamHandler(stderr)
-    sh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
-    sh.setLevel(logging.INFO)
-    logging.getLogger("wrapper").addHandler(sh)
-
-
 def _refuse(stderr, error):
-    stderr.write("%s: error: %s\n" % (PROG, error))
-    stderr.flush()
+    try:
+        stderr.write("%s: error: %s\n" % (PROG, jobinput.oneline(str(error))))
+        stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass                     # nobody left to tell
     return EXIT_REFUSED
+
+
+def _write_answer(stdout, text):
+    """Write the one stdout line; return None, or why it could not be written.
+
+    A stdout that fails is pointed at /dev/null afterwards, so that the
+    interpreter's own flush at exit cannot add a second complaint."""
+    try:
+        if stdout is None:
+            raise OSError("stdout is closed")
+        stdout.write(text)
+        stdout.flush()
+        return None
+    except (OSError, ValueError) as e:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def _read_job(stdin):
+    if stdin is None:
+        raise JobError(None, "cannot read the job: stdin is closed")
+    return jobinput.read_job(getattr(stdin, "buffer", stdin))
+
+
+def _open_dirs(settings, job, sudo):
+    state_mode, state_owner = jobfiles.state_dir_mode(sudo)
+    state_fd = jobfiles.open_job_dir(settings.state_dir, "--state-dir", state_mode, state_owner)
+    try:
+        log_fd = jobfiles.open_job_dir(jobfiles.log_dir_for(settings, job), "--log-dir", 0o755)
+    except BaseException:
+        os.close(state_fd)
+        raise
+    return state_fd, log_fd
+
+
+def _open_leases(settings):
+    """The lease book, when this wrapper may keep one (root, private lock
+    directory); reclaims what dead wrappers left."""
+    try:
+        book = leases.LeaseBook.open(settings.lock_dir)
+    except (OSError, ValueError) as e:
+        log.debug("no leases (%s): a wrapper killed outright cannot be reclaimed later", e)
+        return None
+    try:
+        for tag in leases.reclaim(book, default_runner, systemd.available(settings), log):
+            log.info("reclaimed what the dead wrapper of job %s left", tag)
+    except Exception as e:        # reclaiming others' leftovers must never stop this job
+        log.warning("reclaiming dead wrappers' leftovers failed: %s", e)
+    return book
 
 
 def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=default_runner,
@@ -85,7 +119,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
     argv = sys.argv[1:] if argv is None else list(argv)
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
-    stderr = sys.stderr if stderr is None else stderr
+    stderr = (sys.stderr if stderr is None else stderr) or open(os.devnull, "w")
     environ = dict(os.environ if environ is None else environ)
     caller_fds = daemon.inherited_fds()
     if argv and argv[0] == "status":
@@ -111,11 +145,9 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
             status = status if ok else EXIT_REFUSED
         return status
     try:
-        job = json.loads(stdin.read())
-    except ValueError as e:
-        return _refuse(stderr, "the job on stdin is not valid JSON (%s)" % e)
-    except OSError as e:
-        return _refuse(stderr, "cannot read the job from stdin (%s)" % e)
+        job = _read_job(stdin)
+    except JobError as e:
+        return _refuse(stderr, e)
     if opts.validate:
         from wrapper import validate
         return validate.report(job, settings, stdout)
@@ -124,18 +156,20 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
 
 
 def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, caller_fds):
-    log_dir = log_dir_for(settings, job)
-    try:
-        os.makedirs(log_dir, mode=0o755, exist_ok=True)
-        os.makedirs(settings.state_dir, mode=0o755, exist_ok=True)
-        files = job_files(settings, log_dir, make_tag())
-        sudo = users.sudo_caller(settings.environ)
-        create_log_file(files.wrapper_log, sudo)
-    except OSError as e:
-        return _refuse(stderr, "cannot create the log file in %s: %s" % (log_dir, e.strerror or e))
-    _setup_logging(files.wrapper_log)
-    log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())
+    sudo = users.sudo_caller(settings.environ)
     signals = SignalFlag().install()
+    try:
+        state_fd, log_fd = _open_dirs(settings, job, sudo)
+        try:
+            reserved = jobfiles.reserve(settings, jobfiles.log_dir_for(settings, job), state_fd, log_fd)
+        except OSError as e:
+            raise JobError("--state-dir", "cannot create the job's files in %s or %s: %s" % (
+                settings.state_dir, jobfiles.log_dir_for(settings, job), e.strerror or e)) from None
+    except JobError as e:
+        return _refuse(stderr, e)
+    logsetup.setup(reserved.wrapper_log_fd)
+    log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())
+    book = _open_leases(settings)
     job_obj = None
     stack = contextlib.ExitStack()
     try:
@@ -147,41 +181,55 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
         user = users.resolve_run_as(settings, config.target)
         log.info("job: vm %s, transport %s, target %s, virt-v2v runs as %s (%d:%d)",
                  config.vm_name, config.source.name, config.target.name, user.name, user.uid, user.gid)
+        reserved.hand_logs_to(user.uid, user.gid)
         caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner,
                                       env=dict(settings.environ, LANG="C"))
         log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
         allowed = {0, os.geteuid()} | ({sudo[0]} if sudo else set())
-        job_obj = Job(config, settings, files, user, caps, stack, runner,
-                      launcher_factory or _default_launcher(config, settings), allowed)
+        job_obj = Job(config, settings, reserved, user, caps, stack, runner,
+                      launcher_factory or _default_launcher(config, settings), allowed, leases=book)
         job_obj.prepare()
         if signals.received:
             raise JobError(None, "interrupted by %s before the conversion started" % signals.received)
-    except WrapperError as e:
-        log.error("job refused: %s", e)
-        stack.close()
+    except BaseException as e:
+        if isinstance(e, WrapperError):
+            log.error("job refused: %s", e)
+        else:
+            log.exception("job refused: internal error")
+            e = "internal error (%s: %s); details in %s" % (type(e).__name__, e, reserved.files.wrapper_log)
         if job_obj is not None:
-            job_obj.discard_state()
+            job_obj.refuse()
+        else:
+            stack.close()
+            reserved.give_back()
         return _refuse(stderr, e)
-    except BaseException:
-        log.exception("job refused: internal error")
-        stack.close()
-        if job_obj is not None:
-            job_obj.discard_state()
-        raise
-    stdout.write(files.announcement() + "\n")
-    stdout.flush()
-    if config.daemonize:
-        keep = [h.stream.fileno() for h in log.handlers if hasattr(h, "stream")]
-        detach([fd for fd in caller_fds if fd not in keep])
-        log.info("detached: daemon pid %d", os.getpid())
-        job_obj.state.set("wrapper_pid", os.getpid())
-        job_obj.state_file.write(job_obj.state)
-    else:
-        _log_to_stderr(stderr)
-    ok = job_obj.run(signals)
-    if config.daemonize:
+    answer = reserved.files.announcement() + "\n"
+    if not config.daemonize:
+        why = _write_answer(stdout, answer)
+        if why:
+            job_obj.abort("the answer could not be written to stdout (%s): nothing was started" % why)
+            return _refuse(stderr, "cannot write the answer to stdout: %s" % why)
+        logsetup.to_stderr(stderr)
+        return EXIT_OK if job_obj.run(signals) else EXIT_FAILED
+    role = detach(caller_fds, before_ready=job_obj.daemon_started)
+    if role.is_daemon:
+        if not role.wait_for_go():
+            job_obj.abort("the caller did not receive the answer (its stdout failed, or it was "
+                          "interrupted): nothing was started")
+            role.done()
+            return EXIT_REFUSED
+        role.done()
+        job_obj.run(signals)
         return EXIT_OK
-    return EXIT_OK if ok else EXIT_FAILED
+    if not role.started:
+        job_obj.abort("the daemon process did not start: nothing was started")
+        return _refuse(stderr, "cannot detach: the daemon process did not start")
+    why = "interrupted by %s" % signals.received if signals.received else _write_answer(stdout, answer)
+    if why:
+        role.abandon()
+        return _refuse(stderr, "cannot write the answer to stdout: %s" % why)
+    role.release()
+    os._exit(EXIT_OK)       # the daemon owns the job now: no cleanup here
 
 
 def _default_launcher(config, settings):

@@ -2,81 +2,34 @@
 
 Lifetimes are managed in one place, with an ExitStack: secret directory,
 ssh-agent, the virt-v2v process/unit, throttling artefacts.  Cleanup runs on
-every way out; ``finished`` is written only after it.
+every way out — a refusal (:meth:`Job.refuse`), an answer that could not be
+given (:meth:`Job.abort`), the run's end — and ``finished`` is written only
+after it.  A lease (wrapper.leases) names what this job holds, so that if
+the wrapper is killed outright a later start can reclaim it.
 """
-import contextlib
-import json
 import logging
 import os
+import tempfile
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from wrapper import targets, v2v
+from wrapper import procinfo, targets, v2v
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
-from wrapper.errors import ConversionError, WrapperError
+from wrapper.errors import CommandError, ConversionError, ThrottleError, WrapperError
+from wrapper.jobfiles import JobFiles, job_files, log_dir_for, make_tag  # noqa: F401 (re-exported)
 from wrapper.launch import ChildProcess, Gate
 from wrapper.monitor import Monitor
 from wrapper.netlimit import NetLimiter
 from wrapper.runner import quote
-from wrapper.secrets import SecretDir
+from wrapper.secrets import AgentDir, SecretDir
 from wrapper.sshagent import SshAgent
 from wrapper.state import State, StateFile
 from wrapper.throttle import Throttler
 
 log = logging.getLogger(__name__)
 
-OVIRT_LOG_DIR = "/var/log/vdsm/import"
 SOCKET_PATH_MAX = 100       # sun_path is 108 bytes; keep a margin
-DEFAULT_LOG_DIR = "/var/log/virt-v2v"
-
-
-@dataclass(frozen=True)
-class JobFiles:
-    tag: str
-    v2v_log: str
-    mr_log: str
-    wrapper_log: str
-    state_file: str
-    throttle_file: str
-
-    def announcement(self):
-        """The one JSON line printed on stdout (SPEC §4)."""
-        return json.dumps({"v2v_log": self.v2v_log, "wrapper_log": self.wrapper_log,
-                           "state_file": self.state_file, "throttling_file": self.throttle_file})
-
-
-def make_tag(now=None, pid=None):
-    return "%s-%d" % (time.strftime("%Y%m%dT%H%M%S", time.localtime(now)),
-                      os.getpid() if pid is None else pid)
-
-
-def log_dir_for(settings, job):
-    if settings.log_dir:
-        return settings.log_dir
-    ovirt = isinstance(job, dict) and ("rhv_url" in job or "export_domain" in job)
-    return OVIRT_LOG_DIR if ovirt else DEFAULT_LOG_DIR
-
-
-def job_files(settings, log_dir, tag):
-    base = "v2v-import-%s" % tag
-    return JobFiles(tag=tag,
-                    v2v_log=os.path.join(log_dir, base + ".log"),
-                    mr_log=os.path.join(log_dir, base + "-mr.log"),
-                    wrapper_log=os.path.join(log_dir, base + "-wrapper.log"),
-                    state_file=os.path.join(settings.state_dir, base + ".state"),
-                    throttle_file=os.path.join(settings.state_dir, base + ".throttle"))
-
-
-def create_log_file(path, owner=None):
-    """Create ``path`` (0644, readable by the sudo caller) and chown it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    try:
-        os.fchmod(fd, 0o644)
-        if owner is not None and (owner[0] != os.geteuid()):
-            os.fchown(fd, owner[0], owner[1])
-    finally:
-        os.close(fd)
+AGENT_DIR_NAME_LEN = len("v2v-wrapper-agent-") + 12
 
 
 def describe_target(target):
@@ -122,21 +75,24 @@ def safe(fn, what):
 class Job:
     """Prepared resources + the run.  Built by :func:`prepare`."""
 
-    def __init__(self, config, settings, files, user, caps, stack, runner, launcher_factory,
-                 allowed_uids, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, config, settings, reserved, user, caps, stack, runner, launcher_factory,
+                 allowed_uids, leases=None, clock=time.monotonic, sleep=time.sleep):
         self.config = config
         self.settings = settings
-        self.files = files
+        self.reserved = reserved
+        self.files = reserved.files
         self.user = user
         self.caps = caps
         self.stack = stack
         self.runner = runner
         self.launcher_factory = launcher_factory
         self.allowed_uids = allowed_uids
+        self.leases = leases
+        self.lease = None
         self.clock = clock
         self.sleep = sleep
-        self.state = initial_state(config, files)
-        self.state_file = StateFile(files.state_file)
+        self.state = initial_state(config, self.files)
+        self.state_file = StateFile(self.files.state_file, dir_fd=reserved.state_dir_fd)
         self.paths = None
         self.argv = None
         self.env = None
@@ -148,24 +104,23 @@ class Job:
     # -- before the caller gets its answer ------------------------------------
     def prepare(self):
         """Secrets, agent, command, state file.  A failure here refuses the job."""
+        self._open_lease()
         if hasattr(self.hooks, "prepare"):
             self.allocation = self.hooks.prepare(self.config, self) or self.allocation
         secrets = SecretDir(self.settings.state_dir, self.user.uid, self.user.gid)
         self.stack.callback(safe(secrets.remove, "removing the secret directory"))
+        self._lease_update(secret_dir=secrets.name, secret_ident=list(secrets.identity))
         vmware_pw = rhv_pw = sock = None
         if isinstance(self.config.source, VddkSource):
             vmware_pw = secrets.write("vmware_password", self.config.source.password)
         if isinstance(self.config.target, RhvUploadTarget):
             rhv_pw = secrets.write("rhv_password", self.config.target.password)
-        self.gate = Gate(secrets.fifo("gate"), clock=self.clock, sleep=self.sleep)
+        self.gate = Gate(secrets.fifo("gate"), clock=self.clock, sleep=self.sleep,
+                         open_writer=lambda: secrets.open_entry("gate", os.O_WRONLY | os.O_NONBLOCK))
         key_files = tuple((device, secrets.write("luks_key_%d" % i, key))
                           for i, (device, key) in enumerate(self.config.luks_keys))
         if isinstance(self.config.source, SshSource):
-            agent = SshAgent(self._agent_socket(secrets), self.user)
-            self.stack.callback(safe(agent.stop, "stopping ssh-agent"))
-            agent.start()
-            agent.add_key(self.config.source.key)
-            sock = agent.socket
+            sock = self._start_agent()
         self.paths = v2v.RunPaths(machine_readable_log=self.files.mr_log,
                                   vmware_password_file=vmware_pw, rhv_password_file=rhv_pw,
                                   luks_key_files=key_files, ssh_auth_sock=sock)
@@ -173,24 +128,89 @@ class Job:
                                       virt_v2v=self.settings.virt_v2v_path(),
                                       allocation=self.allocation)
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
-        for path in (self.files.v2v_log, self.files.mr_log):
-            create_log_file(path, (self.user.uid, self.user.gid))
-        self.state_file.write(self.state, force=True)
+        if not self.state_file.write(self.state, force=True):
+            raise ConversionError("cannot write the state file %s" % self.files.state_file)
 
-    def _agent_socket(self, secrets):
-        """Unix socket paths are limited to 108 bytes: under a deep state
-        directory, the agent gets a private directory of its own in TMPDIR."""
-        path = os.path.join(secrets.path, "agent.sock")
-        if len(path.encode()) < SOCKET_PATH_MAX:
-            return path
-        own = SecretDir(None, self.user.uid, self.user.gid)
+    def _start_agent(self):
+        """The agent's socket directory is its own (the agent must create the
+        socket in it); Unix socket paths are limited to 108 bytes, so under a
+        deep state directory it goes to TMPDIR."""
+        parent = self.settings.state_dir
+        if len(os.path.join(parent, "x" * AGENT_DIR_NAME_LEN, "agent.sock").encode()) >= SOCKET_PATH_MAX:
+            parent = tempfile.gettempdir()
+        own = AgentDir(parent, self.user.uid, self.user.gid)
         self.stack.callback(safe(own.remove, "removing the ssh-agent directory"))
-        return os.path.join(own.path, "agent.sock")
+        self._lease_update(agent_dir=own.path, agent_ident=list(own.identity))
+        agent = SshAgent(os.path.join(own.path, "agent.sock"), self.user)
+        self.stack.callback(safe(agent.stop, "stopping ssh-agent"))
+        agent.start()
+        self._lease_update(agent_pid=agent.pid, agent_start=agent.start_time)
+        agent.add_key(self.config.source.key)
+        return agent.socket
 
-    def discard_state(self):
-        """A refused job leaves no state file behind."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.files.state_file)
+    # -- the lease --------------------------------------------------------
+    def _open_lease(self):
+        if self.leases is None:
+            return
+        try:
+            self.lease = self.leases.create(self.files.tag, {
+                "tag": self.files.tag, "wrapper_pid": os.getpid(),
+                "wrapper_start": procinfo.start_time(os.getpid()), "boot_id": procinfo.boot_id(),
+                "state_dir": self.settings.state_dir, "state_name": self.reserved.state_name,
+                "run_uid": self.user.uid})
+        except (OSError, ValueError) as e:
+            log.warning("cannot record the job's lease: %s", e)
+
+    def _lease_update(self, **fields):
+        if self.lease is not None:
+            try:
+                self.lease.update(**fields)
+            except (OSError, ValueError) as e:
+                log.warning("cannot update the job's lease: %s", e)
+
+    def _lease_release(self):
+        if self.lease is not None:
+            try:
+                self.lease.release()
+            except OSError as e:
+                log.warning("cannot remove the job's lease: %s", e)
+            self.lease = None
+
+    def daemon_started(self):
+        """In the daemon, before the caller is told it exists."""
+        log.info("detached: daemon pid %d", os.getpid())
+        self._lease_update(wrapper_pid=os.getpid(), wrapper_start=procinfo.start_time(os.getpid()))
+        self.state.set("wrapper_pid", os.getpid())
+        self.state_file.write(self.state)
+
+    # -- ways out ----------------------------------------------------------
+    def refuse(self):
+        """A refused job: everything undone, no state file, no virt-v2v logs."""
+        self.stack.close()
+        self.state_file.discard()
+        self.reserved.give_back()
+        self._lease_release()
+
+    def abort(self, message):
+        """Accepted but never run (the answer could not be given): clean up
+        and finish the state file as a failure, so a client that did learn
+        the paths stops waiting."""
+        log.error("%s", message)
+        try:
+            self.stack.close()
+        finally:
+            self.state.error(message)
+            self.state.set("failed", True)
+            self._finish()
+
+    def _finish(self):
+        self.state.set("finished", True)
+        self.state.set("finished_at", round(time.time(), 3))
+        self.state_file.write_final(self.state, sleep=self.sleep)
+        self.state_file.close()
+        self._lease_release()
+        log.info("finished: %s", "failed: %s" % self.state.get("last_message", {}).get("message")
+                 if self.state.get("failed") else "success")
 
     # -- the run ------------------------------------------------------------
     def run(self, signals):
@@ -202,11 +222,7 @@ class Job:
             log.exception("wrapper error")
             self.state.error("virt-v2v-wrapper failed: %s" % (e,))
             self.state.set("failed", True)
-        self.state.set("finished", True)
-        self.state.set("finished_at", round(time.time(), 3))
-        self.state_file.write(self.state)
-        log.info("finished: %s", "failed: %s" % self.state.get("last_message", {}).get("message")
-                 if self.state.get("failed") else "success")
+        self._finish()
         return not self.state.get("failed")
 
     def _run(self, signals):
@@ -224,6 +240,9 @@ class Job:
             self.process = self.launcher_factory(self)
             self.stack.callback(safe(self.process.close, "stopping virt-v2v"))
             self.process.start()
+            self._lease_update(unit=getattr(self.process, "unit", None),
+                               child_pid=None if hasattr(self.process, "unit") else self.process.pid,
+                               child_start=procinfo.start_time(self.process.pid) if self.process.pid else None)
             # virt-v2v waits at its gate: an initial network limit classifies
             # its cgroup before it sends a single packet
             throttler = self._throttler(limiter)
@@ -231,8 +250,8 @@ class Job:
             self.state.set("started", True)
             self.state.set("pid", self.process.pid)
             self.state_file.write(self.state)
-            monitor = Monitor(self.process, self.state, self.state_file, self.files.v2v_log,
-                              self.files.mr_log, throttler=throttler, signals=signals,
+            monitor = Monitor(self.process, self.state, self.state_file, self.reserved.v2v_log_fd,
+                              self.reserved.mr_log_fd, throttler=throttler, signals=signals,
                               clock=self.clock, sleep=self.sleep, dialect=self.caps.major)
             rc = monitor.run()
             self.state.set("return_code", rc)
@@ -247,7 +266,8 @@ class Job:
     def _throttler(self, limiter):
         appliers = {"cpu": self.process.set_cpu_quota,
                     "network": lambda value: self._set_network(limiter, value)}
-        throttler = Throttler(self.files.throttle_file, self.state, appliers, self.allowed_uids)
+        throttler = Throttler(self.reserved.state_dir_fd, self.reserved.throttle_name, self.state,
+                              appliers, self.allowed_uids)
         if self.config.throttling:
             throttler.apply(self.config.throttling)
         return throttler
@@ -256,11 +276,15 @@ class Job:
         """Classification (nft table, cgroup) is set up with the first limit,
         so a conversion that is never limited leaves the host's firewall
         alone.  Later, every running process of the conversion is classified:
-        with the unit's own cgroup (or net_cls) their sockets are caught too."""
-        if value is not None and not limiter.started:
-            limiter.start(self.process.pids(), self.process.dedicated_cgroup)
-        limiter.set_rate(None if value is None else int(value))
-
+        with the unit's own cgroup (or net_cls) their sockets are caught too.
+        Whatever goes wrong here is a limit not applied (SPEC §6: logged and
+        ignored), never the end of the conversion."""
+        try:
+            if value is not None and not limiter.started:
+                limiter.start(self.process.pids(), self.process.dedicated_cgroup)
+            limiter.set_rate(None if value is None else int(value))
+        except (OSError, CommandError) as e:
+            raise ThrottleError(str(e)) from None
     def _judge(self, rc, signals):
         if rc == 0 and not signals.received:
             return
@@ -279,4 +303,4 @@ class Job:
 
 
 def child_launcher(job):
-    return ChildProcess(job.argv, job.env, job.files.v2v_log, job.user, gate=job.gate)
+    return ChildProcess(job.argv, job.env, job.reserved.v2v_log_fd, job.user, gate=job.gate)

@@ -24,15 +24,25 @@ log = logging.getLogger(__name__)
 class Gate:
     """Holds a newly started program until :meth:`open`: a shell blocks
     reading a FIFO, then execs the program (same PID).  Whatever keys on the
-    process's cgroup (network classification) is in place before it runs."""
+    process's cgroup (network classification) is in place before it runs.
 
-    def __init__(self, fifo, clock=time.monotonic, sleep=time.sleep):
+    ``open_writer`` opens the FIFO for writing, non-blocking (the FIFO lives
+    in the secret directory and is opened through its descriptor); with
+    ``log``, the shell — already running as the virt-v2v user — sends the
+    program's output there (a systemd unit: systemd itself would open the
+    path as root)."""
+
+    def __init__(self, fifo, clock=time.monotonic, sleep=time.sleep, open_writer=None):
         self.fifo = fifo
         self.clock = clock
         self.sleep = sleep
         self.opened = False
+        self._open_writer = open_writer or (lambda: os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
-    def wrap(self, argv):
+    def wrap(self, argv, log=None):
+        if log:
+            return ["/bin/sh", "-c", 'read _ < "$0" || exit 125; l=$1; shift; exec "$@" >>"$l" 2>&1',
+                    self.fifo, log] + list(argv)
         return ["/bin/sh", "-c", 'read _ < "$0" && exec "$@"', self.fifo] + list(argv)
 
     def open(self, poll, timeout=10.0):
@@ -43,7 +53,7 @@ class Gate:
         deadline = self.clock() + timeout
         while True:
             try:
-                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+                fd = self._open_writer()
                 break
             except OSError as e:
                 if e.errno != errno.ENXIO or self.clock() > deadline or poll() is not None:
@@ -54,6 +64,14 @@ class Gate:
         finally:
             os.close(fd)
         self.opened = True
+
+
+def parent_death_signal(sig=signal.SIGTERM):
+    """preexec_fn: the child gets ``sig`` when the wrapper dies, even by
+    SIGKILL, so a plain-child virt-v2v never outlives it (it survives exec;
+    subprocess calls this after changing the user, which would clear it)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))     # PR_SET_PDEATHSIG
 
 
 def group_members(pgid, proc_root="/proc"):
@@ -90,11 +108,11 @@ class ChildProcess:
     kind = "child process"
     dedicated_cgroup = False
 
-    def __init__(self, argv, env, log_path, user, popen=subprocess.Popen, gate=None):
+    def __init__(self, argv, env, log, user, popen=subprocess.Popen, gate=None):
         self.gate = gate
         self.argv = gate.wrap(argv) if gate else list(argv)
         self.env = dict(env)
-        self.log_path = log_path
+        self.log = log                  # a descriptor (or a path, in tests)
         self.user = user
         self._popen = popen
         self.proc = None
@@ -104,13 +122,18 @@ class ChildProcess:
         kw = {}
         if self.user.uid != os.geteuid() or self.user.gid != os.getegid():
             kw = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
-        with open(self.log_path, "ab", buffering=0) as logf:
-            try:
-                self.proc = self._popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
-                                        stdout=logf, stderr=subprocess.STDOUT, close_fds=True,
-                                        start_new_session=True, cwd="/", **kw)
-            except OSError as e:
-                raise ConversionError("cannot start %s: %s" % (self.argv[0], e.strerror or e)) from None
+        fd = self.log if isinstance(self.log, int) else os.open(
+            self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.proc = self._popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=fd, stderr=subprocess.STDOUT, close_fds=True,
+                                    start_new_session=True, cwd="/",
+                                    preexec_fn=parent_death_signal, **kw)
+        except OSError as e:
+            raise ConversionError("cannot start %s: %s" % (self.argv[0], e.strerror or e)) from None
+        finally:
+            if not isinstance(self.log, int):
+                os.close(fd)
         self.pid = self.proc.pid
         log.info("virt-v2v started as a child process, pid %d", self.pid)
         return self

@@ -6,6 +6,7 @@ recorded signal, poll the process, and write the state file if it changed.
 Signal handlers only record the signal (:class:`SignalFlag`); the loop acts.
 """
 import logging
+import os
 import signal
 import time
 
@@ -20,24 +21,39 @@ MAX_READ_PER_STEP = 64 << 20     # keep steps short even when a log races ahead
 
 class LogTail:
     """Reads a growing file from where the last read stopped, a chunk at a
-    time, so memory stays bounded however large the log grows."""
+    time, so memory stays bounded however large the log grows.
 
-    def __init__(self, path):
-        self.path = path
-        self._f = None
+    ``source`` is the descriptor the wrapper created the log with (read with
+    ``pread`` at our own offset: the file is never reopened by name, so an
+    entry swapped in under its name feeds nothing to the parser), or a path
+    (benchmarks and tests)."""
+
+    def __init__(self, source):
+        self.path = source if isinstance(source, str) else None
+        self._fd = None if isinstance(source, str) else source
+        self._own = False
+        self._offset = 0
+
+    def _open(self):
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._own = True
+            except FileNotFoundError:
+                return False
+        return True
 
     def chunks(self, limit=MAX_READ_PER_STEP):
         """Yield what was appended since the last call, at most ``limit`` bytes."""
-        if self._f is None:
-            try:
-                self._f = open(self.path, "rb")
-            except FileNotFoundError:
-                return
+        if not self._open():
+            return
         total = 0
         while limit is None or total < limit:
-            data = self._f.read(READ_CHUNK if limit is None else min(READ_CHUNK, limit - total))
+            data = os.pread(self._fd, READ_CHUNK if limit is None else min(READ_CHUNK, limit - total),
+                            self._offset)
             if not data:
                 return
+            self._offset += len(data)
             total += len(data)
             yield data
 
@@ -45,13 +61,16 @@ class LogTail:
         return b"".join(self.chunks(limit))
 
     def close(self):
-        if self._f:
-            self._f.close()
-            self._f = None
+        if self._own and self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+        self._own = False
 
 
 class SignalFlag:
-    """Records SIGTERM/SIGINT for the loop; the handler does nothing else."""
+    """Records SIGTERM/SIGINT/SIGHUP for the loop; the handler does nothing
+    else.  A hang-up (the terminal closed) cancels like SIGTERM: virt-v2v runs
+    in its own session and would otherwise outlive a wrapper that dies."""
 
     def __init__(self):
         self.received = None
@@ -60,7 +79,7 @@ class SignalFlag:
         if self.received is None:
             self.received = signal.Signals(signum).name
 
-    def install(self, signals=(signal.SIGTERM, signal.SIGINT)):
+    def install(self, signals=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
         for s in signals:
             signal.signal(s, self)
         return self

@@ -4,8 +4,10 @@ where secret files live for the lifetime of one job.
 import contextlib
 import logging
 import os
-import shutil
+import stat
 import tempfile
+
+from wrapper import fsafe
 
 log = logging.getLogger(__name__)
 
@@ -52,53 +54,40 @@ class Secret:
         raise TypeError("a Secret cannot be serialised")
 
 
-class SecretDir:
-    """A private directory (mode 0700) holding one file per secret.
+class PrivateDir:
+    """A new directory with a random name in ``parent`` (a path; None: the
+    temporary directory), held open for its whole life and removed through
+    its descriptor (docs/security.md: nothing by name in a shared directory).
 
-    Files are mode 0600, owned by ``uid:gid`` (the user that runs virt-v2v),
-    and have no trailing newline.  :meth:`remove` deletes everything and is
-    safe to call more than once; use the object as a context manager so it
-    runs on every way out.
+    ``owner``/``mode`` are set on the descriptor right after ``mkdir``.
+    :meth:`remove` empties it without following any symlink, then removes it
+    only if the entry still is the directory we made; it is idempotent.
     """
 
-    def __init__(self, parent=None, uid=None, gid=None):
-        self.path = tempfile.mkdtemp(prefix="v2v-wrapper-secrets-", dir=parent)
-        self.uid = uid
-        self.gid = gid
-        self._chown(self.path)
-        os.chmod(self.path, 0o700)
+    prefix = "v2v-wrapper-dir-"
 
-    def _chown(self, path):
-        if self.uid is not None and (self.uid != os.geteuid() or
-                                     (self.gid is not None and self.gid != os.getegid())):
-            os.chown(path, self.uid, -1 if self.gid is None else self.gid)
-
-    def write(self, name, secret):
-        """Write ``secret`` (a Secret or str) to ``<dir>/<name>``; return the path."""
-        if os.sep in name or name in ("", ".", ".."):
-            raise ValueError("bad secret file name %r" % name)
-        value = secret.reveal() if isinstance(secret, Secret) else secret
-        path = os.path.join(self.path, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    def __init__(self, parent=None, mode=0o700, owner=None):
+        self.parent = os.path.abspath(parent or tempfile.gettempdir())
+        self._parent_fd = fsafe.open_dir(self.parent)
         try:
-            os.write(fd, value.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._chown(path)
-        return path
-
-    def fifo(self, name):
-        """A FIFO in the private directory, usable by the virt-v2v user."""
-        path = os.path.join(self.path, name)
-        os.mkfifo(path, 0o600)
-        self._chown(path)
-        return path
+            self.name, self.fd = fsafe.mkdir_private(self._parent_fd, self.prefix, mode, owner)
+        except BaseException:
+            os.close(self._parent_fd)
+            raise
+        self.identity = fsafe.ident(os.fstat(self.fd))
+        self.path = os.path.join(self.parent, self.name)
 
     def remove(self):
-        if self.path and os.path.exists(self.path):
-            shutil.rmtree(self.path, ignore_errors=True)
-            log.debug("removed secret directory %s", self.path)
+        if self.fd is None:
+            return
+        try:
+            fsafe.empty_dir(self.fd)
+            fsafe.unlink_same(self._parent_fd, self.name, self.identity)
+            log.debug("removed %s", self.path)
+        finally:
+            os.close(self.fd)
+            os.close(self._parent_fd)
+            self.fd = None
 
     def __enter__(self):
         return self
@@ -106,6 +95,76 @@ class SecretDir:
     def __exit__(self, *exc):
         self.remove()
         return False
+
+
+class SecretDir(PrivateDir):
+    """The private directory holding one file per secret (SPEC §7).
+
+    The directory belongs to the wrapper (root), never to the user that runs
+    virt-v2v: that user may traverse it (group ``gid``, mode 0710) but cannot
+    create, rename or replace anything in it, so root never acts on an entry
+    that user could have swapped.  Files are created exclusively, mode 0600,
+    owned by ``uid:gid`` through their descriptor, without a trailing newline.
+    """
+
+    prefix = "v2v-wrapper-secrets-"
+
+    def __init__(self, parent=None, uid=None, gid=None):
+        self.uid = uid
+        self.gid = gid
+        other = uid is not None and uid != os.geteuid()
+        super().__init__(parent, 0o710 if other else 0o700,
+                         (-1, gid) if other and gid is not None else None)
+
+    def _owner(self):
+        if self.uid is None or (self.uid == os.geteuid() and self.gid in (None, os.getegid())):
+            return None
+        return (self.uid, -1 if self.gid is None else self.gid)
+
+    def write(self, name, secret):
+        """Write ``secret`` (a Secret or str) to ``<dir>/<name>``; return the path."""
+        if os.sep in name or name in ("", ".", ".."):
+            raise ValueError("bad secret file name %r" % name)
+        value = secret.reveal() if isinstance(secret, Secret) else secret
+        fd = fsafe.create(self.fd, name, os.O_WRONLY, 0o600, self._owner())
+        try:
+            fsafe.write_all(fd, value.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return os.path.join(self.path, name)
+
+    def fifo(self, name):
+        """A FIFO in the private directory, readable by the virt-v2v user."""
+        os.mkfifo(name, 0o600, dir_fd=self.fd)
+        fd = self.open_entry(name, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                raise fsafe.Refused(name, "is not the FIFO just made")
+            owner = self._owner()
+            if owner:
+                os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
+        return os.path.join(self.path, name)
+
+    def open_entry(self, name, flags):
+        """Open an entry of the directory through its descriptor."""
+        return os.open(name, flags | os.O_NOFOLLOW | fsafe.O_CLOEXEC, dir_fd=self.fd)
+
+
+class AgentDir(PrivateDir):
+    """The ssh-agent's socket directory: the agent runs as the virt-v2v user
+    and must create its socket, so this one belongs to that user (0700) and
+    holds nothing root writes."""
+
+    prefix = "v2v-wrapper-agent-"
+
+    def __init__(self, parent=None, uid=None, gid=None):
+        owner = None
+        if uid is not None and uid != os.geteuid():
+            owner = (uid, -1 if gid is None else gid)
+        super().__init__(parent, 0o700, owner)
 
 
 @contextlib.contextmanager

@@ -4,9 +4,11 @@ parser events into it, and an atomic writer.
 import copy
 import json
 import logging
+import os
+import time
 
 from wrapper import progress as ev
-from wrapper.atomicfile import write_atomic
+from wrapper import fsafe
 
 log = logging.getLogger(__name__)
 
@@ -160,17 +162,60 @@ def first_paragraph(text, limit=500):
 
 
 class StateFile:
-    """Writes the state atomically, mode 0644, only when it changed."""
+    """Writes the state atomically, mode 0644, only when it changed.
 
-    def __init__(self, path, writer=write_atomic):
+    Writes go through :class:`wrapper.fsafe.AtomicFile` on a descriptor of
+    the state directory (never by name through a path another user could
+    redirect), with a temporary file reserved ahead so that even on a full
+    filesystem the final ``finished`` can be written.  A write that fails is
+    logged once and retried at the next change; it never ends the run.
+    """
+
+    def __init__(self, path, dir_fd=None, reserve=64 << 10):
         self.path = path
-        self._writer = writer
+        directory = os.path.dirname(os.path.abspath(path))
+        self._dir_fd = fsafe.open_dir(directory) if dir_fd is None else os.dup(dir_fd)
+        self._file = fsafe.AtomicFile(self._dir_fd, os.path.basename(path), 0o644, reserve)
         self._last = None
+        self._failing = None
+        self.writes = 0
 
     def write(self, state, force=False):
         text = json.dumps(state.data if isinstance(state, State) else state)
         if text == self._last and not force:
             return False
-        self._writer(self.path, text + "\n", 0o644)
+        try:
+            self._file.write(text + "\n")
+        except OSError as e:
+            if self._failing is None:
+                log.warning("cannot write the state file %s: %s (retrying at the next change)",
+                            self.path, e.strerror or e)
+            self._failing = e
+            return False
+        if self._failing is not None:
+            log.info("state file %s written again", self.path)
+            self._failing = None
         self._last = text
+        self.writes += 1
         return True
+
+    def write_final(self, state, attempts=10, sleep=time.sleep):
+        """The last write (``finished``): retried for a while if it fails."""
+        for i in range(attempts):
+            if self.write(state, force=True):
+                return True
+            sleep(min(0.2 * (i + 1), 1.0))
+        log.error("the state file %s could not be written: %s", self.path, self._failing)
+        return False
+
+    def discard(self):
+        """A refused job leaves no state file behind."""
+        if self._dir_fd is not None:
+            self._file.remove()
+        self.close()
+
+    def close(self):
+        if self._dir_fd is not None:
+            self._file.close()
+            os.close(self._dir_fd)
+            self._dir_fd = None

@@ -35,14 +35,18 @@ def unit_name(tag):
     return "v2v-import-%s.service" % tag
 
 
-def run_argv(unit, user, env, log_path, argv, tag):
-    """The systemd-run command.  ``env`` must be secret-free: unit properties are public."""
+def run_argv(unit, user, env, argv, tag):
+    """The systemd-run command.  ``env`` must be secret-free: unit properties are public.
+
+    No ``StandardOutput=append:<log>``: systemd would open that path as root,
+    in a log directory the run-as user may own; the gate shell opens it as
+    the run-as user instead (see :class:`wrapper.launch.Gate`)."""
     cmd = ["systemd-run", "--unit=%s" % unit, "--description=virt-v2v conversion %s" % tag,
            "--uid=%d" % user.uid, "--gid=%d" % user.gid,
            "--property=RemainAfterExit=yes",
            "--property=StandardInput=null",
-           "--property=StandardOutput=append:%s" % log_path,
-           "--property=StandardError=append:%s" % log_path,
+           "--property=StandardOutput=null",
+           "--property=StandardError=null",
            "--property=CPUAccounting=yes",
            "--property=KillMode=control-group",
            "--property=TimeoutStopSec=30"]
@@ -227,7 +231,7 @@ class SystemdUnit:
 def unit_launcher(job):
     """Launcher factory for daemon mode (see wrapper.job.Job)."""
     unit = unit_name(job.files.tag)
-    argv = job.gate.wrap(job.argv) if job.gate else job.argv
-    cmd = run_argv(unit, job.user, job.env, job.files.v2v_log, argv, job.files.tag)
+    argv = job.gate.wrap(job.argv, log=job.files.v2v_log) if job.gate else job.argv
+    cmd = run_argv(unit, job.user, job.env, argv, job.files.tag)
     return SystemdUnit(unit, cmd, job.runner, job.settings.cgroup_root, gate=job.gate,
                        clock=job.clock, sleep=job.sleep)

@@ -7,11 +7,9 @@ file handling never needs to know how a limit is enforced.
 """
 import json
 import logging
-import os
-import stat
 import time
 
-from wrapper import limits
+from wrapper import fsafe, limits
 from wrapper.errors import ThrottleError
 
 log = logging.getLogger(__name__)
@@ -23,13 +21,24 @@ MAX_SIZE = 64 * 1024
 
 
 class Throttler:
-    def __init__(self, path, state, appliers, allowed_uids, clock=time.time):
-        self.path = path
+    """``dir_fd``/``name``: the throttling file, in a directory other users
+    may write (SPEC §6).  It is never opened by name through a path: each
+    step looks at the entry (lstat), opens it with O_NOFOLLOW|O_NONBLOCK
+    (no symlink, no FIFO can block us) and checks the descriptor — a regular
+    file with one link, owned by an allowed user, small — and that it is the
+    entry looked at.  Its content is never echoed, only the values parsed
+    from it.  An entry we must not read is removed (it would otherwise keep
+    the caller from writing theirs) and reported; an entry we cannot remove
+    is dealt with once, not every step."""
+
+    def __init__(self, dir_fd, name, state, appliers, allowed_uids, clock=time.time):
+        self.dir_fd = dir_fd
+        self.name = name
         self.state = state
         self.appliers = dict(appliers)
         self.allowed_uids = frozenset(allowed_uids)
         self.clock = clock
-        self._ignored = set()
+        self._done = set()
         self._unavailable_logged = set()
 
     # -- applying ------------------------------------------------------------
@@ -65,41 +74,57 @@ class Throttler:
     # -- the file ------------------------------------------------------------
     def step(self):
         try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            return
+            st = fsafe.lstat_at(self.dir_fd, self.name)
         except OSError as e:
-            log.warning("throttling file %s: %s", self.path, e)
+            log.warning("throttling file %s: %s", self.name, e)
             return
-        ident = (st.st_dev, st.st_ino, st.st_mtime_ns)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid not in self.allowed_uids:
-            if ident not in self._ignored:
-                self._ignored.add(ident)
-                log.warning("throttling file %s ignored: %s", self.path,
-                            "not a regular file" if not stat.S_ISREG(st.st_mode)
-                            else "owned by uid %d, not by an allowed user" % st.st_uid)
+        if st is None:
+            return
+        seen = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen in self._done:
+            return               # dealt with already, but we could not remove it
+        problem = fsafe.untrusted_problem(st, self.allowed_uids, MAX_SIZE)
+        if problem:
+            self._refuse(st, seen, problem)
             return
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read(MAX_SIZE + 1)
-            data = json.loads(raw.decode("utf-8")) if len(raw) <= MAX_SIZE else None
-            if data is None:
-                raise ValueError("larger than %d bytes" % MAX_SIZE)
-        except (OSError, ValueError) as e:
+            raw, opened = fsafe.read_untrusted(self.name, self.allowed_uids, MAX_SIZE,
+                                               dir_fd=self.dir_fd)
+        except fsafe.Refused as e:
+            self._refuse(st, seen, e.why)
+            return
+        except OSError as e:
+            if self.clock() - st.st_mtime < SETTLE_SECONDS:
+                return
+            self._refuse(st, seen, "cannot be read (%s)" % (e.strerror or e))
+            return
+        if fsafe.ident(opened) != fsafe.ident(st):
+            return               # swapped between the look and the open: look again
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
             if self.clock() - st.st_mtime < SETTLE_SECONDS:
                 return           # maybe still being written: look again next step
-            log.warning("throttling file %s is unreadable or malformed (%s); deleted", self.path, e)
+            log.warning("throttling file %s is malformed (%s); deleted", self.name,
+                        type(e).__name__)
             self.state.notice("the throttling file was malformed and was ignored")
-            self._remove()
+            self._remove(opened, seen)
             return
-        self._remove()
-        log.info("throttling file read: %s", json.dumps(data))
+        self._remove(opened, seen)
+        changes, _ = limits.parse_limits(data)
+        log.info("throttling file read: %s", ", ".join(
+            "%s=%s" % (k, v or "unlimited") for k, v in sorted(changes.items())) or "no known keys")
         self.apply_document(data, "file")
 
-    def _remove(self):
+    def _refuse(self, st, seen, why):
+        log.warning("throttling file %s ignored and removed: it %s", self.name, why)
+        self.state.notice("a throttling file that %s was ignored" % why)
+        self._remove(st, seen)
+
+    def _remove(self, st, seen):
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            if fsafe.unlink_same(self.dir_fd, self.name, fsafe.ident(st)):
+                return
         except OSError as e:
-            log.warning("cannot delete throttling file %s: %s", self.path, e)
+            log.warning("cannot delete throttling file %s: %s", self.name, e.strerror or e)
+        self._done.add(seen)
