@@ -42,7 +42,8 @@ def test_real_sigterm_log():
 
 def test_real_failure_log():
     events = feed_all(p.LogParser(), read("fail02-ssh-missing-vmx.vx.log"), 65536)
-    assert events == [p.V2vError("could not copy the VMX file from the remote server, see earlier error messages")]
+    assert events == [p.V2vError("could not copy the VMX file from the remote server, see earlier error messages",
+                                 "scp: /vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory")]
 
 
 def test_machine_readable_real_file():

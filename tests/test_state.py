@@ -169,3 +169,36 @@ def test_overall_progress_never_goes_back_when_sizes_appear():
         run(s, [p.DiskSize(index, size), p.CopyingDisk(index, 3), p.DiskProgress(100)])
         seen.append(s["progress"])
     assert seen == sorted(seen) and seen[-1] == 100
+
+
+def _final_message(name):
+    """Replay a real virt-v2v 2.2 failure (verbose and machine-readable logs)."""
+    from tests.fakes import data
+    state = State()
+    parser, mr = p.LogParser(2), p.MachineReadableParser()
+    with open(data(name + ".vx.log"), "rb") as f:
+        events = parser.feed(f.read()) + parser.flush()
+    with open(data(name + ".vx.mr.log"), "rb") as f:
+        events += mr.feed(f.read() + b"\n")
+    for event in events:
+        apply(state, event)
+    state.explain()
+    return state["last_message"]["message"]
+
+
+def test_see_earlier_errors_gets_the_earlier_cause():
+    # virt-v2v 2.2's own logs: the cause is only in the verbose log, which clients never see
+    assert _final_message("fail04-ssh-no-agent") == (
+        "could not copy the VMX file from the remote server: "
+        "root@127.0.0.1: Permission denied (publickey).")
+    assert _final_message("fail05-ssh-unknown-hostkey").endswith(": Host key verification failed.")
+    assert _final_message("fail02-ssh-missing-vmx").endswith(
+        ": scp: /vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory")
+
+
+def test_message_without_see_earlier_is_kept():
+    state = State()
+    state.error("virt-v2v exited with status 1")
+    state.v2v_causes["x"] = "y"
+    state.explain()
+    assert state["last_message"]["message"] == "virt-v2v exited with status 1"

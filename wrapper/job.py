@@ -300,6 +300,7 @@ class Job:
             self.state.error("virt-v2v exited with status %d" % rc)
         else:
             self.state.error("virt-v2v did not run")
+        self.state.explain()
 
 
 def child_launcher(job):

@@ -64,6 +64,7 @@ class V2vMessage:
 @dataclass(frozen=True)
 class V2vError:
     text: str            # a "virt-v2v: error:" line of the verbose log
+    cause: Optional[str] = None     # the last line before it that looks like its cause
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,14 @@ _R_VS = re.compile(r"<VirtualSystem ovf:id=['\"](%s)['\"]" % _UUID)
 _R_OSSEC = re.compile(r"<Section ovf:id=['\"](%s)['\"][^>]*OperatingSystemSection_Type" % _UUID)
 _R_ERROR = re.compile(r"virt-v2v: error: (.*)$")
 _R_SIGNAL = re.compile(r"virt-v2v: Exiting on signal (\S+)")
+# virt-v2v's "..., see earlier error messages" points at lines a client never
+# sees (scp's "Permission denied", qemu's "error: ...", "nbdcopy: executable
+# not found", a Python helper's "AuthError: ..."): the last such line shortly
+# before the error is its cause.
+_R_CAUSE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
+                      r"verification failed|[A-Za-z]+(?:Error|Exception): |Connection refused|"
+                      r"HTTP (?:error|status) ?\d{3}|\b[45]\d\d [A-Z][a-z]+")
+_NOT_CAUSES = ("virt-v2v: error:", "libguestfs: trace:", "+ ")
 
 _COMMON = (
     (b"%", ((_R_BAR, "bar"), (_R_PERCENT, "percent"))),
@@ -127,7 +136,8 @@ _V1 = (
 MARKERS = {1: _COMMON + _V1, 2: _COMMON + _V2,
            None: _COMMON + _V1 + ((b"' '--unix' '", ((_R_NBDKIT, "nbdkit"),)),)}
 MAX_CARRY = 1 << 20     # a "line" longer than this is cut: memory stays bounded
-LOOKBACK = 4096         # nbdinfo prints export-size a few lines before the uri
+LOOKBACK = 8192         # nbdinfo prints export-size a few lines before the uri; an
+                        # error's cause is printed a few lines before the error
 
 
 def _line_bounds(buf, pos, lo, hi):
@@ -200,11 +210,32 @@ class LogParser:
             for regex, kind in rules:
                 if kind == "uri":
                     events.extend(self._uri(regex, line, buf, start, lo))
+                elif kind == "error":
+                    events.extend(self._error(regex, line, buf, start, lo))
                 else:
                     events.extend(self._match(kind, regex, line))
         self._lookback = (buf[hi - LOOKBACK:hi] if hi - lo >= LOOKBACK
                           else (self._lookback + buf[lo:hi])[-LOOKBACK:])
         return events
+
+    def _window(self, buf, start, lo):
+        """The LOOKBACK bytes before ``start`` (maybe from an earlier read)."""
+        window = buf[max(lo, start - LOOKBACK):start]
+        if start - lo < LOOKBACK:
+            window = (self._lookback + window)[-LOOKBACK:]
+        return window
+
+    def _error(self, regex, line, buf, start, lo):
+        m = regex.search(line)
+        if not m:
+            return ()
+        cause = None
+        for text in reversed(re.split(r"[\r\n]", self._window(buf, start, lo).decode("utf-8", "replace"))):
+            text = text.strip()
+            if text and not text.startswith(_NOT_CAUSES) and _R_CAUSE.search(text):
+                cause = text[:300]
+                break
+        return (V2vError(m.group(1).strip(), cause),)
 
     def _uri(self, regex, line, buf, start, lo):
         """nbdinfo's ``uri: ...inN`` names the disk whose ``export-size``
@@ -212,10 +243,7 @@ class LogParser:
         m = regex.search(line)
         if not m:
             return ()
-        window = buf[max(lo, start - LOOKBACK):start]
-        if start - lo < LOOKBACK:
-            window = (self._lookback + window)[-LOOKBACK:]
-        sizes = _R_SIZE.findall(window)
+        sizes = _R_SIZE.findall(self._window(buf, start, lo))
         return (DiskSize(int(m.group(1)), int(sizes[-1])),) if sizes else ()
 
     def _match(self, kind, regex, line):
@@ -241,8 +269,6 @@ class LogParser:
             return (VmId(m.group(1).lower(), True),)
         if kind == "ossec":
             return (VmId(m.group(1).lower(), False),)
-        if kind == "error":
-            return (V2vError(m.group(1).strip()),)
         if kind == "signal":
             return (KilledBySignal(m.group(1)),)
         return ()

@@ -5,6 +5,7 @@ import copy
 import json
 import logging
 import os
+import re
 import time
 
 from wrapper import progress as ev
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 # Stage after which the disk being copied is complete even if the last bar
 # frame (100 %) was never printed.
 _AFTER_COPY_STAGES = ("Creating output metadata", "Finishing off")
+_SEE_EARLIER = re.compile(r",? see earlier errors?(?: messages)?\.?$")
 
 
 class State:
@@ -35,6 +37,7 @@ class State:
         self.sizes = {}              # index -> bytes
         self.disk_ids = []           # disks created on the target (oVirt upload)
         self.v2v_errors = []         # "virt-v2v: error:" lines of the verbose log
+        self.v2v_causes = {}         # such a line -> the line before it that explains it
         self.signal = None           # "Exiting on signal X"
         self.vm_id_definitive = False
         self._soft_message = False
@@ -66,6 +69,19 @@ class State:
         if "last_message" not in self.data or self._soft_message:
             self.data["last_message"] = {"message": message, "type": "error"}
             self._soft_message = True
+
+    def explain(self):
+        """virt-v2v's "..., see earlier error messages" names nothing a
+        client can see: put the earlier cause from the verbose log in."""
+        last = self.data.get("last_message", {}).get("message", "")
+        m = _SEE_EARLIER.search(last)
+        if not m:
+            return
+        head = last[:m.start()]
+        cause = self.v2v_causes.get(last) or next(
+            (c for text, c in self.v2v_causes.items() if text.startswith(head)), None)
+        if cause:
+            self.data["last_message"]["message"] = "%s: %s" % (head, cause)
 
     # -- disks -------------------------------------------------------------
     def _slot(self, index):
@@ -141,6 +157,8 @@ def apply(state, event):
         _apply_message(state, event)
     elif isinstance(event, ev.V2vError):
         state.v2v_errors.append(event.text)
+        if event.cause:
+            state.v2v_causes.setdefault(event.text, event.cause)
     elif isinstance(event, ev.KilledBySignal):
         state.signal = event.signal
 

@@ -181,9 +181,8 @@ def test_bad_throttling_files_do_not_stop_the_conversion(dirs, test_systemd):
     with open(tf, "w") as f:
         json.dump({"cpu": "10"}, f)
     os.chown(tf, 12345, 12345)
-    time.sleep(1.5)
-    assert os.path.exists(tf)               # someone else's file: ignored, left alone
-    os.unlink(tf)
+    # someone else's file: never read, removed so the caller can write theirs
+    wr.wait_state(doc["state_file"], lambda s: not os.path.exists(tf), timeout=5)
     state = wr.wait_state(doc["state_file"], lambda s: s.get("finished"), timeout=30)
     assert "failed" not in state and state["throttling"] == {"cpu": None, "network": None}
     log = open(doc["wrapper_log"]).read()
