@@ -1,7 +1,7 @@
 #!/bin/bash
 # virt-v2v-wrapper demo: one command on a fresh Debian 12 machine, as root.
 #
-#   sudo demo/run-demo.sh [testvm|testvm2]
+#   demo/run-demo.sh [testvm|testvm2]        (as root; a non-root user: sudo demo/run-demo.sh)
 #
 # 1. installs the packages (.ci/deps-virt-v2v.sh: virt-v2v, nbdkit, libnbd-bin, sshd, ...)
 # 2. builds (or reuses) a small Debian guest disk (+ a data disk for testvm2)

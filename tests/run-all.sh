@@ -4,7 +4,7 @@
 # systemd, tc/nftables in network namespaces, sshd on 127.0.0.1, the oVirt
 # SDK against a stand-in engine, rpmbuild).
 #
-#   sudo tests/run-all.sh [pytest arguments]
+#   tests/run-all.sh [pytest arguments]      (as root; a non-root user: sudo tests/run-all.sh)
 #
 # Needs root on Debian 12 (or a close Debian/Ubuntu), the Debian and PyPI
 # package registries, and about 2 GB of disk in /var/tmp.  Idempotent: a

@@ -1,0 +1,153 @@
+"""The descriptor-safe file helpers every writer uses (docs/security.md)."""
+import os
+import stat
+import subprocess
+import time
+
+import pytest
+
+from wrapper import fsafe
+
+
+@pytest.fixture
+def d(tmp_path):
+    fd = fsafe.open_dir(str(tmp_path))
+    yield tmp_path, fd
+    os.close(fd)
+
+
+def test_create_is_exclusive_and_never_follows(d):
+    path, fd = d
+    target = path / "target"
+    target.write_text("root only")
+    os.symlink(target, path / "link")
+    with pytest.raises(FileExistsError):
+        fsafe.create(fd, "link")                       # a symlink is an existing name
+    with pytest.raises(FileExistsError):
+        fsafe.create(fd, "target")
+    assert target.read_text() == "root only"
+    new = fsafe.create(fd, "new", mode=0o640)
+    assert stat.S_IMODE(os.fstat(new).st_mode) == 0o640
+    os.close(new)
+    with pytest.raises(ValueError):
+        fsafe.create(fd, "../escape")
+
+
+def test_open_dir_refuses_a_symlink(d):
+    path, _ = d
+    (path / "real").mkdir()
+    os.symlink(path / "real", path / "sym")
+    with pytest.raises(OSError):
+        fsafe.open_dir(str(path / "sym"))
+
+
+def test_dir_problem_needs_sticky_when_shared(tmp_path):
+    assert fsafe.dir_problem(os.stat(tmp_path)) is None
+    os.chmod(tmp_path, 0o777)
+    assert "sticky" in fsafe.dir_problem(os.stat(tmp_path))
+    os.chmod(tmp_path, 0o1777)
+    assert fsafe.dir_problem(os.stat(tmp_path)) is None
+    os.chmod(tmp_path, 0o700)
+
+
+def test_mkdir_private(d):
+    path, fd = d
+    name, dfd = fsafe.mkdir_private(fd, "p-", 0o710)
+    assert name.startswith("p-") and stat.S_IMODE(os.fstat(dfd).st_mode) == 0o710
+    os.close(dfd)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "dir", "hardlink", "big", "owner"])
+def test_read_untrusted_refuses(d, kind):
+    path, fd = d
+    (path / "real").write_text('{"cpu": "10"}')
+    p = path / "x"
+    if kind == "symlink":
+        os.symlink(path / "real", p)
+    elif kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "dir":
+        p.mkdir()
+    elif kind == "hardlink":
+        os.link(path / "real", p)
+    elif kind == "big":
+        p.write_bytes(b"x" * 2000)
+    else:
+        p.write_text("{}")
+    start = time.monotonic()
+    allowed = {os.geteuid() + 1} if kind == "owner" else {os.geteuid()}
+    with pytest.raises(OSError):
+        fsafe.read_untrusted("x", allowed, max_size=1000, dir_fd=fd)
+    assert time.monotonic() - start < 2                # a FIFO never blocks
+
+
+def test_read_untrusted_reads(d):
+    path, fd = d
+    (path / "x").write_bytes(b"abc")
+    data, st = fsafe.read_untrusted("x", {os.geteuid()}, dir_fd=fd)
+    assert data == b"abc" and st.st_size == 3
+
+
+def test_unlink_same_leaves_a_swapped_entry(d):
+    path, fd = d
+    (path / "x").write_text("mine")
+    ident = fsafe.ident(os.stat(path / "x"))
+    os.rename(path / "x", path / "moved")
+    (path / "x").write_text("someone else's")         # swapped in under the same name
+    assert fsafe.unlink_same(fd, "x", ident) is False
+    assert (path / "x").read_text() == "someone else's"
+    assert fsafe.unlink_same(fd, "x", fsafe.ident(os.stat(path / "x"))) and not (path / "x").exists()
+
+
+def test_remove_tree_never_follows_symlinks(d):
+    path, fd = d
+    outside = path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    name, dfd = fsafe.mkdir_private(fd, "t-")
+    os.close(dfd)
+    tree = path / name
+    os.symlink(outside, tree / "link")
+    (tree / "sub").mkdir()
+    os.symlink(outside / "keep", tree / "sub" / "f")
+    assert fsafe.remove_tree_at(fd, name, fsafe.ident(os.stat(tree)))
+    assert not tree.exists() and (outside / "keep").read_text() == "keep"
+
+
+def test_atomic_file_replaces_and_cleans_up(d):
+    path, fd = d
+    af = fsafe.AtomicFile(fd, "s", 0o644)
+    af.write("one\n")
+    af.write("two\n")
+    assert (path / "s").read_text() == "two\n" and stat.S_IMODE(os.stat(path / "s").st_mode) == 0o644
+    assert len(os.listdir(path)) == 2                  # the state and one reserved spare
+    af.close()
+    assert os.listdir(path) == ["s"]
+    af.remove()
+    assert os.listdir(path) == []
+
+
+@pytest.mark.integration
+def test_atomic_file_writes_on_a_full_filesystem(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    fd = fsafe.open_dir(str(mnt))
+    try:
+        af = fsafe.AtomicFile(fd, "s", 0o644, reserve=16 << 10)
+        af.write("first\n")
+        with pytest.raises(OSError):
+            with open(mnt / "fill", "wb") as f:        # a real ENOSPC
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        assert os.statvfs(str(mnt)).f_bfree == 0
+        for i in range(5):                            # the reserved spare takes each write,
+            af.write('{"finished": true, "n": %d}\n' % i)     # and its freed tail the next one
+            assert (mnt / "s").read_text() == '{"finished": true, "n": %d}\n' % i
+        af.close()
+    finally:
+        os.close(fd)
+        subprocess.run(["umount", str(mnt)], check=False)
