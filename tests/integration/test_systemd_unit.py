@@ -37,11 +37,15 @@ def job(dirs, **kw):
     return j
 
 
+def manager_env(dirs, manager):
+    return wr.env(PATH=manager.bin + os.pathsep + os.environ["PATH"],
+                  VIRT_V2V_WRAPPER_SYSTEMD_MARKER=manager.rundir,
+                  VIRT_V2V_WRAPPER_LOCK_DIR=os.path.join(dirs.root, "lock"))
+
+
 def start_daemon(dirs, manager, exe, j, run_as=None):
     args = dirs.args(exe) + (["--run-as", run_as] if run_as else [])
-    env = wr.env(PATH=manager.bin + os.pathsep + os.environ["PATH"],
-                 VIRT_V2V_WRAPPER_SYSTEMD_MARKER=manager.rundir)
-    r = wr.run(args, j, env=env, timeout=30)
+    r = wr.run(args, j, env=manager_env(dirs, manager), timeout=30)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -112,6 +116,32 @@ def test_unit_name_uid_and_host_pid_cancel(dirs, test_systemd):
     assert wr.wait_gone(state["wrapper_pid"])
     assert test_systemd.prop(unit, "LoadState") == "not-found"
     assert wr.secret_dirs(dirs.state) == []
+
+
+def test_unit_of_a_wrapper_killed_outright_is_stopped_by_status(dirs, test_systemd):
+    """SIGKILL cannot be handled: the unit keeps running virt-v2v.  The
+    lease names it, and status (as root) reclaims it: unit stopped and gone,
+    secrets removed, the state file failed and finished."""
+    exe = make_fake_v2v(dirs.bin, python=SYSTEM_PYTHON, log=data("run05-vmx-ssh-port-uri.vx.log"),
+                        mr=data("run05-vmx-ssh-port-uri.vx.mr.log"), duration=120, chunks=600)
+    doc = start_daemon(dirs, test_systemd, exe, job(dirs), run_as="nobody")
+    state = wr.wait_state(doc["state_file"], lambda s: s.get("started"))
+    unit, pid = unit_of(state), state["pid"]
+    os.kill(state["wrapper_pid"], signal.SIGKILL)
+    assert wr.wait_gone(state["wrapper_pid"])
+    time.sleep(1)
+    assert test_systemd.prop(unit, "ActiveState") == "active" and wr.pid_alive(pid)
+    assert wr.secret_dirs(dirs.state) != []               # what the dead wrapper left
+    r = wr.run(["status", "--state-dir", dirs.state, "--json"], "",
+               env=manager_env(dirs, test_systemd), timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    state = wr.read_state(doc["state_file"])
+    assert state["failed"] is True and state["finished"] is True
+    assert "died" in state["last_message"]["message"]
+    assert wr.wait_gone(pid, timeout=40)
+    assert test_systemd.prop(unit, "LoadState") == "not-found"
+    assert wr.secret_dirs(dirs.state) == []
+    assert os.listdir(os.path.join(dirs.root, "lock", "jobs")) == []
 
 
 def test_cpu_quota_from_throttling_file(dirs, test_systemd):
