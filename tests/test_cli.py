@@ -98,8 +98,10 @@ def test_foreground_failure_reports_virt_v2v_error(dirs):
     assert r.returncode == 2
     state = wr.read_state(announced(r.stdout)["state_file"])
     assert state["failed"] is True and state["finished"] is True and state["return_code"] == 1
+    # virt-v2v's "see earlier error messages" replaced by the earlier cause from its verbose log
     assert state["last_message"] == {"type": "error", "message":
-                                     "could not copy the VMX file from the remote server, see earlier error messages"}
+                                     "could not copy the VMX file from the remote server: scp: "
+                                     "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory"}
 
 
 def test_daemon_returns_at_once_and_closes_stdout(dirs):

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import types
 
 import pytest
@@ -466,4 +467,72 @@ def test_one_interface_failing_does_not_stop_the_others(hybrid, tmp_path, caplog
     assert lim.devices == ["eth0"] and fake.classes == {"eth0": {1: 1000}}
     assert "could not shape eth3: tc exited with status 2" in caplog.text
     assert fake.roots["eth3"] == ("pfifo_fast", "0:")      # its fresh root was taken away again
+    lim.close()
+
+
+# ---- the lock directory: a root process in world-writable /run/lock ---------------------------
+def test_lock_dir_of_another_user_is_refused(hybrid, tmp_path, caplog):
+    (tmp_path / "lock").mkdir(mode=0o700)
+    os.chown(tmp_path / "lock", 65534, 65534)           # pre-created by someone else
+    fake = FakeNet()
+    lim = limiter(fake, hybrid, tmp_path)
+    lim.set_rate(1000)
+    lim.start(4242, True)                               # no traceback: the conversion goes on
+    assert not lim.mechanism.available and "cannot apply network limits: " in lim.mechanism.reason
+    assert "must be owned by uid %d" % os.geteuid() in caplog.text
+    with pytest.raises(ThrottleError, match="cannot apply network limits: .*owner 65534"):
+        lim.set_rate(1000)
+    lim.close()
+    assert os.listdir(tmp_path / "lock") == [] and fake.changes() == []
+
+
+def test_lock_dir_writable_by_others_is_refused(hybrid, tmp_path):
+    (tmp_path / "lock").mkdir()
+    os.chmod(tmp_path / "lock", 0o1777)
+    lim = limiter(FakeNet(), hybrid, tmp_path)
+    lim.start(4242, True)
+    assert "cannot apply network limits" in lim.mechanism.reason and "mode 1777" in lim.mechanism.reason
+
+
+def test_symlink_as_lock_file_is_not_followed(hybrid, tmp_path):
+    (tmp_path / "lock").mkdir(mode=0o700)
+    target = tmp_path / "elsewhere" / "created-through-the-link"
+    target.parent.mkdir()
+    os.symlink(target, tmp_path / "lock" / "netlimit.lock")
+    fake = FakeNet()
+    lim = limiter(fake, hybrid, tmp_path)
+    lim.start(4242, True)
+    assert not lim.mechanism.available and "netlimit.lock" in lim.mechanism.reason
+    assert not os.path.lexists(target) and os.path.islink(tmp_path / "lock" / "netlimit.lock")
+    assert fake.tables == {}
+
+
+def test_fifo_as_owner_file_does_not_hang(hybrid, tmp_path, caplog):
+    (tmp_path / "lock").mkdir(mode=0o700)
+    os.mkfifo(tmp_path / "lock" / "netlimit-1.owner")
+
+    def hung(*_):
+        raise AssertionError("reading the reservations blocked")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        lim = limiter(FakeNet(), hybrid, tmp_path)
+        lim.start(4242, True)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert lim.minor == 2                                # an unreadable reservation stays reserved
+    assert "unreadable reservation" in caplog.text and "not a regular file" in caplog.text
+    lim.close()
+    assert (tmp_path / "lock" / "netlimit-1.owner").exists()
+
+
+def test_owner_files_are_written_by_descriptor_and_private(hybrid, tmp_path):
+    lim = limiter(FakeNet(), hybrid, tmp_path)
+    lim.start(4242, True)
+    owner = tmp_path / "lock" / "netlimit-1.owner"
+    assert os.stat(owner).st_mode & 0o777 == 0o600
+    assert json.loads(owner.read_text())["pid"] == os.getpid()
+    assert os.stat(tmp_path / "lock").st_mode & 0o777 == 0o700
+    assert sorted(os.listdir(tmp_path / "lock")) == ["netlimit-1.owner", "netlimit.lock"]
     lim.close()

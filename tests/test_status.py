@@ -2,14 +2,17 @@
 import io
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
-from wrapper import cli, status
+from fakes import RecordingRunner
+from wrapper import cli, fsafe, leases, status
 from wrapper.state import State, StateFile
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -68,11 +71,16 @@ class FakeTty(io.StringIO):
         return True
 
 
+# status reclaims what dead wrappers left (wrapper.leases): never the host's own leases here
+NO_LOCK_DIR = {"VIRT_V2V_WRAPPER_LOCK_DIR": "/nonexistent/virt-v2v-wrapper-test-lock"}
+
+
 def run_status(argv, environ=None, **kw):
     out, err = io.StringIO(), io.StringIO()
     kw.setdefault("clock", lambda: T0 + 60)
     kw.setdefault("alive", alive_all)
-    rc = status.main(argv, stdout=kw.pop("stdout", out), stderr=err, environ=environ or {}, **kw)
+    environ = dict(NO_LOCK_DIR, **(environ or {}))
+    rc = status.main(argv, stdout=kw.pop("stdout", out), stderr=err, environ=environ, **kw)
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -370,7 +378,8 @@ def test_status_usage_error_is_one_line(tmp_path):
 def test_status_through_cli(tmp_path):
     d = populate(tmp_path)
     out, err = io.StringIO(), io.StringIO()
-    rc = cli.main(["status", "--state-dir", str(d), "--json"], stdout=out, stderr=err, environ={})
+    rc = cli.main(["status", "--state-dir", str(d), "--json"], stdout=out, stderr=err,
+                  environ=dict(NO_LOCK_DIR))
     assert rc == 1 and len(json.loads(out.getvalue())["conversions"]) == 3
 
 
@@ -490,9 +499,79 @@ def test_watch_interrupted_restores_cursor(tmp_path):
 def test_status_as_a_program_never_tracebacks(tmp_path):
     d = populate(tmp_path)
     (d / "v2v-import-20270115T110000-103.state").write_bytes(b"\x00\x01")
-    env = dict(os.environ, VIRT_V2V_WRAPPER_STATE_DIR=str(d))
+    env = dict(os.environ, VIRT_V2V_WRAPPER_STATE_DIR=str(d), **NO_LOCK_DIR)
     p = subprocess.run([sys.executable, "-m", "wrapper", "status"], capture_output=True, text=True,
                        env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        timeout=60)
     assert p.returncode == 1 and p.stderr == ""
     assert p.stdout.count("[INVALID]") == 2 and "Traceback" not in p.stdout
+
+
+# -- reclaiming what dead wrappers left (wrapper.leases) -----------------------------
+TAG = "20270115T090000-101"
+
+
+def dead_wrapper(tmp_path, **record):
+    """A running-looking conversion whose wrapper is gone, and its lease."""
+    d = tmp_path / "state"
+    d.mkdir()
+    state = write(d / ("v2v-import-%s.state" % TAG), make_state("copying", tag=TAG))
+    fd = fsafe.open_dir(str(d))
+    secret, sfd = fsafe.mkdir_private(fd, "v2v-wrapper-secrets-")
+    os.close(sfd)
+    os.close(fd)
+    lock = tmp_path / "lock"
+    with leases.LeaseBook.open(str(lock)) as book:
+        book.create(TAG, dict({
+            "wrapper_pid": 999999999, "wrapper_start": 1, "state_dir": str(d),
+            "state_name": os.path.basename(state), "secret_dir": secret,
+            "secret_ident": list(fsafe.ident(os.stat(d / secret)))}, **record)).forget()
+    env = {"VIRT_V2V_WRAPPER_STATE_DIR": str(d), "VIRT_V2V_WRAPPER_LOCK_DIR": str(lock),
+           "VIRT_V2V_WRAPPER_SYSTEMD_MARKER": str(tmp_path)}
+    return d, state, d / secret, lock, env
+
+
+def test_status_reclaims_dead_wrappers_first(tmp_path):
+    d, state, secret, lock, env = dead_wrapper(tmp_path, unit="v2v-import-%s.service" % TAG)
+    runner = RecordingRunner()
+    rc, out, err = run_status(["--json"], environ=env, runner=runner)
+    conv = json.loads(out)["conversions"][0]
+    assert rc == 0 and err == ""
+    assert conv["outcome"] == status.FAILED and "died before the conversion finished" in conv["message"]
+    assert runner.calls == [["systemctl", "stop", "v2v-import-%s.service" % TAG],
+                            ["systemctl", "reset-failed", "v2v-import-%s.service" % TAG]]
+    assert not secret.exists() and os.listdir(lock / "jobs") == []
+
+
+def test_status_leaves_a_lease_directory_it_does_not_own_alone(tmp_path):
+    d, state, secret, lock, env = dead_wrapper(tmp_path)
+    os.chown(lock, 65534, 65534)
+    rc, out, err = run_status(["--json"], environ=env, runner=RecordingRunner())
+    assert rc == 0 and err == ""
+    assert json.loads(out)["conversions"][0]["outcome"] == status.RUNNING
+    assert secret.exists() and sorted(os.listdir(lock / "jobs")) == [TAG + ".lease", TAG + ".lock"]
+
+
+def test_status_creates_no_lease_directory(tmp_path):
+    env = {"VIRT_V2V_WRAPPER_LOCK_DIR": str(tmp_path / "lock")}
+    rc, out, _ = run_status(["--state-dir", str(tmp_path)], environ=env)
+    assert rc == 0 and not (tmp_path / "lock").exists()
+
+
+def test_status_as_another_user_is_silent(tmp_path):
+    """A non-root user cannot open root's lease directory: not a word about it."""
+    python = "/usr/bin/python3"
+    if os.geteuid() != 0 or not os.access(python, os.X_OK):
+        pytest.skip("needs root and a system python3 that uid 65534 can run")
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:     # tmp_path is root's alone
+        base = pathlib.Path(top)
+        os.chmod(base, 0o755)
+        d, state, secret, lock, env = dead_wrapper(base)
+        os.chmod(d, 0o755)
+        p = subprocess.run([python, "-m", "wrapper", "status", "--state-dir", str(d)],
+                           capture_output=True, text=True, timeout=60, user=65534, group=65534,
+                           extra_groups=[], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           env=dict(env, PATH="/usr/bin:/bin", HOME="/"))
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        assert "[RUNNING]" in p.stdout and secret.exists()
+        assert sorted(os.listdir(lock / "jobs")) == [TAG + ".lease", TAG + ".lock"]

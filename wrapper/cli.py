@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, leases,
+from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, leases, reclaim,
                      logsetup, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
 from wrapper.job import Job, child_launcher
@@ -107,7 +107,7 @@ def _open_leases(settings):
         log.debug("no leases (%s): a wrapper killed outright cannot be reclaimed later", e)
         return None
     try:
-        for tag in leases.reclaim(book, default_runner, systemd.available(settings), log):
+        for tag in reclaim.reclaim(book, default_runner, systemd.available(settings), log):
             log.info("reclaimed what the dead wrapper of job %s left", tag)
     except Exception as e:        # reclaiming others' leftovers must never stop this job
         log.warning("reclaiming dead wrappers' leftovers failed: %s", e)
@@ -160,11 +160,7 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
     signals = SignalFlag().install()
     try:
         state_fd, log_fd = _open_dirs(settings, job, sudo)
-        try:
-            reserved = jobfiles.reserve(settings, jobfiles.log_dir_for(settings, job), state_fd, log_fd)
-        except OSError as e:
-            raise JobError("--state-dir", "cannot create the job's files in %s or %s: %s" % (
-                settings.state_dir, jobfiles.log_dir_for(settings, job), e.strerror or e)) from None
+        reserved = jobfiles.reserve(settings, jobfiles.log_dir_for(settings, job), state_fd, log_fd)
     except JobError as e:
         return _refuse(stderr, e)
     logsetup.setup(reserved.wrapper_log_fd)

@@ -239,10 +239,13 @@ class Job:
             self.stack.callback(safe(limiter.close, "removing network limits"))
             self.process = self.launcher_factory(self)
             self.stack.callback(safe(self.process.close, "stopping virt-v2v"))
+            unit = getattr(self.process, "unit", None)
+            if unit:                 # named before it exists: a death in between still leaves it found
+                self._lease_update(unit=unit)
             self.process.start()
-            self._lease_update(unit=getattr(self.process, "unit", None),
-                               child_pid=None if hasattr(self.process, "unit") else self.process.pid,
-                               child_start=procinfo.start_time(self.process.pid) if self.process.pid else None)
+            if not unit:
+                self._lease_update(child_pid=self.process.pid,
+                                   child_start=procinfo.start_time(self.process.pid))
             # virt-v2v waits at its gate: an initial network limit classifies
             # its cgroup before it sends a single packet
             throttler = self._throttler(limiter)

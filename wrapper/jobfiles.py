@@ -172,11 +172,18 @@ def _take(files, state_dir_fd, log_dir_fd):
     fds, idents = {}, {}
     try:
         for key, where in _ENTRIES:
-            name = os.path.basename(getattr(files, key))
-            fd = fsafe.create(dirs[where], name, os.O_RDWR | os.O_APPEND | os.O_NONBLOCK, 0o644)
+            path = getattr(files, key)
+            try:
+                fd = fsafe.create(dirs[where], os.path.basename(path),
+                                  os.O_RDWR | os.O_APPEND | os.O_NONBLOCK, 0o644)
+            except OSError as e:
+                if isinstance(e, FileExistsError):
+                    raise
+                raise JobError("--%s-dir" % where, "cannot create %s: %s" % (
+                    path, e.strerror or e)) from None
             os.set_blocking(fd, True)
             fds[key] = fd
-            idents[key] = (dirs[where], name, fsafe.ident(os.fstat(fd)))
+            idents[key] = (dirs[where], os.path.basename(path), fsafe.ident(os.fstat(fd)))
     except BaseException as e:
         for fd in fds.values():
             os.close(fd)

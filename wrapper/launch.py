@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 
+from wrapper import procinfo
 from wrapper.errors import ConversionError, ThrottleError
 
 log = logging.getLogger(__name__)
@@ -72,19 +73,6 @@ def parent_death_signal(sig=signal.SIGTERM):
     subprocess calls this after changing the user, which would clear it)."""
     import ctypes
     ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))     # PR_SET_PDEATHSIG
-
-
-def group_members(pgid, proc_root="/proc"):
-    pids = []
-    for entry in os.listdir(proc_root):
-        if entry.isdigit():
-            try:
-                with open("%s/%s/stat" % (proc_root, entry)) as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[2]) == pgid:
-                        pids.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return pids
 
 
 def stop_gracefully(handle, grace, clock=time.monotonic, sleep=time.sleep):
@@ -144,7 +132,7 @@ class ChildProcess:
 
     def pids(self):
         """Every process of the conversion: virt-v2v's process group."""
-        return [self.pid] + [p for p in group_members(self.pid) if p != self.pid]
+        return [self.pid] + [p for p in procinfo.process_group_members(self.pid) if p != self.pid]
 
     def poll(self):
         rc = self.proc.poll()

@@ -40,8 +40,10 @@ no tc filter is needed.  That matters: many kernels (this CI's included) have ne
 * **Concurrency**: the minor number is reserved by a file ``netlimit-MIN.owner`` under
   ``lock_dir``, created under an ``flock``; every change of the shared root qdisc or of classes
   happens under the same lock, and the root qdisc is deleted (the kernel restores the default)
-  when the last class under it is gone.  A reservation whose owner process is dead is reclaimed
-  and its leftovers (classes, nft table, cgroup) removed.
+  when the last class under it is gone.  A reservation whose owner process is dead (its PID and
+  start time, :mod:`wrapper.procinfo`) is reclaimed and its leftovers (classes, nft table,
+  cgroup) removed.  ``lock_dir`` must be ours alone (anyone can pre-create it in /run/lock):
+  files in it are opened by descriptor, never through a symlink, owner files read as untrusted.
 
 Everything runs through the injected ``runner`` (``wrapper.runner.run`` signature), so a test
 can wrap it in ``nsenter --net=...``; cgroup files are found under ``cgroup_root``.  Note that
@@ -55,7 +57,9 @@ import logging
 import os
 import re
 
+from wrapper import fsafe, procinfo
 from wrapper.errors import CommandError, ThrottleError
+from wrapper.leases import open_lock_dir
 from wrapper.tcnft import (
     MAX_MINOR, NET_CLS_DIRS, TABLE_PREFIX, classid, net_cls_classid, table_name, cgroup_name,
     tc_root_add_argv, tc_root_del_argv, tc_class_argv, tc_class_del_argv, match_cgroupv2,
@@ -166,15 +170,6 @@ def check_throttling(settings, runner):
     return throttling_report(runner, settings.cgroup_root, settings.systemd_marker)
 
 
-def _proc_starttime(proc_root, pid):
-    """Start time of a process (clock ticks since boot), to tell a live owner from a reused PID."""
-    try:
-        with open("%s/%d/stat" % (proc_root, pid)) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 # ---- the limiter ----------------------------------------------------------------------------
 class NetLimiter:
     """Network limit of one conversion.  ``start()`` once (at the gate), ``set_rate()`` any
@@ -199,44 +194,62 @@ class NetLimiter:
         self._home = None           # where to put leftover processes back
         self._started = False
         self._skipped = None
+        self._owner = None          # our reservation's content
         self._closed = False
 
     # -- locking and reservations ---------------------------------------------------------------
     @contextlib.contextmanager
-    def _locked(self):
-        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.lock_dir, "netlimit.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    def _dir(self):
+        """The lock directory's descriptor; ThrottleError when it is not ours alone."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            fd = open_lock_dir(self.lock_dir)
+        except OSError as e:
+            raise ThrottleError("cannot apply network limits: %s" % e) from None
+        try:
+            yield fd
         finally:
-            os.close(fd)            # closing drops the flock
+            os.close(fd)
 
-    def _owner_file(self, minor):
-        return os.path.join(self.lock_dir, "netlimit-%x.owner" % minor)
+    @contextlib.contextmanager
+    def _locked(self):
+        with self._dir() as dfd:
+            try:
+                fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | fsafe.O_CLOEXEC,
+                             0o600, dir_fd=dfd)
+            except OSError as e:
+                raise ThrottleError("cannot apply network limits: %s/%s: %s"
+                                    % (self.lock_dir, LOCK_FILE, e.strerror or e)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield dfd
+            finally:
+                os.close(fd)            # closing drops the flock
 
-    def _read_owner(self, minor):
+    def _read_owner(self, dfd, minor):
         """The reservation's content; {} when unreadable (never reclaimed: owner unknown)."""
         try:
-            with open(self._owner_file(minor)) as f:
-                return json.load(f)
+            raw, _st = fsafe.read_untrusted(_owner_name(minor), {os.geteuid()}, 64 << 10, dfd)
+            owner = json.loads(raw.decode("utf-8"))
+            if not isinstance(owner, dict) or not owner:
+                raise ValueError("not a JSON object with content")
+            return owner
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            self.log.warning("network limit: unreadable reservation %s: %s", self._owner_file(minor), e)
+            self.log.warning("network limit: unreadable reservation %s/%s: %s", self.lock_dir,
+                             _owner_name(minor), e)
             return {}
 
-    def _write_owner(self, minor, owner):
+    def _write_owner(self, dfd, minor, owner):
         # atomic: another wrapper may read it under the lock while we update it outside
-        tmp = self._owner_file(minor) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(owner, f)
-        os.replace(tmp, self._owner_file(minor))
+        out = fsafe.AtomicFile(dfd, _owner_name(minor), 0o600, reserve=0)
+        try:
+            out.write(json.dumps(owner))
+        finally:
+            out.close()
 
     def _owner_alive(self, owner):
-        if not owner or owner.get("start") is None:
-            return False
-        return _proc_starttime(self.proc_root, owner.get("pid", -1)) == owner["start"]
+        return procinfo.alive(owner.get("pid"), owner.get("start"), self.proc_root)
 
     def _kernel_minors(self):
         used = set()
@@ -244,22 +257,22 @@ class NetLimiter:
             used |= parse_classes(self._run(["tc", "class", "show", "dev", dev], check=False).out)
         return used
 
-    def _allocate(self):
+    def _allocate(self, dfd):
         """Under the lock: reserve the lowest free minor, reclaiming dead owners' leftovers."""
         used = self._kernel_minors()
         reserved = set()
-        for name in os.listdir(self.lock_dir):
+        for name in os.listdir(dfd):
             m = re.fullmatch(r"netlimit-([0-9a-f]+)\.owner", name)
             if not m:
                 continue
             minor = int(m.group(1), 16)
-            owner = self._read_owner(minor)
-            if owner == {} or self._owner_alive(owner):
+            owner = self._read_owner(dfd, minor)
+            if owner == {} or (owner and self._owner_alive(owner)):
                 reserved.add(minor)
             else:
                 self.log.info("network limit: reclaiming class %s left by a dead wrapper (%s)",
                               classid(minor), (owner or {}).get("tag"))
-                self._reclaim(minor, owner or {})
+                self._reclaim(dfd, minor, owner or {})
                 used.discard(minor)
         for minor in range(1, MAX_MINOR + 1):
             if minor not in used and minor not in reserved:
@@ -269,10 +282,11 @@ class NetLimiter:
         self.minor = minor
         self.table = table_name(self.tag, minor)
         pid = os.getpid()
-        self._write_owner(minor, {"pid": pid, "start": _proc_starttime(self.proc_root, pid),
-                                  "tag": self.tag, "table": self.table, "cgroup": None})
+        self._owner = {"pid": pid, "start": procinfo.start_time(pid, self.proc_root),
+                       "tag": self.tag, "table": self.table, "cgroup": None}
+        self._write_owner(dfd, minor, self._owner)
 
-    def _reclaim(self, minor, owner):
+    def _reclaim(self, dfd, minor, owner):
         for dev in self._devices(shapeable=False):
             self._run(tc_class_del_argv(dev, minor), check=False)
             self._drop_root_if_empty(dev)
@@ -281,12 +295,12 @@ class NetLimiter:
         if owner.get("cgroup"):
             self._remove_cgroup(owner["cgroup"], None)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._owner_file(minor))
+            os.unlink(_owner_name(minor), dir_fd=dfd)
 
     def _record_cgroup(self):
-        owner = self._read_owner(self.minor) or {}
-        owner["cgroup"] = self._cgroup
-        self._write_owner(self.minor, owner)
+        self._owner["cgroup"] = self._cgroup
+        with self._dir() as dfd:
+            self._write_owner(dfd, self.minor, self._owner)
 
     # -- interfaces -------------------------------------------------------------------------------
     def _devices(self, shapeable=True):
@@ -357,8 +371,8 @@ class NetLimiter:
             self.log.warning("network limits unavailable: %s", self.mechanism.reason)
             return
         try:
-            with self._locked():
-                self._allocate()
+            with self._locked() as dfd:
+                self._allocate(dfd)
             pids = [host_pid] if isinstance(host_pid, int) else list(host_pid)
             if self.mechanism.name == "net_cls":
                 self._own_cgroup(self.mechanism.path, pids)
@@ -457,7 +471,7 @@ class NetLimiter:
         if self.minor is None:
             return
         try:
-            with self._locked():
+            with self._locked() as dfd:
                 for step in (self._remove_classes,
                              lambda: self._run(nft_delete_argv(self.table), check=False),
                              lambda: self._cgroup and self._remove_cgroup(self._cgroup, self._home)):
@@ -466,8 +480,8 @@ class NetLimiter:
                     except (OSError, CommandError) as e:
                         self.log.warning("network limit clean-up: %s", e)
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._owner_file(self.minor))
-        except OSError as e:
+                    os.unlink(_owner_name(self.minor), dir_fd=dfd)
+        except (OSError, ThrottleError) as e:
             self.log.warning("network limit clean-up: %s", e)
         self.minor = None
         self.rate = None
@@ -478,6 +492,13 @@ class NetLimiter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+LOCK_FILE = "netlimit.lock"
+
+
+def _owner_name(minor):
+    return "netlimit-%x.owner" % minor
 
 
 def minor_present(runner, dev, minor):

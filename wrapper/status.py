@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from wrapper import leases, reclaim, systemd
+from wrapper.runner import run
 from wrapper.settings import resolve
 
 log = logging.getLogger(__name__)
@@ -410,8 +412,27 @@ def _volatile_free(summaries):
                        for s in summaries], sort_keys=True)
 
 
+def reclaim_dead_wrappers(environ, runner=run):
+    """Clean up after wrappers that died without doing so (wrapper.leases), when
+    this user owns the lease directory (normally root); silent and harmless
+    otherwise: status must never fail because of it."""
+    try:
+        settings = resolve({}, environ)
+        book = leases.LeaseBook.open(settings.lock_dir, create=False)
+    except (OSError, ValueError) as e:
+        log.debug("not reclaiming leftovers of dead wrappers: %s", e)
+        return []
+    try:
+        return reclaim.reclaim(book, runner, systemd.available(settings), log)
+    except Exception as e:           # reclaim does not raise; belt and braces for status
+        log.debug("reclaiming leftovers of dead wrappers: %s", e)
+        return []
+    finally:
+        book.close()
+
+
 def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep=time.sleep,
-         alive=pid_alive, tty=None, term_size=None):
+         alive=pid_alive, tty=None, term_size=None, runner=run):
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
     environ = dict(os.environ if environ is None else environ)
@@ -422,6 +443,7 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep
     except _UsageError as e:
         stderr.write("virt-v2v-wrapper status: error: %s\n" % e)
         return EXIT_USAGE
+    reclaim_dead_wrappers(environ, runner)
     where = None
     if opts.files:
         files = [os.path.abspath(f) for f in opts.files]
