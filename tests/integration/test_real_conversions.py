@@ -465,9 +465,11 @@ def test_missing_vmx_fails_with_virt_v2v_error(fake_esxi, v2v_env, runs):
     assert state["failed"] is True and state["started"] is True
     assert state["return_code"] == 1
     # virt-v2v's own words (machine-readable error record), not a generic wrapper message
-    assert state["last_message"] == {
-        "message": "could not copy the VMX file from the remote server, "
-                   "see earlier error messages", "type": "error"}
+    # with its "see earlier error messages" replaced by that earlier message (scp's)
+    assert state["last_message"]["type"] == "error"
+    assert state["last_message"]["message"].startswith(
+        "could not copy the VMX file from the remote server: scp: ")
+    assert state["last_message"]["message"].endswith(": No such file or directory")
     assert "could not copy the VMX file" in run.tail("v2v_log", 100000)
     assert wr.secret_dirs(run.state_dir) == []
     assert run.wait_no_leftovers() == {}
