@@ -9,8 +9,8 @@ import logging
 import os
 import sys
 
-from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, leases, reclaim,
-                     logsetup, systemd, users, v2v)
+from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, logsetup,
+                     reclaim, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
 from wrapper.job import Job, child_launcher
 from wrapper.monitor import SignalFlag
@@ -98,22 +98,6 @@ def _open_dirs(settings, job, sudo):
     return state_fd, log_fd
 
 
-def _open_leases(settings):
-    """The lease book, when this wrapper may keep one (root, private lock
-    directory); reclaims what dead wrappers left."""
-    try:
-        book = leases.LeaseBook.open(settings.lock_dir)
-    except (OSError, ValueError) as e:
-        log.debug("no leases (%s): a wrapper killed outright cannot be reclaimed later", e)
-        return None
-    try:
-        for tag in reclaim.reclaim(book, default_runner, systemd.available(settings), log):
-            log.info("reclaimed what the dead wrapper of job %s left", tag)
-    except Exception as e:        # reclaiming others' leftovers must never stop this job
-        log.warning("reclaiming dead wrappers' leftovers failed: %s", e)
-    return book
-
-
 def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=default_runner,
          launcher_factory=None, detach=None):
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -165,7 +149,7 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
         return _refuse(stderr, e)
     logsetup.setup(reserved.wrapper_log_fd)
     log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())
-    book = _open_leases(settings)
+    book = reclaim.reclaim_at(settings, default_runner, log)
     job_obj = None
     stack = contextlib.ExitStack()
     try:

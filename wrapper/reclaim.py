@@ -13,7 +13,7 @@ import signal
 import stat
 import time
 
-from wrapper import fsafe, procinfo
+from wrapper import fsafe, leases, procinfo, systemd
 from wrapper.leases import LOCK, abs_dir, plain_name, remove_files, take_lock
 
 DIED = ("virt-v2v-wrapper (pid %s) died before the conversion finished (it was killed or "
@@ -210,3 +210,19 @@ class Leftovers:
         finally:
             out.close()
         self._info("state file %s marked failed and finished", name)
+
+
+def reclaim_at(settings, runner, log, create=True):
+    """Open the lease book of ``settings.lock_dir`` and reclaim what dead
+    wrappers left; returns the open book, or None when this user may not
+    keep one (not root, a foreign or shared lock directory) — silently: a
+    wrapper start or ``status`` never fails because of it."""
+    try:
+        book = leases.LeaseBook.open(settings.lock_dir, create=create)
+    except (OSError, ValueError) as e:
+        log.debug("no leases (%s): leftovers of wrappers killed outright are not reclaimed", e)
+        return None
+    for tag in reclaim(book, runner, systemd.available(settings), log):
+        log.info("reclaimed what the dead wrapper of job %s left", tag)
+    return book
+

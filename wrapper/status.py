@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from wrapper import leases, reclaim, systemd
+from wrapper import reclaim
 from wrapper.runner import run
 from wrapper.settings import resolve
 
@@ -413,21 +413,10 @@ def _volatile_free(summaries):
 
 
 def reclaim_dead_wrappers(environ, runner=run):
-    """Clean up after wrappers that died without doing so (wrapper.leases), when
-    this user owns the lease directory (normally root); silent and harmless
-    otherwise: status must never fail because of it."""
-    try:
-        settings = resolve({}, environ)
-        book = leases.LeaseBook.open(settings.lock_dir, create=False)
-    except (OSError, ValueError) as e:
-        log.debug("not reclaiming leftovers of dead wrappers: %s", e)
-        return []
-    try:
-        return reclaim.reclaim(book, runner, systemd.available(settings), log)
-    except Exception as e:           # reclaim does not raise; belt and braces for status
-        log.debug("reclaiming leftovers of dead wrappers: %s", e)
-        return []
-    finally:
+    """Clean up after wrappers that died without doing so, when this user
+    owns the lease directory (normally root); silent otherwise."""
+    book = reclaim.reclaim_at(resolve({}, environ), runner, log, create=False)
+    if book is not None:
         book.close()
 
 
