@@ -68,11 +68,20 @@ class Gate:
 
 
 def parent_death_signal(sig=signal.SIGTERM):
-    """preexec_fn: the child gets ``sig`` when the wrapper dies, even by
-    SIGKILL, so a plain-child virt-v2v never outlives it (it survives exec;
-    subprocess calls this after changing the user, which would clear it)."""
+    """A preexec_fn: the child gets ``sig`` when the wrapper dies, even by
+    SIGKILL, so a plain-child virt-v2v never outlives it (the setting
+    survives exec; subprocess calls preexec_fn after changing the user, which
+    would otherwise clear it).  ctypes and libc are loaded here, in the
+    wrapper: the child already runs as the run-as user, who may not be able
+    to read the wrapper's Python library."""
     import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))     # PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    number = int(sig)
+
+    def set_in_child():
+        if prctl(1, number, 0, 0, 0) != 0:              # PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    return set_in_child
 
 
 def stop_gracefully(handle, grace, clock=time.monotonic, sleep=time.sleep):
@@ -116,7 +125,7 @@ class ChildProcess:
             self.proc = self._popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
                                     stdout=fd, stderr=subprocess.STDOUT, close_fds=True,
                                     start_new_session=True, cwd="/",
-                                    preexec_fn=parent_death_signal, **kw)
+                                    preexec_fn=parent_death_signal(), **kw)
         except OSError as e:
             raise ConversionError("cannot start %s: %s" % (self.argv[0], e.strerror or e)) from None
         finally:

@@ -1,0 +1,424 @@
+"""Attacks on the files the root wrapper creates, reads and removes in
+directories other users can write: real users, real racing processes, real
+symlinks, FIFOs and hard links (docs/security.md, SPEC §4-§7).
+
+Actors: the run-as user (runs virt-v2v), the sudo caller (SUDO_UID of a real
+user), another local user.  The wrapper runs as root unless said otherwise,
+virt-v2v is the fake (tests/fake_virt_v2v.py), and PID 1 is not systemd, so
+daemon mode falls back to a plain child process.
+"""
+import collections
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.integration import attack
+from tests.integration.attack import vddk_job, wrapper_args
+from tests.integration.fx_attack import *  # noqa: F401,F403 (fixtures)
+
+pytestmark = pytest.mark.integration
+
+RACE_SECONDS = float(os.environ.get("V2VW_RACE_SECONDS", "45"))
+RACE_ITERATIONS = int(os.environ.get("V2VW_RACE_ITERATIONS", "80"))
+RACE_PARALLEL = 2
+THROTTLE_RACE_SECONDS = float(os.environ.get("V2VW_THROTTLE_RACE_SECONDS", "12"))
+
+
+def started(s):
+    return s.get("started") or s.get("finished")
+
+
+def finished(s):
+    return s.get("finished")
+
+
+def _stop(run, timeout=40):
+    if run.proc.poll() is None:
+        run.proc.send_signal(signal.SIGTERM)
+    return run.wait(timeout)
+
+
+# -- 1. the secret directory against the run-as user --------------------------------------
+def test_run_as_user_cannot_swap_secret_files_for_symlinks(scratch, attack_users):
+    """The run-as user, in a tight loop, renames a symlink to a root-only file
+    over every entry of every secret directory (and chmods the directory).
+    Root must never chown or write the target: it stays root:root 0600 with
+    its content, and no swap inside a secret directory ever succeeds."""
+    runas = attack_users.runas
+    state = scratch.dir("state", 0o1777)            # shared, like /tmp
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    scratch.dir("rootonly", 0o700)
+    target = scratch.file("rootonly/shadow", "ROOTSECRET-%s\n" % os.urandom(8).hex(), 0o600)
+    vault = scratch.file("rootonly/vault.json", json.dumps(
+        {"testvm": [{"device": "/dev/sda1", "key": "luks-%s" % os.urandom(4).hex()}]}), 0o600)
+    before = attack.file_facts(target)
+    exe = scratch.fake(hold=0.05)
+    args = wrapper_args(state, logs, exe, "--run-as", runas.name)
+    racer = attack.secret_racer(scratch, runas, state, target)
+    time.sleep(0.3)
+    assert racer.alive(), "the racer did not start"
+    outcomes = collections.Counter()
+    iterations, lost_at, hung = 0, None, []
+    t0 = time.monotonic()
+    while iterations < RACE_ITERATIONS and time.monotonic() - t0 < RACE_SECONDS and lost_at is None:
+        batch = [scratch.start(args, vddk_job(out, daemonize=False, luks_keys_vault=vault))
+                 for _ in range(RACE_PARALLEL)]
+        deadline = time.monotonic() + 30
+        while any(r.proc.poll() is None for r in batch) and time.monotonic() < deadline:
+            if attack.file_facts(target) != before:
+                break                        # lost: no need to wait for a wedged run
+            time.sleep(0.02)
+        for r in batch:
+            rc = r.wait(0.1 if r.proc.poll() is None else 5)
+            outcomes[rc] += 1
+            if rc is None:
+                hung.append(r.dir)
+            iterations += 1
+        if attack.file_facts(target) != before:
+            lost_at = iterations
+        for name in os.listdir(state):          # keep the racer's listdir cheap
+            if name.startswith("v2v-import-"):
+                os.unlink(os.path.join(state, name))
+    stats = racer.stop()
+    after = attack.file_facts(target)
+    attack.note("secret-dir-symlink-race", iterations=iterations, lost_at=lost_at,
+                seconds=round(time.monotonic() - t0, 1), outcomes={str(k): v for k, v in outcomes.items()},
+                hung=len(hung), racer={k: v for k, v in stats.items() if k != "swapped"},
+                swapped=stats["swapped"][:6], target_after={k: str(v) for k, v in after.items()})
+    assert after == before, ("race lost after %d runs: the root-only target is now %r (was %r); racer swapped %s"
+                             % (iterations, after, before, stats["swapped"][:6]))
+    assert stats["swaps"] == 0, "the run-as user replaced entries of a secret dir: %s" % stats["swapped"][:6]
+    assert stats["chmods"] == 0, "the run-as user could chmod a secret dir"
+    assert stats["dirs_seen"] >= iterations // 2, "the racer saw only %d of %d secret dirs" % (
+        stats["dirs_seen"], iterations)
+    assert not hung, "runs that never ended: %s" % hung
+    assert outcomes == {0: iterations}, "runs under attack did not all succeed: %s" % dict(outcomes)
+    assert attack.leftovers(state) == []
+
+
+def test_secret_dir_ownership_and_modes(scratch, attack_users):
+    """Seen from inside virt-v2v (the fake records what it finds): the secret
+    directory is root's, group of the run-as user, 0710; the files 0600 and
+    the run-as user's."""
+    runas = attack_users.runas
+    state = scratch.dir("state", 0o1777)
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    record = os.path.join(out, "record.json")
+    exe = scratch.fake(record=record, hold=4)
+    run = scratch.start(wrapper_args(state, logs, exe, "--run-as", runas.name),
+                        vddk_job(out, daemonize=False))
+    doc = run.announce()
+    assert attack.wait_state(doc["state_file"], started, 30), run.stderr[-2000:]
+    assert attack.wait_until(lambda: os.path.exists(record), 15), "virt-v2v never ran as %s; log tail:\n%s" % (
+        runas.name, attack.tail(doc["wrapper_log"], 15))
+    rec = json.load(open(record))
+    pw_file = rec["argv"][rec["argv"].index("-ip") + 1]
+    sdir = os.path.dirname(pw_file)
+    st = os.lstat(sdir)
+    facts = {"dir": (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777))}
+    for name in os.listdir(sdir):
+        fst = os.lstat(os.path.join(sdir, name))
+        facts[name] = (fst.st_uid, fst.st_gid, oct(fst.st_mode & 0o7777))
+    rc = run.wait(30)
+    assert rc == 0, run.stderr[-2000:]
+    assert facts["dir"] == (0, runas.gid, oct(0o710)), facts
+    assert facts["vmware_password"] == (runas.uid, runas.gid, oct(0o600)), facts
+    assert rec["files"][pw_file]["uid"] == runas.uid and rec["files"][pw_file]["mode"] == 0o600
+    assert attack.leftovers(state) == []
+
+
+AGENT_RACE_SECONDS = float(os.environ.get("V2VW_AGENT_RACE_SECONDS", "15"))
+
+
+def test_run_as_user_cannot_turn_its_agent_dir_against_root(scratch, attack_users):
+    """The ssh-agent directory is the run-as user's own: it plants symlinks to
+    a root-only directory and file in it and keeps exchanging (renameat2
+    RENAME_EXCHANGE) a subdirectory with such a symlink, and the agent
+    directory itself too.  Root's cleanup must never follow them: the
+    root-only directory keeps its entries, the file its owner and content."""
+    runas = attack_users.runas
+    state = scratch.dir("state", 0o1777)
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    rootdir = scratch.dir("rootonly", 0o700)
+    target = scratch.file("rootonly/shadow", "ROOTSECRET-%s\n" % os.urandom(8).hex(), 0o600)
+    scratch.file("rootonly/keep", "keep\n", 0o600)
+    before = (attack.file_facts(rootdir), attack.file_facts(target))
+    key = attack.ssh_key(scratch)
+    exe = scratch.fake(hold=0.2)
+    args = wrapper_args(state, logs, exe, "--run-as", runas.name)
+    racer = attack.agent_racer(scratch, runas, state, rootdir, target)
+    outcomes = collections.Counter()
+    runs, hung = 0, 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < AGENT_RACE_SECONDS:
+        batch = [scratch.start(args, attack.ssh_job(out, key, daemonize=False)) for _ in range(RACE_PARALLEL)]
+        for r in batch:
+            rc = r.wait(30)
+            outcomes[rc] += 1
+            hung += rc is None
+            runs += 1
+        if (attack.file_facts(rootdir), attack.file_facts(target)) != before:
+            break
+    stats = racer.stop()
+    agents = attack.wait_until(lambda: not attack.procs_mentioning(scratch.root, "ssh-agent"), 10)
+    after = (attack.file_facts(rootdir), attack.file_facts(target))
+    attack.note("agent-dir-race", runs=runs, outcomes={str(k): v for k, v in outcomes.items()}, racer=stats)
+    assert after == before, "root's cleanup followed the run-as user's links: %r -> %r" % (before, after)
+    assert not hung, "runs that never ended under the attack"
+    assert agents, "ssh-agents left: %s" % attack.procs_mentioning(scratch.root, "ssh-agent")
+    assert stats["agent_dirs"] > 0 and stats["exchanges"] > 0, stats
+    # the attack may get a run refused (1), but virt-v2v must still run in most
+    assert set(outcomes) <= {0, 1} and outcomes[0] >= runs // 2, "outcomes under attack: %s" % dict(outcomes)
+    assert not [p for p in attack.leftovers(state) if "secrets" in p]
+
+
+# -- 3. the throttling file against the sudo caller ----------------------------------------
+def test_caller_swapping_the_throttling_file_leaks_nothing_and_never_hangs(scratch, attack_users):
+    """The sudo caller loops: a valid throttling file, then a symlink to a
+    root-only JSON file carrying a marker, a FIFO, a hard link to a root file.
+    The marker must never reach the log, state or stderr, 77% is never in
+    force, and SIGTERM during the race still ends the run (no FIFO hang)."""
+    caller = attack_users.caller
+    state = scratch.dir("state", 0o1777)
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    marker = "TOPSECRET-%s" % os.urandom(6).hex()
+    scratch.dir("rootonly", 0o700)
+    secret = scratch.file("rootonly/secret.json", json.dumps({"cpu": "77%", "note": marker}), 0o600)
+    linkable = scratch.file("root-owned.json", json.dumps({"cpu": "77%", "note": marker}), 0o600)
+    secret_before = attack.file_facts(secret)
+    exe = scratch.fake(hold=120)
+    run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False), env=scratch.env(sudo=caller))
+    doc = run.announce()
+    assert attack.wait_state(doc["state_file"], started, 30), run.stderr[-2000:]
+    racer = attack.throttle_racer(scratch, caller, doc["throttling_file"], secret, linkable)
+    cpus = collections.Counter()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < THROTTLE_RACE_SECONDS and run.proc.poll() is None:
+        s = attack.read_json(doc["state_file"])
+        if s:
+            cpus[str(s["throttling"].get("cpu"))] += 1
+        time.sleep(0.05)
+    t_term = time.monotonic()
+    rc = _stop(run, 40)                        # during the race
+    ended_after = round(time.monotonic() - t_term, 1)
+    stats = racer.stop()
+    final = attack.read_json(doc["state_file"]) or {}
+    with open(doc["wrapper_log"], errors="replace") as f:
+        wlog = f.read()
+    state_text = open(doc["state_file"]).read()
+    attack.note("throttling-file-swap-race", racer=stats, cpu_values_seen=dict(cpus), rc=rc,
+                ended_after_sigterm=ended_after if rc is not None else None,
+                leaked_in_log=marker in wlog, leaked_on_stderr=marker in run.stderr,
+                log_lines=wlog.count("\n"))
+    assert rc is not None, "SIGTERM did not end the run within 40 s (hung on a FIFO?); log tail:\n%s" % (
+        attack.tail(doc["wrapper_log"]))
+    assert marker not in wlog, "the root-only file leaked into the wrapper log: %s" % [
+        line for line in wlog.splitlines() if marker in line][:3]
+    assert marker not in run.stderr and marker not in state_text
+    assert "77%" not in cpus and "77" not in cpus
+    assert final.get("finished") is True, final
+    assert attack.leftovers(state) == []
+    assert attack.file_facts(secret) == secret_before
+    assert stats["symlink"] > 0 and stats["fifo"] > 0, "the racer never swapped: %s" % stats
+
+
+# -- 6. entries pre-created by another local user for the predicted tags -----------------------
+PLANT = r'''
+import json, os, sys
+state, logs = sys.argv[1:3]
+planted = {}
+for tag in sys.argv[3:]:
+    base = "v2v-import-" + tag
+    p = os.path.join(state, base + ".state"); os.mkdir(p, 0o755); planted[p] = "dir"
+    p = os.path.join(logs, base + "-wrapper.log"); os.mkfifo(p, 0o644); planted[p] = "fifo"
+    p = os.path.join(logs, base + ".log")
+    with open(p, "w") as f:
+        f.write("not yours\n")
+    os.chmod(p, 0o644); planted[p] = "file"
+    p = os.path.join(state, base + ".throttle")
+    with open(p, "w") as f:
+        json.dump({"cpu": "10"}, f)
+    os.chmod(p, 0o644); planted[p] = "throttle"
+print(json.dumps(planted))
+'''
+
+
+@pytest.mark.parametrize("reader", [True, False], ids=["fifo-with-reader", "fifo-without-reader"])
+def test_entries_precreated_for_predicted_tags_are_not_adopted(scratch, attack_users, reader):
+    """Another user predicts the tags of a wrapper about to start and plants,
+    for each: a directory at the state file path, a FIFO at the wrapper log
+    path (held open by a reader of theirs, or not: a writer would then block),
+    a file at the v2v log path, a throttling file.  The wrapper must neither
+    hang nor traceback nor touch them, and run under another tag."""
+    other = attack_users.other
+    state = scratch.dir("state", 0o1777)
+    logs = scratch.dir("logs", 0o1777)
+    out = scratch.dir("out", 0o777)
+    exe = scratch.fake(**attack.progress_scenario(duration=1))
+    gated = attack.Gated(scratch, wrapper_args(state, logs, exe), vddk_job(out, daemonize=False))
+    planted = json.loads(attack.as_user(other, PLANT, state, logs, *gated.tags(8)).stdout)
+    fifos = [p for p, kind in planted.items() if kind == "fifo"]
+    fifo_reader = attack.fifo_reader(scratch, other, fifos) if reader else None
+    if fifo_reader:
+        time.sleep(0.5)                  # it holds every FIFO open: a writer's open would succeed at once
+        assert fifo_reader.alive()
+    before = {p: attack.file_facts(p) for p in planted}
+    gated.open()
+    rc = gated.run.wait(30)
+    got = fifo_reader.stop() if fifo_reader else {"bytes": {}, "writer_seen": {}, "sample": {}}
+    attack.note("precreated-entries-" + ("reader" if reader else "noreader"), rc=rc, hung=rc is None,
+                fifo_bytes=sum(got["bytes"].values()), fifo_writer_seen=sum(got["writer_seen"].values()),
+                stderr_tail=gated.run.stderr[-300:])
+    assert rc is not None, "the wrapper hung on entries another user planted; stderr: %s" % gated.run.stderr[-2000:]
+    assert "Traceback" not in gated.run.stderr, gated.run.stderr[-3000:]
+    assert sum(got["bytes"].values()) == 0, "the wrapper wrote into another user's FIFO: %s" % got["sample"]
+    assert sum(got["writer_seen"].values()) == 0, "the wrapper opened another user's FIFO for writing"
+    changed = [p for p in planted if attack.file_facts(p) != before[p]]
+    assert not changed, "entries of another user were adopted or changed: %s" % [
+        (p, before[p], attack.file_facts(p)) for p in changed]
+    assert rc == 0, gated.run.stderr[-3000:]
+    doc = gated.run.announce(1)
+    assert not set(doc.values()) & set(planted), doc
+    final = attack.read_json(doc["state_file"])
+    assert final and final.get("finished") is True and "failed" not in final, final
+    for path in doc.values():
+        if os.path.exists(path):
+            assert os.lstat(path).st_uid != other.uid
+
+
+def test_foreign_throttling_file_during_the_run_is_removed(scratch, attack_users):
+    """Another user plants a throttling file at the announced path during the
+    run: ignored and removed (and logged), so the caller can still create its
+    own, which is then read."""
+    other, caller = attack_users.other, attack_users.caller
+    state = scratch.dir("state", 0o1777)
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    exe = scratch.fake(hold=60)
+    run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False), env=scratch.env(sudo=caller))
+    doc = run.announce()
+    assert attack.wait_state(doc["state_file"], started, 30), run.stderr[-2000:]
+    tf = doc["throttling_file"]
+    attack.write_as(other, tf, json.dumps({"cpu": "10"}))
+    removed = attack.wait_until(lambda: not os.path.lexists(tf), 10)
+    mine = read = False
+    if removed:
+        attack.write_as(caller, tf, json.dumps({"cpu": "50"}))
+        mine = True
+        read = attack.wait_until(lambda: "throttling file read" in open(doc["wrapper_log"]).read(), 10)
+    rc = _stop(run)
+    wlog = open(doc["wrapper_log"]).read()
+    assert removed, "another user's throttling file was left at %s: the caller cannot create its own" % tf
+    assert mine and read, "the caller's own throttling file was not read; log tail:\n%s" % attack.tail(
+        doc["wrapper_log"])
+    assert any("throttl" in line and (str(other.uid) in line or other.name in line)
+               for line in wlog.splitlines()), "ignoring the foreign file was not logged"
+    assert rc is not None and not os.path.lexists(tf)
+    assert attack.read_json(doc["state_file"]).get("finished") is True
+
+
+# -- 10. bad inputs --------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_luks_vault_that_is_not_a_regular_file(scratch, kind):
+    state = scratch.dir("state")
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    record = os.path.join(out, "record.json")
+    vault = scratch.fifo("vault", 0o600) if kind == "fifo" else scratch.dir("vault", 0o700)
+    exe = scratch.fake(record=record)
+    run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False, luks_keys_vault=vault))
+    t0 = time.monotonic()
+    rc = run.wait(15)
+    attack.note("luks-vault-" + kind, rc=rc, hung=rc is None, seconds=round(time.monotonic() - t0, 1),
+                stderr=run.stderr[-300:])
+    assert rc is not None, "the wrapper hung on a %s as luks_keys_vault" % kind
+    assert rc == 1, run.stderr[-2000:]
+    attack.assert_one_error_line(run.stderr, "luks_keys_vault")
+    assert not os.path.exists(record)
+    assert os.listdir(state) == []
+
+
+@pytest.mark.parametrize("owner", ["sudo-caller", "root"])
+def test_undeletable_throttling_file_is_read_once(scratch, attack_users, owner):
+    """A wrapper run by a non-root user cannot delete a throttling file of the
+    sudo caller (or of root) in a sticky directory: it must read and apply it
+    once, not at every step."""
+    runas, caller = attack_users.runas, attack_users.caller
+    state = scratch.dir("state", 0o1777)
+    logs = scratch.dir("logs", 0o755, owner=runas)
+    out = scratch.dir("out", 0o777)
+    exe = scratch.fake(hold=60)
+    sudo = caller if owner == "sudo-caller" else None
+    run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False), user=runas,
+                        env=scratch.user_wrapper_env(runas, sudo=sudo))
+    doc = run.announce()
+    assert attack.wait_state(doc["state_file"], started, 30), run.stderr[-2000:]
+    tf = doc["throttling_file"]
+    if sudo:
+        attack.write_as(caller, tf, json.dumps({"cpu": "50"}))
+    else:
+        with open(tf, "x") as f:
+            json.dump({"cpu": "50"}, f)
+    time.sleep(3.5)
+    still_there = os.path.lexists(tf)
+    rc = _stop(run)
+    wlog = open(doc["wrapper_log"]).read()
+    reads = wlog.count("throttling file read")
+    attack.note("undeletable-throttling-file-" + owner, reads_in_3_5s=reads, still_there=still_there)
+    assert still_there, "the file was deleted after all: the scenario did not happen"
+    assert reads == 1, "the throttling file was read %d times in 3.5 s" % reads
+    assert rc is not None
+
+
+# -- 11. who owns and who can read what --------------------------------------------------------
+def test_logs_and_state_belong_to_root_and_are_readable_by_the_caller(scratch, attack_users):
+    caller = attack_users.caller
+    state = scratch.dir("state")
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    exe = scratch.fake(**attack.progress_scenario(duration=1))
+    run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False), env=scratch.env(sudo=caller))
+    rc = run.wait(60)
+    assert rc == 0, run.stderr[-2000:]
+    doc = run.announce(1)
+    wst = os.lstat(doc["wrapper_log"])
+    assert (wst.st_uid, wst.st_mode & 0o7777) == (0, 0o644), "wrapper log is uid %d mode %o" % (
+        wst.st_uid, wst.st_mode & 0o7777)
+    sst = os.lstat(doc["state_file"])
+    assert (sst.st_uid, sst.st_mode & 0o7777) == (0, 0o644)
+    assert json.loads(attack.read_as(caller, doc["state_file"]))["finished"] is True
+    assert "starting" in attack.read_as(caller, doc["wrapper_log"])
+    attack.read_as(caller, doc["v2v_log"])
+
+
+def test_state_dir_created_by_the_wrapper_lets_the_caller_throttle(scratch, attack_users):
+    caller = attack_users.caller
+    state = scratch.path("new-state")
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    exe = scratch.fake(hold=60)
+    run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False), env=scratch.env(sudo=caller))
+    doc = run.announce()
+    assert attack.wait_state(doc["state_file"], started, 30), run.stderr[-2000:]
+    created = attack.as_user(caller, "import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT|os.O_EXCL,0o644)\n"
+                                     "os.write(fd,b'{\"cpu\": \"50\"}')\n", doc["throttling_file"], check=False)
+    read = created.returncode == 0 and attack.wait_until(
+        lambda: "throttling file read" in open(doc["wrapper_log"]).read(), 10)
+    readable = attack.as_user(caller, "import json,sys\njson.load(open(sys.argv[1]))\n", doc["state_file"],
+                              check=False).returncode == 0
+    rc = _stop(run)
+    st = os.stat(state)
+    attack.note("created-state-dir", mode=oct(st.st_mode & 0o7777), uid=st.st_uid, gid=st.st_gid,
+                caller_created=created.returncode == 0, read=bool(read))
+    assert created.returncode == 0, "the caller cannot create the throttling file in %s (mode %o, %d:%d): %s" % (
+        state, st.st_mode & 0o7777, st.st_uid, st.st_gid, created.stderr.strip())
+    assert read, "the caller's throttling file was not read"
+    assert readable
+    assert rc is not None
