@@ -293,18 +293,24 @@ def test_entries_precreated_for_predicted_tags_are_not_adopted(scratch, attack_u
             assert os.lstat(path).st_uid != other.uid
 
 
-def test_foreign_throttling_file_during_the_run_is_removed(scratch, attack_users):
-    """Another user plants a throttling file at the announced path during the
-    run: ignored and removed (and logged), so the caller can still create its
-    own, which is then read."""
-    other, caller = attack_users.other, attack_users.caller
-    state = scratch.dir("state", 0o1777)
+def _held_run_as_caller(scratch, caller, state):
+    """A foreground run invoked "through sudo" by ``caller``, held in the copy
+    until stopped; returns (run, announced paths) once virt-v2v started."""
     logs = scratch.dir("logs")
     out = scratch.dir("out", 0o777)
     exe = scratch.fake(hold=60)
     run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False), env=scratch.env(sudo=caller))
     doc = run.announce()
     assert attack.wait_state(doc["state_file"], started, 30), run.stderr[-2000:]
+    return run, doc
+
+
+def test_foreign_throttling_file_during_the_run_is_removed(scratch, attack_users):
+    """Another user plants a throttling file at the announced path during the
+    run: ignored and removed (and logged), so the caller can still create its
+    own, which is then read."""
+    other, caller = attack_users.other, attack_users.caller
+    run, doc = _held_run_as_caller(scratch, caller, scratch.dir("state", 0o1777))
     tf = doc["throttling_file"]
     attack.write_as(other, tf, json.dumps({"cpu": "10"}))
     removed = attack.wait_until(lambda: not os.path.lexists(tf), 10)
@@ -401,12 +407,7 @@ def test_logs_and_state_belong_to_root_and_are_readable_by_the_caller(scratch, a
 def test_state_dir_created_by_the_wrapper_lets_the_caller_throttle(scratch, attack_users):
     caller = attack_users.caller
     state = scratch.path("new-state")
-    logs = scratch.dir("logs")
-    out = scratch.dir("out", 0o777)
-    exe = scratch.fake(hold=60)
-    run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False), env=scratch.env(sudo=caller))
-    doc = run.announce()
-    assert attack.wait_state(doc["state_file"], started, 30), run.stderr[-2000:]
+    run, doc = _held_run_as_caller(scratch, caller, state)
     created = attack.as_user(caller, "import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT|os.O_EXCL,0o644)\n"
                                      "os.write(fd,b'{\"cpu\": \"50\"}')\n", doc["throttling_file"], check=False)
     read = created.returncode == 0 and attack.wait_until(
