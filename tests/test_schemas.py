@@ -152,6 +152,20 @@ VALID = {
                                 conversion_host_uuid=1, osp_server_id="y"),
     "ssh-ignores-vddk-keys": job(SSH, LOCAL, vmware_password=5, vmware_fingerprint="no"),
     "vddk-ignores-ssh-key": job(VDDK, LOCAL, ssh_key=5),
+    "secrets-may-hold-their-characters": job(SSH, LOCAL, ssh_key="-----BEGIN KEY-----\r\n\tx\n",
+                                             vmware_password="p\tw\x7f\x85 \u00fc\u20ac"),
+    "rhv-password-with-tab": job(VDDK, RHV, rhv_password="\tpw\x1b"),
+    "unknown-keys-may-hold-anything-but-nul": job(VDDK, LOCAL, vm_uuid="a\nb\x1b", osp_x={"y": ["\x85\t"]},
+                                                  **{"weird\nname\x00": 1, "\u2028": None}),
+    "names-dashes-inside-and-unicode": job(VDDK, LOCAL, vm_name="my-vm-\u00e9t\u00e9 \u2603",
+                                           source_disks=["[ds 1] caf\u00e9/-x-.vmdk"]),
+    "throttling-at-the-bounds": job(VDDK, LOCAL, throttling={"cpu": "100000%", "network": "1000000000000000"}),
+    "throttling-numbers-at-the-bounds": job(VDDK, LOCAL, throttling={"cpu": 100000, "network": 10 ** 15}),
+    "throttling-leading-zeros": job(VDDK, LOCAL, throttling={"cpu": "0000000000000050", "network": "0" * 19 + "1"}),
+    "rhv-url-ipv6-port": job(VDDK, RHV, rhv_url="https://admin@[fd00::1]:8443/ovirt-engine/api"),
+    "vmware-uri-forms": job(VDDK, LOCAL, vmware_uri="vpx://u%40dom@[::1]:443/DC/host?no_verify=1"),
+    "vmware-uri-without-authority": job(VDDK, LOCAL, vmware_uri="esx:/x"),
+    "max-length-text": job(VDDK, LOCAL, rhv_cluster="c" * 4096, vmware_password="p" * 4096),
 }
 
 # name -> (job, the key the validator must name; None for a job-wide problem)
@@ -227,6 +241,67 @@ INVALID = {
     "luks_keys_vault-number": (job(VDDK, LOCAL, luks_keys_vault=5), "luks_keys_vault"),
     "daemonize-string": (job(VDDK, LOCAL, daemonize="no"), "daemonize"),
     "daemonize-number": (job(VDDK, LOCAL, daemonize=0), "daemonize"),
+    # strings: control characters, NUL, lone surrogates, lengths (jobinput.string_problem)
+    "vm_name-leading-dash": (job(VDDK, LOCAL, vm_name="-x"), "vm_name"),
+    "ssh-vm_name-leading-dash": (job(SSH, LOCAL, vm_name="--help"), "vm_name"),
+    "vm_name-newline": (job(VDDK, LOCAL, vm_name="vm1\n"), "vm_name"),
+    "vm_name-escape": (job(VDDK, LOCAL, vm_name="vm\x1b[2J"), "vm_name"),
+    "vm_name-del": (job(VDDK, LOCAL, vm_name="vm\x7f"), "vm_name"),
+    "vm_name-c1": (job(VDDK, LOCAL, vm_name="vm\x9b"), "vm_name"),
+    "vm_name-nul": (job(VDDK, LOCAL, vm_name="vm\x00"), "vm_name"),
+    "vm_name-surrogate": (job(VDDK, LOCAL, vm_name="vm\ud800"), "vm_name"),
+    "vm_name-too-long": (job(VDDK, LOCAL, vm_name="v" * 4097), "vm_name"),
+    "ssh-vm_name-bad-ipv6": (job(SSH, LOCAL, vm_name="ssh://[::1/x.vmx"), "vm_name"),
+    "ssh-vm_name-bracket-in-user": (job(SSH, LOCAL, vm_name="ssh://a[b@h/x.vmx"), "vm_name"),
+    "ssh-vm_name-ipv4-in-brackets": (job(SSH, LOCAL, vm_name="ssh://[10.0.0.1]/x.vmx"), "vm_name"),
+    "vmware_uri-bad-ipv6": (job(VDDK, LOCAL, vmware_uri="esx://[h"), "vmware_uri"),
+    "vmware_uri-closing-bracket": (job(VDDK, LOCAL, vmware_uri="esx://h]?no_verify=1"), "vmware_uri"),
+    "vmware_uri-bad-port": (job(VDDK, LOCAL, vmware_uri="esx://h:99999"), "vmware_uri"),
+    "vmware_uri-newline": (job(VDDK, LOCAL, vmware_uri="esx://h\n"), "vmware_uri"),
+    "vmware_fingerprint-trailing-newline": (job(VDDK, LOCAL, vmware_fingerprint=FP + "\n"), "vmware_fingerprint"),
+    "vmware_password-newline": (job(VDDK, LOCAL, vmware_password="pw\n"), "vmware_password"),
+    "vmware_password-nul": (job(VDDK, LOCAL, vmware_password="p\x00w"), "vmware_password"),
+    "vmware_password-surrogate": (job(VDDK, LOCAL, vmware_password="p\udc80"), "vmware_password"),
+    "vmware_password-too-long": (job(VDDK, LOCAL, vmware_password="p" * 4097), "vmware_password"),
+    "ssh_key-nul": (job(SSH, LOCAL, ssh_key="key\x00"), "ssh_key"),
+    "ssh_key-escape": (job(SSH, LOCAL, ssh_key="key\x1b[2J"), "ssh_key"),
+    "ssh_key-too-long": (job(SSH, LOCAL, ssh_key="k" * 65537), "ssh_key"),
+    "ssh_key-nul-with-vddk": (job(VDDK, LOCAL, ssh_key="\x00"), "ssh_key"),
+    "rhv_url-bad-ipv6": (job(VDDK, RHV, rhv_url="https://[x"), "rhv_url"),
+    "rhv_url-no-host": (job(VDDK, RHV, rhv_url="https:///ovirt-engine/api"), "rhv_url"),
+    "rhv_url-bad-port": (job(VDDK, RHV, rhv_url="https://engine:443x/api"), "rhv_url"),
+    "rhv_password-carriage-return": (job(VDDK, RHV, rhv_password="pw\r"), "rhv_password"),
+    "rhv_cluster-del": (job(VDDK, RHV, rhv_cluster="Def\x7fault"), "rhv_cluster"),
+    "rhv_storage-c1": (job(VDDK, RHV, rhv_storage="data\x85"), "rhv_storage"),
+    "rhv_cafile-tab": (job(VDDK, RHV, rhv_cafile="ca.pem\t"), "rhv_cafile"),
+    "export_domain-newline": (job(VDDK, export_domain="nfs:/e\nx"), "export_domain"),
+    "output_dir-newline": (job(VDDK, output_dir="{out}\n"), "output_dir"),
+    "unused-target-key-newline": (job(VDDK, LOCAL, rhv_storage="x\ny"), "rhv_storage"),
+    "output_format-newline": (job(VDDK, LOCAL, output_format="raw\n"), "output_format"),
+    "network_mappings-source-newline": (job(VDDK, LOCAL, network_mappings=[
+        {"source": "a\nb", "destination": "c"}]), "network_mappings[0].source"),
+    "network_mappings-mac-trailing-newline": (job(VDDK, LOCAL, network_mappings=[
+        {"source": "a", "destination": "b", "mac_address": "00:11:22:33:44:55\n"}]),
+        "network_mappings[0].mac_address"),
+    "network_mappings-extra-key-nul": (job(VDDK, LOCAL, network_mappings=[
+        {"source": "a", "destination": "b", "note": "\x00"}]), "network_mappings[0].note"),
+    "source_disks-escape": (job(VDDK, LOCAL, source_disks=["ok", "[ds] a\x1b.vmdk"]), "source_disks[1]"),
+    "virtio_win-newline": (job(VDDK, LOCAL, virtio_win="{iso}\n"), "virtio_win"),
+    "luks_keys_vault-nul": (job(VDDK, LOCAL, luks_keys_vault="{vault}\x00"), "luks_keys_vault"),
+    "unknown-key-nul": (job(VDDK, LOCAL, vm_uuid="\x00"), "vm_uuid"),
+    "unknown-key-nested-surrogate": (job(VDDK, LOCAL, osp_x={"a": ["ok", "\udfff"]}), "osp_x.a[1]"),
+    # throttling bounds (limits.py)
+    "throttling-cpu-401-digits": (job(VDDK, LOCAL, throttling={"cpu": "1" * 401}), "throttling.cpu"),
+    "throttling-cpu-17-digits": (job(VDDK, LOCAL, throttling={"cpu": "1" * 17}), "throttling.cpu"),
+    "throttling-cpu-too-much": (job(VDDK, LOCAL, throttling={"cpu": "100001%"}), "throttling.cpu"),
+    "throttling-cpu-huge-number": (job(VDDK, LOCAL, throttling={"cpu": 1e300}), "throttling.cpu"),
+    "throttling-cpu-newline": (job(VDDK, LOCAL, throttling={"cpu": "50\n"}), "throttling.cpu"),
+    "throttling-network-401-digits": (job(VDDK, LOCAL, throttling={"network": "1" * 401}), "throttling.network"),
+    "throttling-network-21-digits": (job(VDDK, LOCAL, throttling={"network": "0" * 20 + "1"}),
+                                     "throttling.network"),
+    "throttling-network-too-much": (job(VDDK, LOCAL, throttling={"network": 10 ** 15 + 1}), "throttling.network"),
+    "throttling-network-huge-string": (job(VDDK, LOCAL, throttling={"network": "9" * 16}), "throttling.network"),
+    "throttling-network-huge-float": (job(VDDK, LOCAL, throttling={"network": 1e300}), "throttling.network"),
 }
 
 # Valid for the schema, refused by --validate: only the host can tell.
@@ -240,6 +315,13 @@ HOST_ONLY = {
     "luks_keys_vault-missing": (job(VDDK, LOCAL, luks_keys_vault="{root}/nope.json"), "luks_keys_vault"),
     "luks_keys_vault-readable-by-others": (job(VDDK, LOCAL, luks_keys_vault="{open_vault}"),
                                            "luks_keys_vault"),
+}
+
+# Valid for the schema, refused by the validator: what its regular expressions
+# cannot say (urlsplit's bracketed-host rules, with ipaddress behind them).
+BEYOND_SCHEMA = {
+    "rhv_url-bracketed-not-ipv6": (job(VDDK, RHV, rhv_url="https://[1:2:3]/api"), "rhv_url"),
+    "vddk-vm_name-unparsable-uri": (job(VDDK, LOCAL, vm_name="x://[h"), "vm_name"),
 }
 
 # Where config.collect is more lenient than the schema (a defect reported to the
@@ -278,6 +360,15 @@ def test_invalid_jobs_agree(host, name):
 @pytest.mark.parametrize("name", sorted(HOST_ONLY))
 def test_host_only_problems(host, name):
     document, key = HOST_ONLY[name]
+    document = host.fill(document)
+    assert schema_errors(JOB_SCHEMA, document) == []
+    _config, problems = validate.check(document, host.settings)
+    assert [p.key for p in problems] == [key]
+
+
+@pytest.mark.parametrize("name", sorted(BEYOND_SCHEMA))
+def test_problems_beyond_the_schema(host, name):
+    document, key = BEYOND_SCHEMA[name]
     document = host.fill(document)
     assert schema_errors(JOB_SCHEMA, document) == []
     _config, problems = validate.check(document, host.settings)

@@ -144,3 +144,111 @@ def test_validate_as_a_program(dirs, exe):
     assert MARKER not in r.stdout
     r = wr.run(["--validate"], "{not json")
     assert r.returncode == 1 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- the state and log directories ------------------------------------------------------
+def dir_lines(out):
+    return [line.strip() for line in out.splitlines() if line.strip().startswith(("--state-dir", "--log-dir"))]
+
+
+def test_missing_dirs_that_can_be_created_are_fine(dirs, exe):
+    settings = settings_for(dirs, exe, state_dir=os.path.join(dirs.root, "new", "state"),
+                            log_dir=os.path.join(dirs.root, "new", "logs"))
+    before = listing(dirs.root)
+    rc, out = report(good_job(dirs), settings)
+    assert rc == 0, out
+    assert listing(dirs.root) == before          # nothing was created
+
+
+def test_unusable_dirs_are_reported(dirs, exe):
+    afile = os.path.join(dirs.root, "afile")
+    open(afile, "w").close()
+    settings = settings_for(dirs, exe, state_dir=afile, log_dir=os.path.join(afile, "sub"))
+    before = listing(dirs.root)
+    rc, out = report(good_job(dirs), settings)
+    assert rc == 1
+    assert dir_lines(out) == ["--state-dir: %s is not a directory" % afile,
+                              "--log-dir: %s cannot be created: %s is not a directory"
+                              % (os.path.join(afile, "sub"), afile)]
+    assert listing(dirs.root) == before
+
+
+def test_dir_writable_by_others_without_sticky_bit(dirs, exe):
+    open_dir = os.path.join(dirs.root, "open")
+    os.mkdir(open_dir)
+    os.chmod(open_dir, 0o777)
+    sticky = os.path.join(dirs.root, "sticky")
+    os.mkdir(sticky)
+    os.chmod(sticky, 0o1777)
+    rc, out = report(good_job(dirs), settings_for(dirs, exe, state_dir=open_dir, log_dir=sticky))
+    assert rc == 1
+    assert dir_lines(out) == ["--state-dir: %s is writable by other users without the sticky bit (mode 0777)"
+                              % open_dir]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_dirs_we_cannot_write(dirs, exe):
+    locked = os.path.join(dirs.root, "locked")
+    os.mkdir(locked, 0o500)
+    rc, out = report(good_job(dirs), settings_for(dirs, exe, state_dir=locked,
+                                                  log_dir=os.path.join(locked, "logs")))
+    assert rc == 1 and len(dir_lines(out)) == 2
+
+
+def test_default_log_dir_depends_on_the_target(dirs, exe, monkeypatch):
+    seen = []
+    monkeypatch.setattr(validate, "dir_problem", lambda path: seen.append(path))
+    report(good_job(dirs), settings_for(dirs, exe, log_dir=None))
+    report(good_job(dirs, export_domain="nfs:/e"), settings_for(dirs, exe, log_dir=None))
+    report([1], settings_for(dirs, exe, log_dir=None))        # not even an object
+    assert seen == [dirs.state, "/var/log/virt-v2v", dirs.state, "/var/log/vdsm/import",
+                    dirs.state, "/var/log/virt-v2v"]
+
+
+def test_dir_problem_unit(tmp_path):
+    assert validate.dir_problem(str(tmp_path)) is None
+    assert validate.dir_problem(str(tmp_path / "a" / "b" / "c")) is None
+    f = tmp_path / "f"
+    f.write_text("")
+    assert validate.dir_problem(str(f)) == "%s is not a directory" % f
+    odd = tmp_path / "x\ny"
+    odd.write_text("")
+    assert validate.dir_problem(str(odd / "z")) == "%s cannot be created: %s is not a directory" % (
+        str(odd / "z").replace("\n", "\\n"), str(odd).replace("\n", "\\n"))
+    assert validate.dir_problem(str(f / "z")) == "%s cannot be created: %s is not a directory" % (f / "z", f)
+
+
+def test_host_problems_signature_still_takes_a_config_only(dirs, exe):
+    assert validate.host_problems(None, settings_for(dirs, exe)) == []
+
+
+# -- one line per problem, whatever the job holds -----------------------------------------
+def test_every_problem_line_is_one_line(dirs, exe):
+    job = good_job(dirs, vm_name="a\nb", vmware_uri="esx://[h", output_format="x\u2028" * 1000,
+                   network_mappings=[{"source": "a\rb", "destination": "c"}],
+                   throttling={"cpu": "9" * 401, "network": "1\n"}, **{"\x1bname\n": "\x00"})
+    rc, out = report(job, settings_for(dirs, exe))
+    lines = out.splitlines()
+    assert rc == 1 and lines[0] == "job is invalid: %d problems" % (len(lines) - 1)
+    assert len(lines) == 7      # a bad string in throttling hides its other problems
+    out.encode("utf-8")
+
+
+def test_valid_job_summary_is_one_line(dirs, exe):
+    rc, out = report(good_job(dirs, **{"x\ny": 1, "\ud800": 2}), settings_for(dirs, exe))
+    assert rc == 0
+    assert out.splitlines()[-1] == "  note: unknown keys ignored: \\ud800, x\\ny"
+
+
+def test_dir_symlinks(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert validate.dir_problem(str(tmp_path / "link")) is None       # ours: followed, as the real run does
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert validate.dir_problem(str(tmp_path / "dangling")) == \
+        "%s cannot be used: No such file or directory" % (tmp_path / "dangling")
+    if os.geteuid() == 0:
+        os.lchown(tmp_path / "link", 12345, 12345)
+        assert validate.dir_problem(str(tmp_path / "link")) == \
+            "%s is a symbolic link owned by uid 12345" % (tmp_path / "link")

@@ -1,6 +1,13 @@
 """The job: parse and validate the JSON object from stdin into a frozen Config
 (SPEC §3).  Types are checked, never coerced.  Problems are collected so
 ``--validate`` can report them all; :func:`parse_job` raises the first.
+
+Every string of the job, nested ones too, passes the rules of
+:mod:`wrapper.jobinput` (no NUL, no lone surrogate anywhere; no control
+character in names, paths and URIs; secrets have their own rules) before it
+is looked at, so no message can span two lines.  Values a message repeats
+go through :func:`~wrapper.jobinput.oneline` or :func:`~wrapper.jobinput.short`.
+Paths handed to virt-v2v are made absolute (it runs in ``/``).
 """
 import os
 import re
@@ -8,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import urlsplit
 
-from wrapper import isodomain, limits, luks
+from wrapper import isodomain, jobinput, limits, luks
 from wrapper.errors import JobError
+from wrapper.jobinput import oneline, short
 from wrapper.secrets import Secret
 
 VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
@@ -20,8 +28,13 @@ KNOWN_KEYS = frozenset((
     "network_mappings", "source_disks", "virtio_win", "install_drivers", "throttling",
     "luks_keys_vault", "daemonize",
 ))
-_FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){15,63}$")
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+# the kind of every known key's strings (jobinput.string_problem); TEXT if absent
+STRING_KINDS = {"ssh_key": jobinput.KEY, "vmware_password": jobinput.PASSWORD,
+                "rhv_password": jobinput.PASSWORD}
+MAX_IGNORED_SHOWN = 50
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){15,63}")
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+_NFS = re.compile(r"[^:/]+:/")
 
 
 @dataclass(frozen=True)
@@ -95,11 +108,31 @@ class _Reader:
     def __init__(self, job):
         self.job = job
         self.problems = []
+        # key -> (path, message) of its first bad string, reported when the
+        # key is read (so problems keep the order of the keys) or at the end
+        self.bad = {}
+        for key, value in job.items():
+            kind = STRING_KINDS.get(key, jobinput.TEXT) if key in KNOWN_KEYS else jobinput.OPAQUE
+            found = jobinput.first_string_problem(value, key if key in KNOWN_KEYS else oneline(key, 60), kind)
+            if found:
+                self.bad[key] = found
+        self.reported = set()
 
     def problem(self, key, message):
         self.problems.append(JobError(key, message))
 
+    def report_bad(self, key):
+        """Report the bad string of ``key`` once; True if it has one."""
+        if key not in self.bad:
+            return False
+        if key not in self.reported:
+            self.reported.add(key)
+            self.problem(*self.bad[key])
+        return True
+
     def get(self, key, types, type_name, required=True, default=None):
+        if self.report_bad(key):
+            return default
         if key not in self.job or (self.job[key] is None and not required):
             if required:
                 self.problem(key, "is required")
@@ -124,7 +157,7 @@ class _Reader:
     def choice(self, key, choices, default=None):
         value = self.string(key, required=False, default=default)
         if value is not None and value not in choices:
-            self.problem(key, "must be one of %s, not %r" % (", ".join(choices), value))
+            self.problem(key, "must be one of %s, not %s" % (", ".join(choices), short(value)))
             return default
         return value
 
@@ -145,31 +178,57 @@ def _json_type(value):
     return type(value).__name__
 
 
-def _source(r):
+def _split(r, key, value, port=True):
+    """urlsplit ``value`` of ``key`` (and its port); None, with a problem
+    naming the key, when it cannot be parsed."""
+    try:
+        parts = urlsplit(value)
+    except ValueError as e:          # "Invalid IPv6 URL", bad characters in the host
+        r.problem(key, "is not a valid URI (%s)" % oneline(e, 80))
+        return None
+    try:
+        if port:
+            parts.port
+    except ValueError:
+        r.problem(key, "has an invalid port")
+        return None
+    return parts
+
+
+def _vm_name(r):
+    vm_name = r.string("vm_name")
+    if not isinstance(vm_name, str) or not vm_name.strip():
+        return None
+    if vm_name.startswith("-"):
+        # the last argument of virt-v2v, after options: nothing ends them before it
+        r.problem("vm_name", "must not begin with '-' (virt-v2v would take it for an option)")
+        return None
+    return vm_name
+
+
+def _source(r, vm_name):
     transport = r.choice("transport_method", ("vddk", "ssh"))
-    if r.job.get("transport_method") is None:
+    if r.job.get("transport_method") is None and "transport_method" not in r.bad:
         r.problem("transport_method", "is required (vddk or ssh)")
-    vm_name = r.job.get("vm_name")
     if transport == "vddk":
+        if vm_name is not None and "://" in vm_name:
+            _split(r, "vm_name", vm_name, port=False)   # describing it parses it
         uri = r.string("vmware_uri")
         password = r.string("vmware_password", nonempty=False)
         fingerprint = r.string("vmware_fingerprint")
-        if fingerprint and not _FINGERPRINT.match(fingerprint):
+        if fingerprint and not _FINGERPRINT.fullmatch(fingerprint):
             r.problem("vmware_fingerprint", "must be colon-separated hex pairs (the SSL thumbprint)")
-        if uri and not urlsplit(uri).scheme:
-            r.problem("vmware_uri", "must be a libvirt URI such as esx://root@host?no_verify=1")
+        if uri:
+            parts = _split(r, "vmware_uri", uri)
+            if parts is not None and not parts.scheme:
+                r.problem("vmware_uri", "must be a libvirt URI such as esx://root@host?no_verify=1")
         return VddkSource(uri, Secret(password or ""), fingerprint)
     if transport == "ssh":
         key = r.string("ssh_key", required=False)
-        if isinstance(vm_name, str):
-            parts = urlsplit(vm_name)
-            if parts.scheme != "ssh" or not parts.hostname or not parts.path:
+        if vm_name is not None:
+            parts = _split(r, "vm_name", vm_name)
+            if parts is not None and (parts.scheme != "ssh" or not parts.hostname or not parts.path):
                 r.problem("vm_name", "must be an ssh:// URI of the .vmx file with the ssh transport")
-            else:
-                try:
-                    parts.port
-                except ValueError:
-                    r.problem("vm_name", "has an invalid port")
         return SshSource(Secret(key) if key else None)
     return None
 
@@ -178,29 +237,37 @@ def _target(r, settings):
     job = r.job
     if "rhv_url" in job:
         url = r.string("rhv_url")
-        if url and urlsplit(url).scheme not in ("https", "http"):
-            r.problem("rhv_url", "must be the https:// URL of the oVirt API")
+        if url:
+            parts = _split(r, "rhv_url", url)
+            if parts is not None and (parts.scheme not in ("https", "http") or not parts.hostname):
+                r.problem("rhv_url", "must be the https:// URL of the oVirt API")
         password = r.string("rhv_password", nonempty=False)
         cluster = r.string("rhv_cluster")
         storage = r.string("rhv_storage")
         insecure = r.boolean("insecure_connection", False)
         cafile = r.string("rhv_cafile", required=False)
-        if not insecure:
+        if not insecure and "rhv_cafile" not in r.bad:
             cafile = cafile or settings.vdsm_ca
             if not os.path.isfile(cafile):
-                key = "rhv_cafile"
-                r.problem(key, "CA certificate %s does not exist (set rhv_cafile or "
-                               "insecure_connection)" % cafile)
+                r.problem("rhv_cafile", "CA certificate %s does not exist (set rhv_cafile or "
+                                        "insecure_connection)" % oneline(cafile, 200))
+        # virt-v2v runs in /: a relative path means the caller's directory
+        cafile = os.path.abspath(cafile) if cafile else cafile
         return RhvUploadTarget(url, Secret(password or ""), cluster, storage, cafile, insecure)
     if "export_domain" in job:
         path = r.string("export_domain")
-        if path and not (os.path.isdir(path) or re.match(r"^[^:/]+:/", path)):
-            r.problem("export_domain", "must be an NFS share <host>:/<path> or an existing directory")
+        if path:
+            if _NFS.match(path):
+                pass                             # <host>:/<path>, for virt-v2v to mount
+            elif os.path.isdir(path):
+                path = os.path.abspath(path)
+            else:
+                r.problem("export_domain", "must be an NFS share <host>:/<path> or an existing directory")
         return ExportDomainTarget(path)
     if "output_dir" in job:
         path = r.string("output_dir")
         if path and not os.path.isdir(path):
-            r.problem("output_dir", "%s does not exist or is not a directory" % path)
+            r.problem("output_dir", "%s does not exist or is not a directory" % oneline(path, 200))
         return LocalTarget(os.path.abspath(path) if path else path)
     r.problem(None, "no output target: give rhv_url (oVirt API upload), export_domain or output_dir")
     return None
@@ -218,7 +285,7 @@ def _mappings(r):
         if not isinstance(src, str) or not src or not isinstance(dst, str) or not dst:
             r.problem(where, "needs string keys source and destination")
             continue
-        if mac is not None and not (isinstance(mac, str) and _MAC.match(mac)):
+        if mac is not None and not (isinstance(mac, str) and _MAC.fullmatch(mac)):
             r.problem(where, "mac_address must look like 00:11:22:33:44:55")
             continue
         mappings.append(NetworkMapping(src, dst, mac))
@@ -238,22 +305,22 @@ def _drivers(r, settings, notes):
     install = r.boolean("install_drivers", False)
     if virtio_win:
         if os.sep in virtio_win:
-            path = virtio_win
+            path = os.path.abspath(virtio_win)     # virt-v2v runs in /
             if not os.path.isfile(path):
-                r.problem("virtio_win", "%s does not exist" % path)
+                r.problem("virtio_win", "%s does not exist" % oneline(virtio_win, 200))
         else:
             path = isodomain.find_iso(settings.iso_domain_root, virtio_win)
             if not path:
                 r.problem("virtio_win", "%s was not found in an ISO domain under %s"
-                          % (virtio_win, settings.iso_domain_root))
+                          % (oneline(virtio_win, 200), oneline(settings.iso_domain_root, 200)))
         return path, True
     if install:
         path = isodomain.find_iso(settings.iso_domain_root)
         if path:
-            notes.append("drivers ISO chosen from the ISO domain: %s" % path)
+            notes.append("drivers ISO chosen from the ISO domain: %s" % oneline(path, 300))
         else:
             notes.append("install_drivers: no drivers ISO found under %s; converting without "
-                         "drivers" % settings.iso_domain_root)
+                         "drivers" % oneline(settings.iso_domain_root, 300))
         return path, install
     return None, False
 
@@ -268,9 +335,16 @@ def _throttling(r):
 
 def _luks(r, settings, vm_name, uid):
     explicit = r.string("luks_keys_vault", required=False)
+    if r.job.get("luks_keys_vault") is not None and not explicit:
+        return ()                    # a bad value, already reported: no default
     path = explicit or luks.default_vault(settings.environ)
-    if not explicit and not os.path.exists(path):
-        return ()
+    if not explicit:
+        try:
+            if not luks.vault_exists(path):
+                return ()
+        except JobError as e:
+            r.problems.append(e)
+            return ()
     if not isinstance(vm_name, str):
         return ()
     try:
@@ -280,14 +354,22 @@ def _luks(r, settings, vm_name, uid):
         return ()
 
 
+def _ignored(job):
+    """Names of unknown keys, escaped for the log (they may hold anything)."""
+    names = sorted(oneline(k, 100) for k in job if k not in KNOWN_KEYS)
+    if len(names) > MAX_IGNORED_SHOWN:
+        names = names[:MAX_IGNORED_SHOWN] + ["... and %d more" % (len(names) - MAX_IGNORED_SHOWN)]
+    return tuple(names)
+
+
 def collect(job, settings, uid=None):
     """Return ``(config_or_None, problems)`` for a decoded job."""
     if not isinstance(job, dict):
         return None, [JobError(None, "the job must be a JSON object, not %s" % _json_type(job))]
     r = _Reader(job)
     notes = []
-    vm_name = r.string("vm_name")
-    source = _source(r)
+    vm_name = _vm_name(r)
+    source = _source(r, vm_name)
     target = _target(r, settings)
     output_format = r.choice("output_format", ("raw", "qcow2"), "raw")
     allocation = r.choice("allocation", ("preallocated", "sparse"))
@@ -297,7 +379,9 @@ def collect(job, settings, uid=None):
     throttling = _throttling(r)
     luks_keys = _luks(r, settings, vm_name, os.geteuid() if uid is None else uid)
     daemonize = r.boolean("daemonize", True)
-    ignored = tuple(sorted(k for k in job if k not in KNOWN_KEYS))
+    ignored = _ignored(job)
+    for key in r.bad:               # keys not read for this job (other transport, unknown)
+        r.report_bad(key)
     if r.problems:
         return None, r.problems
     return Config(vm_name=vm_name, source=source, target=target, output_format=output_format,

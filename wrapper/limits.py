@@ -4,52 +4,86 @@ Normalised forms kept in the state file and handed to the limiters:
 ``cpu`` is a string like ``"50%"``; ``network`` a string of digits (bytes/s);
 ``None`` means unlimited / never set.
 """
+import math
 import re
 
 from wrapper.errors import ThrottleError
+from wrapper.jobinput import short
 
 KEYS = ("cpu", "network")
 UNLIMITED = "unlimited"
+MAX_CPU_PERCENT = 100000              # a thousand CPUs
+MAX_CPU_TEXT = 16                     # characters of the number
+MAX_NETWORK = 10 ** 15                # bytes per second (8 Pbit/s)
+MAX_NETWORK_TEXT = 20                 # digits
+_CPU = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%?")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _unlimited(value):
+    return value is None or (isinstance(value, str) and len(value) < 64
+                             and value.strip().lower() == UNLIMITED)
 
 
 def parse_cpu(value):
     """'50', '50%', 50 -> '50%'; 'unlimited'/None -> None."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == UNLIMITED):
+    if _unlimited(value):
         return None
     if isinstance(value, bool):
-        raise ThrottleError("cpu limit must be a percentage, not %r" % value)
+        raise ThrottleError("cpu limit must be a percentage, not %s" % short(value))
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ThrottleError("cpu limit %s is not a percentage like '50%%'" % short(value))
+        if not 0 < value <= MAX_CPU_PERCENT:
+            raise ThrottleError("cpu limit %s must be more than 0%% and at most %d%%"
+                                % (short(value), MAX_CPU_PERCENT))
         text = str(value)
     elif isinstance(value, str):
         text = value.strip()
     else:
-        raise ThrottleError("cpu limit must be a string like '50%%', not %r" % (value,))
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%?", text)
+        raise ThrottleError("cpu limit must be a string like '50%%', not %s" % short(value))
+    m = _CPU.fullmatch(text)
     if not m:
-        raise ThrottleError("cpu limit %r is not a percentage like '50%%'" % value)
+        raise ThrottleError("cpu limit %s is not a percentage like '50%%'" % short(value))
+    if len(m.group(1)) > MAX_CPU_TEXT:
+        raise ThrottleError("cpu limit %s is too long (at most %d characters of number)"
+                            % (short(value), MAX_CPU_TEXT))
     number = float(m.group(1))
     if number <= 0:
-        raise ThrottleError("cpu limit %r must be more than 0%%" % value)
+        raise ThrottleError("cpu limit %s must be more than 0%%" % short(value))
+    if number > MAX_CPU_PERCENT:
+        raise ThrottleError("cpu limit %s is too large (at most %d%%)" % (short(value), MAX_CPU_PERCENT))
     return "%s%%" % (int(number) if number.is_integer() else number)
 
 
 def parse_network(value):
     """'1048576', 1048576 -> '1048576'; 'unlimited'/None -> None."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == UNLIMITED):
+    if _unlimited(value):
         return None
     if isinstance(value, bool):
-        raise ThrottleError("network limit must be bytes per second, not %r" % value)
-    if isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, float) and value.is_integer():
-        text = str(int(value))
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        raise ThrottleError("network limit must be bytes per second as digits, not %r" % (value,))
-    if not re.fullmatch(r"\d+", text) or int(text) <= 0:
-        raise ThrottleError("network limit %r is not a positive number of bytes per second" % value)
-    return str(int(text))
+        raise ThrottleError("network limit must be bytes per second, not %s" % short(value))
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and not value.is_integer()):
+        # a whole JSON number; bounded before it is ever turned into text
+        if not 0 < value <= MAX_NETWORK:
+            raise ThrottleError("network limit %s must be a positive number of bytes per second, "
+                                "at most %d" % (short(value), MAX_NETWORK))
+        return str(int(value))
+    if not isinstance(value, str):
+        raise ThrottleError("network limit must be bytes per second as digits, not %s" % short(value))
+    text = value.strip()
+    if not _DIGITS.fullmatch(text):
+        raise ThrottleError("network limit %s is not a positive number of bytes per second"
+                            % short(value))
+    if len(text) > MAX_NETWORK_TEXT:
+        raise ThrottleError("network limit %s is too long (at most %d digits)" % (short(value), MAX_NETWORK_TEXT))
+    number = int(text)
+    if number <= 0:
+        raise ThrottleError("network limit %s is not a positive number of bytes per second"
+                            % short(value))
+    if number > MAX_NETWORK:
+        raise ThrottleError("network limit %s is too large (at most %d bytes per second)"
+                            % (short(value), MAX_NETWORK))
+    return str(number)
 
 
 PARSERS = {"cpu": parse_cpu, "network": parse_network}

@@ -12,7 +12,7 @@ ENV_PREFIX = "VIRT_V2V_WRAPPER_"
 # (option name, attribute, metavar, help, default).  A default of None means
 # "decided later" (log dir depends on the target, run-as on the host).
 LOCATIONS = (
-    ("state-dir", "state_dir", "DIR", "state and throttling files", "/tmp"),
+    ("state-dir", "state_dir", "DIR", "state and throttling files (default /tmp)", "/tmp"),
     ("log-dir", "log_dir", "DIR",
      "log files (default /var/log/vdsm/import for oVirt/RHV targets, else /var/log/virt-v2v)", None),
     ("virt-v2v", "virt_v2v", "PATH", "the virt-v2v program (default: virt-v2v on PATH)", None),
@@ -20,7 +20,8 @@ LOCATIONS = (
      "user that runs virt-v2v (default vdsm:kvm on oVirt hosts, root for export domains, "
      "else the invoking user)", None),
     ("iso-domain-root", "iso_domain_root", "DIR",
-     "where oVirt storage domains are mounted", "/rhev/data-center/mnt"),
+     "where oVirt storage domains are mounted (default /rhev/data-center/mnt)",
+     "/rhev/data-center/mnt"),
 )
 
 # Seams that are not part of the documented command line but that tests and
@@ -72,7 +73,11 @@ def resolve(options, environ):
         values[attr] = value
     for suffix, attr, default in HIDDEN:
         values[attr] = environ.get(ENV_PREFIX + suffix) or default
-    for attr in ("state_dir", "log_dir", "iso_domain_root"):
+    for attr in ("state_dir", "log_dir", "iso_domain_root", "vdsm_ca"):
         if values[attr]:
             values[attr] = os.path.abspath(values[attr])
+    # virt-v2v runs in /: a path to it means the caller's directory; a bare
+    # name is looked up on PATH (virt_v2v_path)
+    if values["virt_v2v"] and "/" in values["virt_v2v"]:
+        values["virt_v2v"] = os.path.abspath(values["virt_v2v"])
     return Settings(environ=dict(environ), **values)

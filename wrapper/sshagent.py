@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from wrapper import procinfo
-from wrapper.errors import CommandError, ConversionError
+from wrapper.errors import ConversionError, JobError
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,12 @@ class SshAgent:
         else:
             rc, out, err = self._run(["ssh-add", "-q"])
         if rc != 0:
-            what = "the ssh_key of the job" if key is not None else "the keys in ~%s/.ssh" % self.user.name
             detail = (err or out or "").strip().splitlines()
-            raise CommandError(["ssh-add"], rc, "", "cannot load %s into ssh-agent%s" % (
-                what, (": " + detail[-1]) if detail else ""))
+            why = (": " + detail[-1]) if detail else " (ssh-add exited with status %s)" % rc
+            if key is not None:
+                raise JobError("ssh_key", "cannot be loaded into ssh-agent%s" % why)
+            raise JobError("ssh_key", "not given, and the keys in ~%s/.ssh cannot be loaded into "
+                                      "ssh-agent%s" % (self.user.name, why))
         log.info("ssh-agent loaded with %s", "the job's ssh_key" if key is not None
                  else "the default keys of %s" % self.user.name)
 

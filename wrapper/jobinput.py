@@ -1,0 +1,204 @@
+"""Reading the job from stdin, and making any text safe for one log line.
+
+:func:`read_job` turns the raw bytes on stdin into the decoded JSON value or
+one :class:`~wrapper.errors.JobError` that says, in one line, what is wrong:
+too large, not UTF-8 (with the byte offset), not JSON, nested too deeply.
+No input, however hostile, gets a traceback out of it.
+
+:func:`oneline` makes any text safe to print as ONE line (refusals on stderr,
+log records): control characters, line separators, bidirectional overrides
+and lone surrogates are escaped, and long text is cut.  :func:`short` does the
+same for the ``repr`` of a value that a message repeats.
+"""
+import json
+import re
+
+from wrapper.errors import JobError
+
+MAX_JOB_BYTES = 1 << 20
+MAX_DEPTH = 64              # a job is 3 levels deep; unknown keys get some room
+ELLIPSIS = "\u2026"
+
+# C0, DEL, C1; U+2028/2029 (line/paragraph separators: str.splitlines and
+# many viewers break lines there); bidirectional embeddings, overrides and
+# isolates (they reorder what a reader sees); lone surrogates (not encodable).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match):
+    ch = match.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
+
+
+def oneline(text, limit=500):
+    """``text`` (anything; non-strings go through ``str``) as one safe line of
+    at most ``limit`` characters, cut with an ellipsis."""
+    if not isinstance(text, str):
+        try:
+            text = str(text)
+        except Exception:            # a hostile __str__ must not break a refusal
+            text = "<%s>" % type(text).__name__
+    # escaping only makes text longer: never look at more than we can show
+    cut = len(text) > limit
+    out = _UNSAFE.sub(_escape, text[:limit + 1] if cut else text)
+    if cut or len(out) > limit:
+        out = out[:max(0, limit - 1)] + ELLIPSIS
+    return out
+
+
+def short(value, limit=40):
+    """A short, one-line ``repr`` of a value a message repeats."""
+    if isinstance(value, str) and len(value) > limit * 4:
+        value = value[:limit * 4]
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):    # an int of too many digits, a deep list
+        text = "<%s too large to show>" % type(value).__name__
+    return oneline(text, limit)
+
+
+def _reject_constant(name):
+    raise ValueError("%s is not allowed in JSON" % name)
+
+
+def depth_problem(value, max_depth=MAX_DEPTH):
+    """Return a message when ``value`` nests deeper than ``max_depth``, else None.
+    Iterative: it is never the one that runs out of stack."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > max_depth:
+                return "nested more than %d levels deep" % max_depth
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+    return None
+
+
+def parse_json_bytes(data, what, key=None, max_depth=MAX_DEPTH):
+    """Decode strict UTF-8 and parse strict JSON (no NaN/Infinity), bounded in
+    depth.  Every problem is a one-line JobError (``key``, "<what> is ...")."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JobError(key, "%s is not valid UTF-8 (byte 0x%02x at offset %d)"
+                       % (what, data[e.start], e.start)) from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise JobError(key, "%s is not valid JSON (nested too deeply)" % what) from None
+    except ValueError as e:           # JSONDecodeError, too many digits, NaN
+        detail = str(e)
+        if "integer string conversion" in detail:
+            detail = "a number has too many digits"
+        raise JobError(key, "%s is not valid JSON (%s)" % (what, oneline(detail, 200))) from None
+    problem = depth_problem(value, max_depth)
+    if problem:
+        raise JobError(key, "%s is not valid JSON (%s)" % (what, problem))
+    return value
+
+
+def read_bounded(stream, limit):
+    """Read at most ``limit`` + 1 bytes (or characters, from a text stream)."""
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if chunks and isinstance(chunks[0], str):
+        return "".join(chunks)
+    return b"".join(chunks)
+
+
+def read_job(stream, limit=MAX_JOB_BYTES):
+    """Read, decode and parse the job from ``stream`` (stdin's bytes:
+    ``sys.stdin.buffer``; a text stream is accepted too).  Returns the decoded
+    JSON value (the caller checks that it is an object) or raises JobError."""
+    try:
+        data = read_bounded(stream, limit)
+    except UnicodeDecodeError as e:     # a text stream that decodes as it reads
+        raise JobError(None, "the job on stdin is not valid UTF-8 (%s)" % oneline(e, 200)) from None
+    except OSError as e:
+        raise JobError(None, "cannot read the job from stdin (%s)" % oneline(e.strerror or e, 200)) from None
+    if isinstance(data, str):
+        # a text stream: its characters as UTF-8 (lone surrogates then fail
+        # the strict decoding below, as they would as bytes)
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > limit:
+        raise JobError(None, "the job on stdin is larger than %s" % _size(limit))
+    return parse_json_bytes(data, "the job on stdin")
+
+
+def _size(n):
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return "%d MiB" % (n >> 20)
+    if n >= 1 << 10 and n % (1 << 10) == 0:
+        return "%d KiB" % (n >> 10)
+    return "%d bytes" % n
+
+
+# -- what a string of the job may contain -----------------------------------------
+# Every string of the job, nested ones too, is checked by its kind:
+# * TEXT (names, paths, URIs, fingerprints, formats...): no control character at
+#   all (C0 with tab and newline, DEL, C1): such a value ends up in a command
+#   line, a log line or a one-line refusal;
+# * KEY (ssh_key): the text of a private key: newlines, carriage returns and
+#   tabs are fine, other control characters are not;
+# * PASSWORD (vmware_password, rhv_password): anything but line breaks: the
+#   password file is read as one line (libvirt's and the oVirt helper's
+#   readers stop at or strip the newline), so a password with a line break
+#   could only fail later, obscurely;
+# * OPAQUE (values of unknown keys: ignored, never used or logged): anything.
+# NUL and lone surrogates (not encodable as UTF-8) are refused in every kind.
+TEXT, KEY, PASSWORD, OPAQUE = "text", "key", "password", "opaque"
+MAX_LENGTH = {TEXT: 4096, KEY: 1 << 16, PASSWORD: 4096, OPAQUE: None}
+_INVALID = re.compile("[\x00\ud800-\udfff]")
+_FORBIDDEN = {
+    TEXT: re.compile("[\x00-\x1f\x7f-\x9f]"),
+    KEY: re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"),
+    PASSWORD: re.compile("[\n\r]"),
+    OPAQUE: None,
+}
+INVALID_MESSAGE = "must not contain NUL bytes or invalid characters"
+
+
+def string_problem(value, kind=TEXT):
+    """Why the string ``value`` may not appear in the job as ``kind``, or None.
+    The message never repeats a secret."""
+    if _INVALID.search(value):
+        return INVALID_MESSAGE
+    limit = MAX_LENGTH[kind]
+    if limit is not None and len(value) > limit:
+        return "is too long (%d characters, at most %d)" % (len(value), limit)
+    forbidden = _FORBIDDEN[kind]
+    m = forbidden.search(value) if forbidden is not None else None
+    if m is None:
+        return None
+    if kind == PASSWORD:
+        return "must not contain line breaks (virt-v2v reads the password file as one line)"
+    if kind == KEY:
+        return "must not contain control characters other than newlines and tabs"
+    return "must not contain control characters (%s at offset %d)" % (oneline(m.group()), m.start())
+
+
+def first_string_problem(value, path, kind=TEXT):
+    """``(path, message)`` for the first bad string in ``value`` (any nesting:
+    ``path[0].name``), or None.  Iterative, so depth cannot break it."""
+    stack = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            problem = string_problem(item, kind)
+            if problem:
+                return where, problem
+        elif isinstance(item, dict):
+            stack.extend(reversed([("%s.%s" % (where, oneline(k, 60)), v) for k, v in item.items()]))
+        elif isinstance(item, list):
+            stack.extend(reversed([("%s[%d]" % (where, i), v) for i, v in enumerate(item)]))
+    return None
