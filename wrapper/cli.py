@@ -12,7 +12,6 @@ import sys
 from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, logsetup,
                      reclaim, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
-from wrapper.job import Job, child_launcher
 from wrapper.monitor import SignalFlag
 from wrapper.runner import run as default_runner
 from wrapper.settings import LOCATIONS, env_name, resolve
@@ -154,6 +153,7 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
     stack = contextlib.ExitStack()
     try:
         config = jobconfig.parse_job(job, settings)
+        from wrapper.job import Job   # the conversion's machinery, once the job is accepted
         if config.ignored_keys:
             log.info("ignoring unknown job keys: %s", ", ".join(config.ignored_keys))
         for note in config.notes:
@@ -214,6 +214,7 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
 
 def _default_launcher(config, settings):
     """Daemon mode runs virt-v2v in a transient systemd unit when systemd runs."""
+    from wrapper.job import child_launcher
     if not config.daemonize:
         return child_launcher
     if systemd.available(settings):

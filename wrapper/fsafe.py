@@ -18,7 +18,6 @@ The rules every writer in the wrapper follows, through these helpers only:
 """
 import errno
 import os
-import secrets as _random
 import stat
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -83,7 +82,7 @@ def mkdir_private(dir_fd, prefix, mode=0o700, owner=None, attempts=100):
     ``(name, fd)``.  The directory is verified to be the one we made (owned by
     us, a directory) before its mode and owner are set through its descriptor."""
     for _ in range(attempts):
-        name = prefix + _random.token_hex(6)
+        name = prefix + os.urandom(6).hex()
         try:
             os.mkdir(name, 0o700, dir_fd=dir_fd)
         except FileExistsError:
@@ -256,7 +255,7 @@ class AtomicFile:
 
     def _new_spare(self):
         for _ in range(100):
-            tmp = ".%s.%s.tmp" % (self.name, _random.token_hex(4))
+            tmp = ".%s.%s.tmp" % (self.name, os.urandom(4).hex())
             try:
                 fd = create(self.dir_fd, tmp, os.O_RDWR, 0o600)
             except FileExistsError:
