@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import re
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import tempfile
 import time
 
 import pytest
+
+import wrapper as wrapper_pkg
 
 from fakes import RecordingRunner
 from wrapper import cli, fsafe, leases, status
@@ -568,10 +571,17 @@ def test_status_as_another_user_is_silent(tmp_path):
         os.chmod(base, 0o755)
         d, state, secret, lock, env = dead_wrapper(base)
         os.chmod(d, 0o755)
+        # a copy of the package uid 65534 can read (the checkout may be under a 0700 dir,
+        # as in rpmbuild's %check)
+        src = base / "src"
+        shutil.copytree(os.path.dirname(wrapper_pkg.__file__), src / "wrapper",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for dirpath, _dirs, _files in os.walk(src):
+            os.chmod(dirpath, 0o755)
         p = subprocess.run([python, "-m", "wrapper", "status", "--state-dir", str(d)],
                            capture_output=True, text=True, timeout=60, user=65534, group=65534,
-                           extra_groups=[], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           env=dict(env, PATH="/usr/bin:/bin", HOME="/"))
+                           extra_groups=[], cwd=str(src),
+                           env=dict(env, PATH="/usr/bin:/bin", HOME="/", PYTHONPATH=str(src)))
         assert p.returncode == 0 and p.stderr == "", p.stderr
         assert "[RUNNING]" in p.stdout and secret.exists()
         assert sorted(os.listdir(lock / "jobs")) == [TAG + ".lease", TAG + ".lock"]
