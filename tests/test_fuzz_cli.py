@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import pytest
+
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
 from wrapper import limits
@@ -564,6 +566,7 @@ def _short_text(text, limit=1200):
     return repr(text if len(text) <= limit else "..." + text[-limit:])
 
 
+@pytest.mark.fuzz
 def test_fuzz_the_command_line(tmp_path_factory, capsys):
     root = tmp_path_factory.mktemp("fuzz")
     world = World(root)

@@ -173,8 +173,9 @@ def test_watch_plain_until_every_conversion_is_over(conversions):
     assert heads[1:] == ["testvm2 -> local directory %s  [FINISHED]" % conversions.dirs.out,
                          "nosuchvm -> local directory %s  [FAILED]" % conversions.dirs.out,
                          "web01 -> local directory %s  [FINISHED]" % conversions.dirs.out]
-    assert ("error      could not copy the VMX file from the remote server, see earlier error "
-            "messages") in final and "0 running" in final
+    assert ("error      could not copy the VMX file from the remote server: scp: "
+            "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory") in final
+    assert "0 running" in final
 
 
 def read_pty(fd, proc, timeout):
