@@ -86,11 +86,11 @@ def _read_job(stdin):
     return jobinput.read_job(getattr(stdin, "buffer", stdin))
 
 
-def _open_dirs(settings, job, sudo):
+def _open_dirs(settings, log_dir, sudo):
     state_mode, state_owner = jobfiles.state_dir_mode(sudo)
     state_fd = jobfiles.open_job_dir(settings.state_dir, "--state-dir", state_mode, state_owner)
     try:
-        log_fd = jobfiles.open_job_dir(jobfiles.log_dir_for(settings, job), "--log-dir", 0o755)
+        log_fd = jobfiles.open_job_dir(log_dir, "--log-dir", 0o755)
     except BaseException:
         os.close(state_fd)
         raise
@@ -141,9 +141,10 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
 def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, caller_fds):
     sudo = users.sudo_caller(settings.environ)
     signals = SignalFlag().install()
+    log_dir = jobfiles.log_dir_for(settings, job)
     try:
-        state_fd, log_fd = _open_dirs(settings, job, sudo)
-        reserved = jobfiles.reserve(settings, jobfiles.log_dir_for(settings, job), state_fd, log_fd)
+        state_fd, log_fd = _open_dirs(settings, log_dir, sudo)
+        reserved = jobfiles.reserve(settings, log_dir, state_fd, log_fd)
     except JobError as e:
         return _refuse(stderr, e)
     logsetup.setup(reserved.wrapper_log_fd)

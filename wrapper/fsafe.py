@@ -23,6 +23,7 @@ import stat
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | O_CLOEXEC
 CREATE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | O_CLOEXEC
+RANDOM_NAME_LEN = 12         # hex digits after a private directory's prefix
 UNTRUSTED_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
 
 
@@ -82,7 +83,7 @@ def mkdir_private(dir_fd, prefix, mode=0o700, owner=None, attempts=100):
     ``(name, fd)``.  The directory is verified to be the one we made (owned by
     us, a directory) before its mode and owner are set through its descriptor."""
     for _ in range(attempts):
-        name = prefix + os.urandom(6).hex()
+        name = prefix + os.urandom(RANDOM_NAME_LEN // 2).hex()
         try:
             os.mkdir(name, 0o700, dir_fd=dir_fd)
         except FileExistsError:
@@ -311,6 +312,12 @@ class AtomicFile:
         self.discard_spare()
 
 
+def plain_name(name):
+    """A single entry name: no directory part, not '.' or '..', no NUL."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
+        and "\0" not in name
+
+
 def _check_name(name):
-    if not name or "/" in name or name in (".", "..") or "\0" in name:
+    if not plain_name(name):
         raise ValueError("bad file name %r" % (name,))

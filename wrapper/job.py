@@ -13,10 +13,9 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import procinfo, targets, v2v
+from wrapper import fsafe, procinfo, targets, v2v
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import CommandError, ConversionError, ThrottleError, WrapperError
-from wrapper.jobfiles import JobFiles, job_files, log_dir_for, make_tag  # noqa: F401 (re-exported)
 from wrapper.launch import ChildProcess, Gate
 from wrapper.monitor import Monitor
 from wrapper.netlimit import NetLimiter
@@ -29,7 +28,6 @@ from wrapper.throttle import Throttler
 log = logging.getLogger(__name__)
 
 SOCKET_PATH_MAX = 100       # sun_path is 108 bytes; keep a margin
-AGENT_DIR_NAME_LEN = len("v2v-wrapper-agent-") + 12
 
 
 def describe_target(target):
@@ -136,7 +134,8 @@ class Job:
         socket in it); Unix socket paths are limited to 108 bytes, so under a
         deep state directory it goes to TMPDIR."""
         parent = self.settings.state_dir
-        if len(os.path.join(parent, "x" * AGENT_DIR_NAME_LEN, "agent.sock").encode()) >= SOCKET_PATH_MAX:
+        longest = os.path.join(parent, AgentDir.prefix + "x" * fsafe.RANDOM_NAME_LEN, "agent.sock")
+        if len(longest.encode()) >= SOCKET_PATH_MAX:
             parent = tempfile.gettempdir()
         own = AgentDir(parent, self.user.uid, self.user.gid)
         self.stack.callback(safe(own.remove, "removing the ssh-agent directory"))
@@ -153,9 +152,8 @@ class Job:
         if self.leases is None:
             return
         try:
+            # LeaseBook.create fills in this process's pid, start time and boot id
             self.lease = self.leases.create(self.files.tag, {
-                "tag": self.files.tag, "wrapper_pid": os.getpid(),
-                "wrapper_start": procinfo.start_time(os.getpid()), "boot_id": procinfo.boot_id(),
                 "state_dir": self.settings.state_dir, "state_name": self.reserved.state_name,
                 "run_uid": self.user.uid})
         except (OSError, ValueError) as e:
@@ -288,6 +286,7 @@ class Job:
             limiter.set_rate(None if value is None else int(value))
         except (OSError, CommandError) as e:
             raise ThrottleError(str(e)) from None
+
     def _judge(self, rc, signals):
         if rc == 0 and not signals.received:
             return

@@ -66,11 +66,6 @@ def take_lock(dir_fd, name):
     raise OSError(errno.EAGAIN, "the lock file keeps changing", name)
 
 
-def plain_name(value):
-    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value \
-        and "\0" not in value
-
-
 def abs_dir(value):
     if not isinstance(value, str) or not os.path.isabs(value):
         raise ValueError("not an absolute path: %r" % (value,))
@@ -150,7 +145,7 @@ class LeaseBook:
     def create(self, tag, record):
         """Take the lease ``tag`` and write ``record`` (``wrapper_pid``,
         ``wrapper_start`` and ``boot_id`` default to this process)."""
-        if not plain_name(tag) or tag.startswith("."):
+        if not fsafe.plain_name(tag) or tag.startswith("."):
             raise ValueError("bad lease tag %r" % (tag,))
         lock = take_lock(self.dir_fd, tag + LOCK)
         if lock is None:
@@ -175,7 +170,7 @@ class LeaseBook:
                 name = name[1:].rsplit(LEASE + ".", 1)[0] + LEASE
             for suffix in (LEASE, LOCK):
                 tag = name[:-len(suffix)]
-                if name.endswith(suffix) and plain_name(tag) and not tag.startswith("."):
+                if name.endswith(suffix) and fsafe.plain_name(tag) and not tag.startswith("."):
                     found.add(tag)
         return sorted(found)
 

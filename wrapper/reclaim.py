@@ -14,7 +14,7 @@ import stat
 import time
 
 from wrapper import fsafe, leases, procinfo, systemd
-from wrapper.leases import LOCK, abs_dir, plain_name, remove_files, take_lock
+from wrapper.leases import LOCK, abs_dir, remove_files, take_lock
 
 DIED = ("virt-v2v-wrapper (pid %s) died before the conversion finished (it was killed or "
         "crashed); its leftovers were cleaned up")
@@ -127,7 +127,7 @@ class Leftovers:
             self._info("ssh-agent (pid %d) %s", pid, "stopped" if sent else "already gone")
 
     def _remove_dir(self, parent, name, identity, what):
-        if not plain_name(name):
+        if not fsafe.plain_name(name):
             raise ValueError("bad %s name %r" % (what, name))
         if not isinstance(identity, list) or len(identity) != 2:
             self._info("%s %s has no recorded identity: left alone", what, name)
@@ -160,7 +160,7 @@ class Leftovers:
         state_dir, name = self.r.get("state_dir"), self.r.get("state_name")
         if not state_dir or not name:
             return
-        if not plain_name(name):
+        if not fsafe.plain_name(name):
             raise ValueError("bad state file name %r" % (name,))
         try:
             fd = fsafe.open_dir(abs_dir(state_dir))

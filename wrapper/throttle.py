@@ -66,6 +66,8 @@ class Throttler:
 
     def apply_document(self, data, origin):
         changes, problems = limits.parse_limits(data)
+        log.info("throttling %s read: %s", origin, ", ".join(
+            "%s=%s" % (k, v or "unlimited") for k, v in sorted(changes.items())) or "no known keys")
         for key, message in problems:
             log.warning("throttling %s: ignoring %s: %s", origin, key or "document", message)
             self.state.notice("throttling: %s" % message)
@@ -111,9 +113,6 @@ class Throttler:
             self._remove(opened, seen)
             return
         self._remove(opened, seen)
-        changes, _ = limits.parse_limits(data)
-        log.info("throttling file read: %s", ", ".join(
-            "%s=%s" % (k, v or "unlimited") for k, v in sorted(changes.items())) or "no known keys")
         self.apply_document(data, "file")
 
     def _refuse(self, st, seen, why):
