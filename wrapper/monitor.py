@@ -11,6 +11,7 @@ import signal
 import time
 
 from wrapper import progress
+from wrapper.rate import Throughput
 from wrapper.state import apply
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class SignalFlag:
 class Monitor:
     def __init__(self, process, state, state_file, v2v_log, mr_log, throttler=None,
                  signals=None, clock=time.monotonic, sleep=time.sleep, interval=0.25,
-                 grace=30.0, dialect=None):
+                 grace=30.0, dialect=None, wall=time.time):
         self.process = process
         self.state = state
         self.state_file = state_file
@@ -104,7 +105,8 @@ class Monitor:
         self.grace = grace
         self.stopping_since = None
         self.killed = False
-        self.steps = (self.read_logs, self.throttle, self.handle_signals)
+        self.throughput = Throughput(clock, wall)
+        self.steps = (self.read_logs, self.throttle, self.handle_signals, self.measure)
 
     # -- steps -------------------------------------------------------------
     def read_logs(self, final=False):
@@ -119,6 +121,9 @@ class Monitor:
             if isinstance(event, progress.V2vMessage) and event.type in ("warning", "error"):
                 log.info("virt-v2v %s: %s", event.type, event.text.splitlines()[0] if event.text else "")
             apply(self.state, event)
+
+    def measure(self):
+        self.throughput.update(self.state)
 
     def throttle(self):
         if self.throttler is not None:
@@ -152,6 +157,7 @@ class Monitor:
                 break
             self.sleep(self.interval)
         self.read_logs(final=True)
+        self.throughput.close(self.state)
         self.v2v_tail.close()
         self.mr_tail.close()
         return rc
