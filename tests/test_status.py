@@ -15,7 +15,7 @@ import pytest
 import wrapper as wrapper_pkg
 
 from fakes import RecordingRunner
-from wrapper import cli, fsafe, leases, status
+from wrapper import cli, fsafe, leases, rate, status
 from wrapper.state import State, StateFile
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -359,7 +359,8 @@ def test_status_json(tmp_path):
     assert outcomes == ["invalid", "running", "finished"]
     running = doc["conversions"][1]
     assert running["vm"] == "vm1" and running["progress"] == 75
-    assert running["disks"][1] == {"path": DISKS[1], "progress": 50}
+    assert running["disks"][1] == dict({"path": DISKS[1], "progress": 50},
+                                       **{k: None for k in rate.SHOWN})   # no copy figures
     assert running["elapsed"] == 60 and running["throttling"] == {"cpu": None, "network": None}
 
 

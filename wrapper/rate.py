@@ -229,11 +229,11 @@ def _left(eta, at, now):
     return max(0.0, eta - max(0.0, now - at))
 
 
-def read_copy(data, now):
+def read_copy(data, now, count=0):
     """The ``copy`` key of a state file another process wrote, checked:
     ``(overall, [per disk])``, each a dict with ``size``, ``bytes_copied``,
     ``rate`` (bytes/s), ``eta`` (seconds left at ``now``), ``started_at`` and
-    ``finished_at`` -- None where unknown."""
+    ``finished_at`` -- None where unknown; at least ``count`` disks."""
     copy = data.get("copy")
     copy = copy if isinstance(copy, dict) else {}
     at = _number(copy.get("at"))
@@ -245,16 +245,40 @@ def read_copy(data, now):
         out["eta"] = _left(_number(d.get("eta")), at, now)
         return out
     disks = copy.get("disks")
-    return fields(copy), [fields(d) for d in (disks if isinstance(disks, list) else [])]
+    disks = disks if isinstance(disks, list) else []
+    return fields(copy), [fields(d) for d in disks + [None] * (count - len(disks))]
+
+
+# what status adds per disk and overall
+SHOWN = ("size", "bytes_copied", "rate", "eta", "started_at", "finished_at")
+
+
+def describe(figures, running):
+    """Rate, time left and bytes of one disk (or overall) for a status line:
+    ``12.3 MiB/s   0:01:10 left   412.0 MiB of 1.0 GiB``."""
+    speed, eta = format_speed(figures.get("rate")), figures.get("eta")
+    if eta == 0:
+        text = "done, %s on average" % speed
+    elif eta is None:
+        text = "%s   time left %s" % (speed, "unknown" if running else "-")
+    else:
+        text = "%s   %s left" % (speed, format_left(eta))
+    if figures.get("bytes_copied") is not None and figures.get("size") is not None:
+        text += "   %s of %s" % (format_size(figures["bytes_copied"]), format_size(figures["size"]))
+    return text
+
+
+def format_size(n):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return "%.1f %s" % (n / size, unit)
+    return "%d B" % n
 
 
 def format_speed(rate):
     if rate is None:
         return "-"
-    for unit, size in (("GiB/s", 1 << 30), ("MiB/s", 1 << 20), ("KiB/s", 1 << 10)):
-        if rate >= size:
-            return "%.1f %s" % (rate / size, unit)
-    return "%d B/s" % rate
+    return format_size(rate) + "/s"
 
 
 def format_left(eta, running=True):

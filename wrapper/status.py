@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from wrapper import reclaim
+from wrapper import rate, reclaim
 from wrapper.runner import run
 from wrapper.settings import resolve
 
@@ -162,6 +162,9 @@ def summarize(reading, now, alive=pid_alive):
         return base
     data = reading.data
     disks = _disks(data)
+    copy, copy_disks = rate.read_copy(data, now, len(disks))
+    for d, c in zip(disks, copy_disks):
+        d.update((k, c[k]) for k in rate.SHOWN)
     overall = _percent(data.get("progress"))
     if overall is None and disks:
         overall = sum(d["progress"] for d in disks) / len(disks)
@@ -191,6 +194,7 @@ def summarize(reading, now, alive=pid_alive):
         "disks": disks,
         "disk_count": _int(data, "disk_count"),
         "progress": None if overall is None else round(overall, 2),
+        **{k: copy[k] for k in rate.SHOWN},
         "started_at": started_at,
         "finished_at": finished_at,
         "elapsed": None if elapsed is None else round(max(0.0, elapsed), 1),
@@ -311,12 +315,17 @@ def render_block(s, style):
     field("stage", s["stage"])
     bar_width = 30 if width is None else max(10, min(40, width - 40))
     count = max(len(s["disks"]), s.get("disk_count") or 0)
+    running = s["outcome"] == RUNNING
     for i, d in enumerate(s["disks"]):
         prefix = "  %-10s %s %s  " % ("disk %d/%d" % (i + 1, count), bar(d["progress"], bar_width, style),
                                      _pct(d["progress"]))
         lines.append(prefix + style.fit(d["path"], (width or 0) - len(prefix)))
+        if d.get("started_at") is not None:
+            lines.append(style.fit("  %-10s %s" % ("", rate.describe(d, running)), width or 0))
     if s["disks"]:
         lines.append("  %-10s %s %s" % ("overall", bar(s["progress"], bar_width, style), _pct(s["progress"])))
+        if any(d.get("started_at") is not None for d in s["disks"]):
+            lines.append(style.fit("  %-10s %s" % ("", rate.describe(s, running)), width or 0))
     field("throttle", format_throttling(s["throttling"]))
     if s["outcome"] == STALE:
         pid = s.get("wrapper_pid") or s.get("pid")
