@@ -36,7 +36,8 @@ def build_parser(check_names):
                "the option wins. Exit status: 0 job started (or conversion succeeded in the "
                "foreground), 1 job refused, 2 conversion failed (foreground). "
                "To watch conversions: virt-v2v-wrapper status [--watch] [--json] [STATE_FILE...]; "
-               "see virt-v2v-wrapper(1).")
+               "Prometheus metrics: --metrics-dir DIR (node_exporter textfiles) or "
+               "virt-v2v-wrapper metrics --listen ADDR:PORT; see virt-v2v-wrapper(1).")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--checks", action="store_true", help="list the host checks and exit")
     for name in check_names:
@@ -108,6 +109,9 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
     if argv and argv[0] == "status":
         from wrapper import status
         return status.main(argv[1:], stdout=stdout, stderr=stderr, environ=environ)
+    if argv and argv[0] == "metrics":
+        from wrapper import exporter
+        return exporter.main(argv[1:], stdout=stdout, stderr=stderr, environ=environ)
     registry = checks.registry()
     try:
         opts = build_parser(sorted(registry)).parse_args(argv)

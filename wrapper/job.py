@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from wrapper import fsafe, procinfo, targets, v2v
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
-from wrapper.errors import CommandError, ConversionError, ThrottleError, WrapperError
+from wrapper.errors import CommandError, ConversionError, JobError, ThrottleError, WrapperError
 from wrapper.launch import ChildProcess, Gate
 from wrapper.monitor import Monitor
 from wrapper.netlimit import NetLimiter
@@ -102,6 +102,7 @@ class Job:
     # -- before the caller gets its answer ------------------------------------
     def prepare(self):
         """Secrets, agent, command, state file.  A failure here refuses the job."""
+        self._attach_metrics()
         self._open_lease()
         if hasattr(self.hooks, "prepare"):
             self.allocation = self.hooks.prepare(self.config, self) or self.allocation
@@ -128,6 +129,16 @@ class Job:
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
+
+    def _attach_metrics(self):
+        """--metrics-dir: the state file's every write also rewrites the .prom file."""
+        if self.settings.metrics_dir:
+            from wrapper import metrics
+            try:
+                self.state_file = metrics.metered(self.state_file, self.settings, self.files.tag)
+            except OSError as e:
+                raise JobError("--metrics-dir", "%s: cannot create the metrics file: %s"
+                               % (self.settings.metrics_dir, e.strerror or e)) from None
 
     def _start_agent(self):
         """The agent's socket directory is its own (the agent must create the

@@ -19,6 +19,9 @@ LOCATIONS = (
     ("run-as", "run_as", "USER[:GROUP]",
      "user that runs virt-v2v (default vdsm:kvm on oVirt hosts, root for export domains, "
      "else the invoking user)", None),
+    ("metrics-dir", "metrics_dir", "DIR",
+     "keep a Prometheus textfile v2v-import-<tag>.prom per conversion here, for node_exporter's "
+     "textfile collector (default: none)", None),
     ("iso-domain-root", "iso_domain_root", "DIR",
      "where oVirt storage domains are mounted (default /rhev/data-center/mnt)",
      "/rhev/data-center/mnt"),
@@ -32,6 +35,7 @@ HIDDEN = (
     ("LOCK_DIR", "lock_dir", "/run/lock/virt-v2v-wrapper"),
     ("VDSM_CA", "vdsm_ca", "/etc/pki/vdsm/certs/cacert.pem"),
     ("OVIRT_CLEANUP_TIMEOUT", "ovirt_cleanup_timeout", "300"),
+    ("METRICS_KEEP", "metrics_keep", "3600"),
 )
 
 
@@ -46,11 +50,13 @@ class Settings:
     virt_v2v: str = None
     run_as: str = None
     iso_domain_root: str = "/rhev/data-center/mnt"
+    metrics_dir: str = None
     systemd_marker: str = "/run/systemd/system"
     cgroup_root: str = "/sys/fs/cgroup"
     lock_dir: str = "/run/lock/virt-v2v-wrapper"
     vdsm_ca: str = "/etc/pki/vdsm/certs/cacert.pem"
     ovirt_cleanup_timeout: str = "300"
+    metrics_keep: str = "3600"
     environ: dict = field(default_factory=dict, compare=False, repr=False)
 
     def with_(self, **kw):
@@ -73,7 +79,7 @@ def resolve(options, environ):
         values[attr] = value
     for suffix, attr, default in HIDDEN:
         values[attr] = environ.get(ENV_PREFIX + suffix) or default
-    for attr in ("state_dir", "log_dir", "iso_domain_root", "vdsm_ca"):
+    for attr in ("state_dir", "log_dir", "iso_domain_root", "vdsm_ca", "metrics_dir"):
         if values[attr]:
             values[attr] = os.path.abspath(values[attr])
     # virt-v2v runs in /: a path to it means the caller's directory; a bare

@@ -8,6 +8,7 @@ terminal; every side effect there is a parameter so tests can drive it.
 """
 import argparse
 import datetime
+import errno
 import fnmatch
 import json
 import logging
@@ -17,13 +18,14 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from wrapper import rate, reclaim
+from wrapper import fsafe, rate, reclaim
 from wrapper.runner import run
 from wrapper.settings import resolve
 
 log = logging.getLogger(__name__)
 
 STATE_GLOB = "v2v-import-*.state"
+STATE_MAX = 1 << 20          # a bigger "state file" is not one
 
 # A state file is replaced atomically, so a torn one is either being written by
 # something else or broken; give it this long before calling it broken.
@@ -55,16 +57,24 @@ class Reading:
 
 
 # -- reading ------------------------------------------------------------------
-def read_state(path):
-    """Read one state file; every failure becomes a Reading with a problem."""
+def read_state(path, allowed_uids=None):
+    """Read one state file; every failure becomes a Reading with a problem.
+
+    The state directory is shared: the file is opened without following a
+    symlink or blocking on a FIFO, and must be a regular file with one link,
+    at most STATE_MAX bytes, owned by one of ``allowed_uids`` (None: anyone)
+    -- fsafe.read_untrusted."""
     try:
-        with open(path, "rb") as f:
-            mtime = os.fstat(f.fileno()).st_mtime
-            raw = f.read()
+        raw, st = fsafe.read_untrusted(path, allowed_uids, STATE_MAX)
+        mtime = st.st_mtime
     except FileNotFoundError:
         return Reading(path, problem="no such file", kind=MISSING)
+    except fsafe.Refused as e:
+        return Reading(path, problem="cannot read: it %s" % e.why, kind=UNREADABLE)
     except OSError as e:
-        return Reading(path, problem="cannot read: %s" % (e.strerror or e), kind=UNREADABLE)
+        why = "cannot read: it is a symbolic link" if e.errno == errno.ELOOP else \
+            "cannot read: %s" % (e.strerror or e)
+        return Reading(path, problem=why, kind=UNREADABLE)
     if not raw.strip():
         return Reading(path, problem="empty file (being written?)", kind=INVALID, mtime=mtime)
     try:
