@@ -11,10 +11,6 @@ import urllib.request
 
 import pytest
 
-# the reference parser is a test dependency (tests/run-all.sh installs it; an RPM %check
-# without it skips this module)
-text_string_to_metric_families = pytest.importorskip("prometheus_client.parser").text_string_to_metric_families
-
 from test_status import T0, alive_all, make_state, write
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
@@ -23,6 +19,9 @@ from wrapper import progress as ev
 from wrapper import rate
 from wrapper.state import apply
 
+# the reference parser is a test dependency (tests/run-all.sh installs it; an RPM %check
+# without it skips this module)
+text_string_to_metric_families = pytest.importorskip("prometheus_client.parser").text_string_to_metric_families
 MiB = 1 << 20
 TAG = "20270115T080000-100"
 
