@@ -14,7 +14,6 @@ with fsafe.read_untrusted (no symlink, no FIFO, one link, bounded size) and
 only those owned by root or by the exporter's own user are shown, so another
 local user cannot make up a conversion.
 """
-import argparse
 import http.server
 import logging
 import os
@@ -24,21 +23,13 @@ import time
 
 from wrapper import metrics, status
 from wrapper.errors import WrapperError
+from wrapper.status import _Parser, _UsageError      # one usage-error convention for subcommands
 from wrapper.settings import resolve
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 REQUEST_TIMEOUT = 10.0
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
 
 
 def build_parser():

@@ -226,7 +226,7 @@ def _left(eta, at, now):
         return None
     if at is None:
         return eta
-    return max(0.0, eta - max(0.0, now - at))
+    return round(max(0.0, eta - max(0.0, now - at)), 1)
 
 
 def read_copy(data, now, count=0):

@@ -92,10 +92,14 @@ def wait_http(url, daemon, timeout=60):
     raise AssertionError("%s never answered on %s:\n%s" % (daemon.name, url, daemon.text()[-3000:]))
 
 
-def scrape(url):
-    """{sample name: [(labels, value)]} as the reference parser reads it."""
+def scrape(url, raw=None):
+    """{sample name: [(labels, value)]} as the reference parser reads it (the text itself is
+    appended to ``raw`` when given)."""
     out = {}
-    for fam in text_string_to_metric_families(http_get(url)):
+    text = http_get(url)
+    if raw is not None:
+        raw.append(text)
+    for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             out.setdefault(s.name, []).append((s.labels, s.value))
     return out
@@ -215,7 +219,7 @@ def _watch(run, work, esxi, v2v_env, daemons):
     big_disk = esxi.vddk_style_path("bigvm", "bigvm_1")
     run.start(ssh_job(esxi, "bigvm", output_dir=run.out, daemonize=False,
                       source_disks=[os_disk, big_disk]), v2v_env)
-    seen = {"node": [], "exporter": [], "status": None}
+    seen = {"node": [], "exporter": [], "status": [], "raw": []}
     last = [0.0]
 
     def watch(state):
@@ -223,14 +227,17 @@ def _watch(run, work, esxi, v2v_env, daemons):
         if now - last[0] >= 0.5 and not state.get("finished"):
             last[0] = now
             for key, url in (("node", node_url), ("exporter", exp_url)):
-                seen[key].append((now - run.t0, state.get("stage"), scrape(url)))
+                raw = seen["raw"] if key == "node" else None
+                seen[key].append((now - run.t0, state.get("stage"), scrape(url, raw)))
             copy = state.get("copy") or {}
             disks = copy.get("disks") or []
             if len(disks) == 2 and "started_at" in disks[1] and "finished_at" not in disks[1] \
                     and disks[1].get("eta") and copy.get("eta"):
-                seen["status"] = subprocess.run(
+                text = subprocess.run(
                     wr.wrapper_cmd("status", "--plain", run.state_file), capture_output=True,
                     text=True, cwd=wr.ROOT, env=wr.env(), timeout=60).stdout
+                if "[RUNNING]" in text:       # the copy may have ended meanwhile
+                    seen["status"].append(text)
         return state.get("finished")
 
     state = run.wait(watch)
@@ -284,8 +291,10 @@ def _watch(run, work, esxi, v2v_env, daemons):
     assert {t["labels"]["job"]: t["health"] for t in targets} == {"v2v": "up", "node": "up"}
 
     # -- status and the estimates ---------------------------------------------------------
-    assert seen["status"], "status never had a settled estimate during the copy"
-    assert "left" in seen["status"] and "/s" in seen["status"]
+    assert seen["status"], "status never ran while an estimate was settled during the copy"
+    shown = [t for t in seen["status"] if " left   " in t and "MiB/s" in t]
+    assert shown, seen["status"][-1]
+    seen["status"] = shown[len(shown) // 2]
     accuracy = eta_accuracy(run.states)
     print("\n" + accuracy["report"])
     assert accuracy["estimates"], "no settled estimate during the copy"
@@ -334,16 +343,14 @@ def capture_text(seen, node_url, after, prom_base, tag, accuracy):
            "# (V2VW_CAPTURE_TO=docs/metrics-capture.txt).", "",
            "## virt-v2v-wrapper status --plain, during the copy of disk 2", "",
            seen["status"].rstrip(), "",
-           "## node_exporter (textfile collector) scraped during the copy: v2v_disk_* of disk 2", ""]
-    mid = [s for _, _, s in seen["node"]
+           "## node_exporter (textfile collector) scraped during the copy (v2v_ lines, disk 1's left out)",
+           ""]
+    mid = [raw for (_, _, s), raw in zip(seen["node"], seen["raw"])
            if (value(s, "v2v_disk_transfers", tag=tag, disk_id="2") or 0) > 0
            and value(s, "v2v_conversion_state", tag=tag, state="copying") == 1]
     if mid:
-        s = mid[len(mid) // 2]
-        for name in sorted(s):
-            for labels, v in s[name]:
-                if name.startswith("v2v_") and labels.get("disk", labels.get("disk_id")) in ("2", None):
-                    out.append("%s{%s} %s" % (name, ",".join('%s="%s"' % kv for kv in sorted(labels.items())), v))
+        out += [line for line in mid[len(mid) // 2].splitlines()
+                if line.startswith("v2v_") and 'disk="1"' not in line and 'disk_id="1"' not in line]
     out += ["", "## PromQL through prometheus's HTTP API after the end", ""]
     for q in ('max(v2v_disk_transfers{job="v2v"})',
               'v2v_conversion_state{job="v2v",state="succeeded"}',
