@@ -11,14 +11,14 @@
 #                  podman kube play sets up a pod network)
 #   conmon         podman's container monitor (a dependency; named for clarity)
 #   debootstrap    the base image is a Debian tree built from the host's own apt sources
-#   tini           not for the host: the image uses it (listed here so a host run can compare)
 #   uidmap         newuidmap/newgidmap (podman warns without them even when rootful)
+#   catatonit      podman kube play builds its pod infra (pause) image locally from it
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
 require_root deps-container.sh
 
-PKGS=(podman runc containernetworking-plugins conmon debootstrap uidmap)
+PKGS=(podman runc containernetworking-plugins conmon catatonit debootstrap uidmap)
 APT_INSTALL_OPTS=(--no-install-recommends)
 apt_install_missing deps-container.sh "${PKGS[@]}"
 
