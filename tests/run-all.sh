@@ -2,7 +2,7 @@
 # Set up this machine and run the whole test suite: unit tests and the
 # integration tests against the real programs (virt-v2v 2.2, a throw-away
 # systemd, tc/nftables in network namespaces, sshd on 127.0.0.1, the oVirt
-# SDK against a stand-in engine, rpmbuild).
+# SDK against a stand-in engine, rpmbuild, the container image under podman).
 #
 #   tests/run-all.sh [pytest arguments]      (as root; a non-root user: sudo tests/run-all.sh)
 #
@@ -27,6 +27,7 @@ apt_install_missing run-all.sh python3 python3-venv python3-dev gcc tmux rpm ope
     passwd bsdutils   # useradd for the attack tests' real users; script for a pty session leader
 bash .ci/deps-virt-v2v.sh
 bash .ci/deps-net.sh
+bash .ci/deps-container.sh
 
 step "Python environment (.venv)"
 PY=${PYTHON:-python3}
@@ -34,12 +35,13 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q pytest jsonschema ruff
+# kubernetes-validate (with PyYAML): the Kubernetes schemas the manifest is checked against
+.venv/bin/python -m pip install -q pytest jsonschema ruff kubernetes-validate
 bash .ci/deps-ovirt.sh "$ROOT/.venv/bin/python"
 .venv/bin/python -m pip install -q -e .
 
 step "lint"
-.venv/bin/python -m ruff check wrapper tests bench
+.venv/bin/python -m ruff check wrapper tests bench tools
 
 step "tests"
 # libguestfs on this kind of machine: no libvirtd, and KVM does not work

@@ -199,6 +199,14 @@ def test_a_secret_readable_by_others_is_refused(image, fake_esxi, boxes):
 MANIFEST = ROOT / "deploy" / "kubernetes" / "conversion-job.yaml"
 
 
+def assert_valid_job(job):
+    """Valid for the job schema, and its secrets only as files."""
+    jsonschema = pytest.importorskip("jsonschema")
+    with open(ROOT / "wrapper" / "schemas" / "job.schema.json") as f:
+        jsonschema.Draft202012Validator(json.load(f)).validate(job)
+    assert not {"ssh_key", "vmware_password", "rhv_password"} & set(job), "a secret inline"
+
+
 def manifest_documents():
     yaml = pytest.importorskip("yaml")
     with open(MANIFEST) as f:
@@ -240,13 +248,20 @@ def pod_from_job_template(docs, image, fake_esxi, box):
     return configmap, pod, "%s-%s" % (box.name, container["name"])
 
 
-def test_manifest_is_valid_for_kubernetes():
+def test_manifests_are_valid_for_kubernetes():
     kv = pytest.importorskip("kubernetes_validate")
+    yaml = pytest.importorskip("yaml")
+    manifests = sorted(MANIFEST.parent.glob("*.yaml"))
+    assert len(manifests) == 2
+    for path in manifests:
+        for doc in yaml.safe_load_all(path.read_text()):
+            for version in ("1.27.0", "1.30.0"):
+                kv.validate(doc, version, strict=True)
+            if doc["kind"] == "ConfigMap":        # every job in them is a valid job
+                for name, text in doc["data"].items():
+                    assert_valid_job(json.loads(text))
     docs = manifest_documents()
     assert set(docs) == {"ConfigMap", "Secret", "Job"}
-    for version in ("1.27.0", "1.30.0"):
-        for doc in docs.values():
-            kv.validate(doc, version, strict=True)
     job = docs["Job"]["spec"]
     assert job["backoffLimit"] == 0 and job["activeDeadlineSeconds"] > 0
     assert job["template"]["spec"]["restartPolicy"] == "Never"
