@@ -14,6 +14,7 @@ from wrapper.settings import resolve
 
 ME = frozenset({0, os.geteuid()})
 OTHER = 65534          # nobody: an untrusted owner
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another uid needs root")
 
 
 def write(path, text, mode=0o600):
@@ -49,6 +50,7 @@ def test_kubernetes_style_links_are_followed(tmp_path):
     assert read(str(stamp) + "/../..data/ssh_key") == b"KEY"
 
 
+@needs_root
 def test_a_link_an_untrusted_user_placed_in_a_sticky_dir_is_refused(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -61,6 +63,7 @@ def test_a_link_an_untrusted_user_placed_in_a_sticky_dir_is_refused(tmp_path):
         read(link)
 
 
+@needs_root
 def test_untrusted_directories_are_refused(tmp_path):
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -76,6 +79,7 @@ def test_untrusted_directories_are_refused(tmp_path):
         read(open_dir / "job.json")
 
 
+@needs_root
 def test_the_file_itself_is_checked(tmp_path):
     theirs = write(tmp_path / "theirs", "{}")
     os.chown(theirs, OTHER, OTHER)
@@ -186,6 +190,7 @@ def test_both_forms_or_a_bad_file_are_refused(tmp_path, settings):
     assert [p.key for p in problems] == ["vmware_password"]
 
 
+@needs_root
 def test_the_sudo_caller_may_own_a_secret_file(tmp_path, tmp_path_factory):
     f = write(tmp_path / "pw", "pw", 0o600)
     os.chown(f, OTHER, OTHER)
