@@ -179,20 +179,19 @@ def open_trusted_path(path, trusted_uids):
     try:
         while pending:
             name = pending.pop(0)
-            dir_st = os.fstat(fd)
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 links += 1
                 if links > MAX_SYMLINKS:
                     raise Refused(path, "has too many levels of symbolic links")
-                if dir_st.st_mode & 0o022 and st.st_uid not in trusted_uids:
+                if os.fstat(fd).st_mode & 0o022 and st.st_uid not in trusted_uids:
                     raise Refused(path, "goes through a symbolic link %s owned by uid %d in a "
                                         "directory other users can write" % (name, st.st_uid))
                 target = os.readlink(name, dir_fd=fd)
                 pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
                 if target.startswith("/"):
                     os.close(fd)
-                    fd = None
+                    fd = None            # closed: a failure just below must not close it again
                     fd = _trusted_dir(None, "/", path, trusted_uids)
                 continue
             if pending:
