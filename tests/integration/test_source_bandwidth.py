@@ -20,6 +20,7 @@ when a 0.5 s window is past the midpoint between the old and the new rate.  Run 
 for the rates and the time each change took to take effect.
 """
 
+import bisect
 import json
 import os
 import stat
@@ -126,16 +127,19 @@ class SourceMeter:
         of ``limit``'s bytes (the stage is announced a moment before nbdcopy reads)."""
         deadline = since + timeout
         while time.monotonic() < deadline:
-            for ts, _ in self.samples:
-                if since <= ts and ts + 0.5 <= self.samples[-1][0] and \
+            samples = self.samples[:]
+            start = bisect.bisect_left(samples, (since, -1))
+            for ts, _ in samples[start:]:
+                if ts + 0.5 <= self.samples[-1][0] and \
                         self.rate(ts, ts + 0.5) >= limit / 4:
                     return ts
             time.sleep(0.1)
         raise AssertionError("the copy of disk 1 never started reading")
 
     def total_at(self, t):
-        before = [n for ts, n in self.samples if ts <= t]
-        return before[-1] if before else 0
+        samples = self.samples[:]
+        i = bisect.bisect_right(samples, (t, float("inf")))
+        return samples[i - 1][1] if i else 0
 
     def rate(self, t0, t1):
         return (self.total_at(t1) - self.total_at(t0)) / (t1 - t0)
