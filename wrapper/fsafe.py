@@ -321,15 +321,17 @@ class AtomicFile:
     given ``reserve`` bytes with ``posix_fallocate``: it is filled, fsync-ed,
     fchmod-ed, renamed over ``name``, and the next temporary file is reserved.
     When the disk fills up, the reserved one is still there for the final
-    ``finished`` (SPEC §5, §8).
+    ``finished`` (SPEC §5, §8).  ``owner`` (uid, gid; -1 keeps one) is set
+    on each temporary file when it is created, before anything is in it.
     """
 
-    def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10):
+    def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10, owner=None):
         _check_name(name)
         self.dir_fd = dir_fd
         self.name = name
         self.mode = mode
         self.reserve = reserve
+        self.owner = owner
         self._spare = None           # (name, fd)
         self.identity = None         # (dev, ino) of what the last write put under ``name``
 
@@ -337,7 +339,7 @@ class AtomicFile:
         for _ in range(100):
             tmp = ".%s.%s.tmp" % (self.name, os.urandom(4).hex())
             try:
-                fd = create(self.dir_fd, tmp, os.O_RDWR, 0o600)
+                fd = create(self.dir_fd, tmp, os.O_RDWR, 0o600, self.owner)
             except FileExistsError:
                 continue
             try:

@@ -130,6 +130,11 @@ def test_secret_dir_ownership_and_modes(scratch, attack_users):
     assert facts["dir"] == (0, runas.gid, oct(0o710)), facts
     assert facts["vmware_password"] == (runas.uid, runas.gid, oct(0o600)), facts
     assert rec["files"][pw_file]["uid"] == runas.uid and rec["files"][pw_file]["mode"] == 0o600
+    # the source read's limit: root's, readable (by virt-v2v, as the run-as user) through the
+    # group, not writable by that user (tests/test_bandwidth.py tries writing and replacing)
+    assert facts["bandwidth"] == (0, runas.gid, oct(0o640)), facts
+    assert rec["bandwidth"] == "0" and rec["argv"][rec["argv"].index("--bandwidth-file") + 1] == \
+        os.path.join(sdir, "bandwidth")
     assert attack.leftovers(state) == []
 
 
