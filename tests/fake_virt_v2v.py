@@ -12,7 +12,8 @@ that line in a generated executable).  The scenario (JSON) says:
 * ``exit_code``: status at the end; ``cpu_burn``: seconds of busy loop
   before exiting (for CPU throttling tests); ``hold``: seconds to sleep;
 * ``record``: a path where argv, environment, and the contents of the
-  files named by -ip/-op/--key are written as JSON (for leak tests);
+  files named by -ip/-op/--key (``files``) and by --bandwidth-file
+  (``bandwidth``) are written as JSON (for leak tests);
 * ``tcp_send``: ``{"host", "port", "seconds", "stop_file", "child"}``: before
   the replay, send bulk TCP to host:port for ``seconds`` or until
   ``stop_file`` exists (for network throttling tests); with ``child`` the
@@ -84,8 +85,16 @@ def record(path, argv):
                                      "uid": st.st_uid}
             except OSError as e:
                 files[target] = {"error": str(e)}
+    bandwidth = None
+    if "--bandwidth-file" in argv[:-1]:
+        try:
+            with open(argv[argv.index("--bandwidth-file") + 1]) as f:
+                bandwidth = f.read()
+        except OSError as e:
+            bandwidth = str(e)
     with open(path, "w") as f:
-        json.dump({"argv": argv, "env": dict(os.environ), "files": files, "pid": os.getpid(),
+        json.dump({"argv": argv, "env": dict(os.environ), "files": files, "bandwidth": bandwidth,
+                   "pid": os.getpid(),
                    "uid": os.getuid()}, f)
 
 

@@ -2,7 +2,8 @@
 # Set up this machine and run the whole test suite: unit tests and the
 # integration tests against the real programs (virt-v2v 2.2, a throw-away
 # systemd, tc/nftables in network namespaces, sshd on 127.0.0.1, the oVirt
-# SDK against a stand-in engine, node_exporter and prometheus, rpmbuild).
+# SDK against a stand-in engine, node_exporter and prometheus, rpmbuild, the container
+# image under podman).
 #
 #   tests/run-all.sh [pytest arguments]      (as root; a non-root user: sudo tests/run-all.sh)
 #
@@ -27,6 +28,7 @@ apt_install_missing run-all.sh python3 python3-venv python3-dev gcc tmux rpm ope
     passwd bsdutils   # useradd for the attack tests' real users; script for a pty session leader
 bash .ci/deps-virt-v2v.sh
 bash .ci/deps-net.sh
+bash .ci/deps-container.sh
 bash .ci/deps-prometheus.sh   # node_exporter, prometheus, promtool (nothing started)
 
 step "Python environment (.venv)"
@@ -35,13 +37,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
+# kubernetes-validate (with PyYAML): the Kubernetes schemas the manifest is checked against;
 # prometheus_client: its parser checks the exposition text in the tests (not a runtime need)
-.venv/bin/python -m pip install -q pytest jsonschema ruff prometheus_client
+.venv/bin/python -m pip install -q pytest jsonschema ruff kubernetes-validate prometheus_client
 bash .ci/deps-ovirt.sh "$ROOT/.venv/bin/python"
 .venv/bin/python -m pip install -q -e .
 
 step "lint"
-.venv/bin/python -m ruff check wrapper tests bench
+.venv/bin/python -m ruff check wrapper tests bench tools
 
 step "tests"
 # libguestfs on this kind of machine: no libvirtd, and KVM does not work

@@ -27,4 +27,4 @@ def test_network_limiter_failure_is_a_limit_not_applied(fail):
     never an exception that ends the conversion."""
     job = SimpleNamespace(process=SimpleNamespace(pids=lambda: [1], dedicated_cgroup=False))
     with pytest.raises(ThrottleError):
-        Job._set_network(job, Limiter(fail), "1048576")
+        Job._set_outbound(job, Limiter(fail), "1048576")

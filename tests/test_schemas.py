@@ -64,6 +64,9 @@ class Host:
         self.vault = self._file("vault.json", json.dumps({"vm1": [{"device": "/dev/sda1", "key": "k"}]}),
                                 0o600)
         self.open_vault = self._file("open-vault.json", "{}", 0o644)
+        self.pw_file = self._file("password", "s3cret\n", 0o600)
+        self.open_pw_file = self._file("open-password", "s3cret", 0o644)
+        self.key_file = self._file("id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n", 0o400)
         self.virt_v2v = make_fake_v2v(self._dir("bin"))
         environ = {"HOME": self.home, "PATH": os.environ.get("PATH", ""),
                    "VIRT_V2V_WRAPPER_VDSM_CA": self.ca}
@@ -165,6 +168,9 @@ VALID = {
     "rhv-url-ipv6-port": job(VDDK, RHV, rhv_url="https://admin@[fd00::1]:8443/ovirt-engine/api"),
     "vmware-uri-forms": job(VDDK, LOCAL, vmware_uri="vpx://u%40dom@[::1]:443/DC/host?no_verify=1"),
     "vmware-uri-without-authority": job(VDDK, LOCAL, vmware_uri="esx:/x"),
+    "secrets-from-files": job(without(VDDK, "vmware_password"), without(RHV, "rhv_password"),
+                              vmware_password_file="{pw_file}", rhv_password_file="{pw_file}"),
+    "ssh-key-from-a-file": job(SSH, LOCAL, ssh_key_file="{key_file}"),
     "max-length-text": job(VDDK, LOCAL, rhv_cluster="c" * 4096, vmware_password="p" * 4096),
 }
 
@@ -297,6 +303,15 @@ INVALID = {
     "throttling-cpu-huge-number": (job(VDDK, LOCAL, throttling={"cpu": 1e300}), "throttling.cpu"),
     "throttling-cpu-newline": (job(VDDK, LOCAL, throttling={"cpu": "50\n"}), "throttling.cpu"),
     "throttling-network-401-digits": (job(VDDK, LOCAL, throttling={"network": "1" * 401}), "throttling.network"),
+    "ssh_key_file-and-ssh_key": (job(SSH, LOCAL, ssh_key="k", ssh_key_file="{key_file}"), "ssh_key_file"),
+    "vmware_password_file-and-password": (job(VDDK, LOCAL, vmware_password_file="{pw_file}"),
+                                          "vmware_password_file"),
+    "rhv_password_file-and-password": (job(VDDK, RHV, rhv_password_file="{pw_file}"), "rhv_password_file"),
+    "vmware_password_file-number": (job(without(VDDK, "vmware_password"), LOCAL, vmware_password_file=3),
+                                    "vmware_password_file"),
+    "rhv_password_file-null": (job(VDDK, without(RHV, "rhv_password"), rhv_password_file=None),
+                               "rhv_password_file"),
+    "ssh_key_file-empty": (job(SSH, LOCAL, ssh_key_file=""), "ssh_key_file"),
     "throttling-network-21-digits": (job(VDDK, LOCAL, throttling={"network": "0" * 20 + "1"}),
                                      "throttling.network"),
     "throttling-network-too-much": (job(VDDK, LOCAL, throttling={"network": 10 ** 15 + 1}), "throttling.network"),
@@ -315,6 +330,11 @@ HOST_ONLY = {
     "luks_keys_vault-missing": (job(VDDK, LOCAL, luks_keys_vault="{root}/nope.json"), "luks_keys_vault"),
     "luks_keys_vault-readable-by-others": (job(VDDK, LOCAL, luks_keys_vault="{open_vault}"),
                                            "luks_keys_vault"),
+    "vmware_password_file-missing": (job(without(VDDK, "vmware_password"), LOCAL,
+                                         vmware_password_file="{root}/nope"), "vmware_password_file"),
+    "rhv_password_file-readable-by-others": (job(VDDK, without(RHV, "rhv_password"),
+                                                 rhv_password_file="{open_pw_file}"), "rhv_password_file"),
+    "ssh_key_file-is-a-directory": (job(SSH, LOCAL, ssh_key_file="{root}"), "ssh_key_file"),
 }
 
 # Valid for the schema, refused by the validator: what its regular expressions

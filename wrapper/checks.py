@@ -14,9 +14,26 @@ def check_rhv_guest_tools(settings, runner):
 
 
 def check_throttling(settings, runner):
+    """cpu and outbound network limits decide the answer; the source read's
+    limit (virt-v2v's own) is reported on a line of its own."""
     # imported here: every run builds the option list, few run this check
     from wrapper import netlimit
-    return netlimit.check_throttling(settings, runner)
+    ok, text = netlimit.check_throttling(settings, runner)
+    return ok, text + "\n" + source_read_report(settings, runner)
+
+
+def source_read_report(settings, runner):
+    from wrapper import bandwidth, v2v
+    from wrapper.errors import ConversionError
+    try:
+        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner)
+    except ConversionError as e:
+        return "network source read: unavailable (%s)" % e
+    if bandwidth.supported(caps):
+        return ("network source read: available (virt-v2v reports %s: --bandwidth-file, "
+                "nbdkit rate filter on the ssh and vddk inputs)" % bandwidth.CAPABILITY)
+    return ("network source read: unavailable (virt-v2v does not report %s: only outbound "
+            "traffic is limited)" % bandwidth.CAPABILITY)
 
 
 def registry():

@@ -14,7 +14,7 @@ from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles,
 from wrapper.errors import JobError, WrapperError
 from wrapper.monitor import SignalFlag
 from wrapper.runner import run as default_runner
-from wrapper.settings import LOCATIONS, env_name, resolve
+from wrapper.settings import LOCATIONS, SWITCHES, env_name, resolve, sudo_caller, switch_problem
 
 log = logging.getLogger("wrapper")
 PROG = "virt-v2v-wrapper"
@@ -29,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(check_names):
     p = _Parser(prog=PROG, description=(
-        "Run one virt-v2v conversion described by a JSON job on stdin. Prints one JSON line "
+        "Run one virt-v2v conversion described by a JSON job on stdin (or in --job FILE). "
+        "Prints one JSON line "
         "with the paths of the logs, the state file and the throttling file, then (unless "
         "\"daemonize\": false) detaches and runs virt-v2v in a transient systemd unit."),
         epilog="Each location option can also be set by the environment variable shown; "
@@ -48,6 +49,9 @@ def build_parser(check_names):
     for opt, attr, meta, text, _default in LOCATIONS:
         p.add_argument("--" + opt, dest=attr, metavar=meta,
                        help="%s [env %s]" % (text, env_name(attr)))
+    for opt, attr, text in SWITCHES:
+        p.add_argument("--" + opt, dest=attr, action="store_true",
+                       help="%s [env %s=1]" % (text, env_name(attr)))
     return p
 
 
@@ -81,7 +85,9 @@ def _write_answer(stdout, text):
         return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-def _read_job(stdin):
+def _read_job(stdin, settings):
+    if settings.job:
+        return jobinput.read_job_file(settings.job, settings.trusted_uids())
     if stdin is None:
         raise JobError(None, "cannot read the job: stdin is closed")
     return jobinput.read_job(getattr(stdin, "buffer", stdin))
@@ -121,6 +127,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
         stdout.write("%s %s\n" % (PROG, __version__))
         return EXIT_OK
     settings = resolve(vars(opts), environ)
+    if switch_problem(settings):
+        return _refuse(stderr, switch_problem(settings))
     if opts.checks:
         stdout.write("".join(name + "\n" for name in sorted(registry)))
         return EXIT_OK
@@ -132,7 +140,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
             status = status if ok else EXIT_REFUSED
         return status
     try:
-        job = _read_job(stdin)
+        job = _read_job(stdin, settings)
     except JobError as e:
         return _refuse(stderr, e)
     if opts.validate:
@@ -143,7 +151,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
 
 
 def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, caller_fds):
-    sudo = users.sudo_caller(settings.environ)
+    sudo = sudo_caller(settings.environ)
     signals = SignalFlag().install()
     log_dir = jobfiles.log_dir_for(settings, job)
     try:
@@ -158,6 +166,9 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
     stack = contextlib.ExitStack()
     try:
         config = jobconfig.parse_job(job, settings)
+        if settings.foreground and config.daemonize:
+            log.info("--foreground: staying in the foreground (the job's \"daemonize\" is ignored)")
+            config = jobconfig.in_foreground(config)
         from wrapper.job import Job   # the conversion's machinery, once the job is accepted
         if config.ignored_keys:
             log.info("ignoring unknown job keys: %s", ", ".join(config.ignored_keys))
@@ -170,9 +181,9 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
         caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner,
                                       env=dict(settings.environ, LANG="C"))
         log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
-        allowed = {0, os.geteuid()} | ({sudo[0]} if sudo else set())
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
-                      launcher_factory or _default_launcher(config, settings), allowed, leases=book)
+                      launcher_factory or _default_launcher(config, settings),
+                      settings.trusted_uids(), leases=book)
         job_obj.prepare()
         if signals.received:
             raise JobError(None, "interrupted by %s before the conversion started" % signals.received)

@@ -11,7 +11,7 @@ Paths handed to virt-v2v are made absolute (it runs in ``/``).
 """
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -26,8 +26,13 @@ KNOWN_KEYS = frozenset((
     "ssh_key", "rhv_url", "rhv_password", "rhv_cluster", "rhv_storage", "rhv_cafile",
     "insecure_connection", "export_domain", "output_dir", "output_format", "allocation",
     "network_mappings", "source_disks", "virtio_win", "install_drivers", "throttling",
-    "luks_keys_vault", "daemonize",
+    "luks_keys_vault", "daemonize", "ssh_key_file", "vmware_password_file", "rhv_password_file",
 ))
+# a secret may be given inline or as the path of a file holding it (a mounted
+# Kubernetes Secret): key -> the key naming its file
+SECRET_FILE_KEYS = {"ssh_key": "ssh_key_file", "vmware_password": "vmware_password_file",
+                    "rhv_password": "rhv_password_file"}
+MAX_SECRET_FILE_BYTES = 1 << 16
 # the kind of every known key's strings (jobinput.string_problem); TEXT if absent
 STRING_KINDS = {"ssh_key": jobinput.KEY, "vmware_password": jobinput.PASSWORD,
                 "rhv_password": jobinput.PASSWORD}
@@ -105,8 +110,9 @@ class Config:
 class _Reader:
     """Typed access to the job dict that records problems instead of raising."""
 
-    def __init__(self, job):
+    def __init__(self, job, trusted_uids=frozenset({0})):
         self.job = job
+        self.trusted_uids = trusted_uids
         self.problems = []
         # key -> (path, message) of its first bad string, reported when the
         # key is read (so problems keep the order of the keys) or at the end
@@ -150,6 +156,41 @@ class _Reader:
             self.problem(key, "must not be empty")
             return default
         return value
+
+    def secret(self, key, required=True):
+        """The text of the secret ``key``: inline, or read from the file its
+        ``<key>_file`` names (a trailing line break of a password file is not
+        part of the password)."""
+        file_key = SECRET_FILE_KEYS[key]
+        if file_key not in self.job:
+            return self.string(key, required=required, nonempty=STRING_KINDS[key] != jobinput.PASSWORD)
+        if key in self.job:
+            self.problem(file_key, "cannot be given together with %s (give one of them)" % key)
+            return None
+        path = self.string(file_key)
+        if not path:
+            return None
+        try:
+            data = jobinput.read_supplied_file(path, self.trusted_uids, "the %s file" % key, file_key,
+                                               MAX_SECRET_FILE_BYTES, private=True)
+            text = data.decode("utf-8")
+        except JobError as e:
+            self.problems.append(e)
+            return None
+        except UnicodeDecodeError:
+            self.problem(file_key, "the %s file is not valid UTF-8" % key)
+            return None
+        kind = STRING_KINDS[key]
+        if kind == jobinput.PASSWORD:
+            text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+        elif not text.strip():
+            self.problem(file_key, "the %s file is empty" % key)
+            return None
+        problem = jobinput.string_problem(text, kind)
+        if problem:
+            self.problem(file_key, "the content of the %s file %s" % (key, problem))
+            return None
+        return text
 
     def boolean(self, key, default):
         return self.get(key, (bool,), "true or false", False, default)
@@ -214,7 +255,7 @@ def _source(r, vm_name):
         if vm_name is not None and "://" in vm_name:
             _split(r, "vm_name", vm_name, port=False)   # describing it parses it
         uri = r.string("vmware_uri")
-        password = r.string("vmware_password", nonempty=False)
+        password = r.secret("vmware_password")
         fingerprint = r.string("vmware_fingerprint")
         if fingerprint and not _FINGERPRINT.fullmatch(fingerprint):
             r.problem("vmware_fingerprint", "must be colon-separated hex pairs (the SSL thumbprint)")
@@ -224,7 +265,7 @@ def _source(r, vm_name):
                 r.problem("vmware_uri", "must be a libvirt URI such as esx://root@host?no_verify=1")
         return VddkSource(uri, Secret(password or ""), fingerprint)
     if transport == "ssh":
-        key = r.string("ssh_key", required=False)
+        key = r.secret("ssh_key", required=False)
         if vm_name is not None:
             parts = _split(r, "vm_name", vm_name)
             if parts is not None and (parts.scheme != "ssh" or not parts.hostname or not parts.path):
@@ -241,7 +282,7 @@ def _target(r, settings):
             parts = _split(r, "rhv_url", url)
             if parts is not None and (parts.scheme not in ("https", "http") or not parts.hostname):
                 r.problem("rhv_url", "must be the https:// URL of the oVirt API")
-        password = r.string("rhv_password", nonempty=False)
+        password = r.secret("rhv_password")
         cluster = r.string("rhv_cluster")
         storage = r.string("rhv_storage")
         insecure = r.boolean("insecure_connection", False)
@@ -366,7 +407,7 @@ def collect(job, settings, uid=None):
     """Return ``(config_or_None, problems)`` for a decoded job."""
     if not isinstance(job, dict):
         return None, [JobError(None, "the job must be a JSON object, not %s" % _json_type(job))]
-    r = _Reader(job)
+    r = _Reader(job, settings.trusted_uids())
     notes = []
     vm_name = _vm_name(r)
     source = _source(r, vm_name)
@@ -389,6 +430,11 @@ def collect(job, settings, uid=None):
                   virtio_win=virtio_win, install_drivers=install, throttling=throttling,
                   luks_keys=luks_keys, daemonize=daemonize, ignored_keys=ignored,
                   notes=tuple(notes)), []
+
+
+def in_foreground(config):
+    """``config`` with ``daemonize`` off (``--foreground`` wins over the job)."""
+    return replace(config, daemonize=False)
 
 
 def parse_job(job, settings, uid=None):

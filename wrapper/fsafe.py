@@ -127,7 +127,18 @@ def read_untrusted(path, allowed_uids=None, max_size=1 << 20, dir_fd=None, max_l
     no larger than ``max_size``.  Symlinks fail to open (ELOOP), FIFOs and
     devices are refused without ever blocking.
     """
-    fd = os.open(path, UNTRUSTED_FLAGS, dir_fd=dir_fd)
+    return _read_checked(os.open(path, UNTRUSTED_FLAGS, dir_fd=dir_fd), path, allowed_uids,
+                         max_size, max_links)
+
+
+def read_by_trusted_path(path, trusted_uids, max_size=1 << 20):
+    """Read a file named by the caller (a job file, a mounted secret):
+    ``(bytes, stat)``, with the checks of :func:`read_untrusted` and
+    ``allowed_uids=trusted_uids``, the path resolved by :func:`open_trusted_path`."""
+    return _read_checked(open_trusted_path(path, trusted_uids), path, trusted_uids, max_size, 1)
+
+
+def _read_checked(fd, path, allowed_uids, max_size, max_links):
     try:
         st = os.fstat(fd)
         why = untrusted_problem(st, allowed_uids, max_size, max_links)
@@ -144,6 +155,74 @@ def read_untrusted(path, allowed_uids=None, max_size=1 << 20, dir_fd=None, max_l
         return data, st
     finally:
         os.close(fd)
+
+
+MAX_SYMLINKS = 40           # as the kernel's own limit on a path
+
+
+def open_trusted_path(path, trusted_uids):
+    """Open ``path`` for reading, resolving it one component at a time by
+    descriptor, and return the descriptor.
+
+    Unlike :func:`read_untrusted` this follows symbolic links -- Kubernetes
+    mounts ConfigMaps and Secrets as ``key -> ..data/key`` -- but only links
+    nobody outside ``trusted_uids`` could have placed: every directory on the
+    way must be owned by a trusted uid and writable by group or others only
+    with the sticky bit, and a link in such a shared sticky directory must
+    itself be owned by a trusted uid (the kernel's protected_symlinks rule,
+    applied whatever the sysctl says).  The last component is opened with
+    ``O_NOFOLLOW|O_NONBLOCK``: a FIFO or device never blocks.  Problems raise
+    :class:`Refused` (or the OSError of a missing entry)."""
+    pending = [p for p in os.path.abspath(path).split("/") if p not in ("", ".")]
+    fd = _trusted_dir(None, "/", path, trusted_uids)
+    links = 0
+    try:
+        while pending:
+            name = pending.pop(0)
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise Refused(path, "has too many levels of symbolic links")
+                if os.fstat(fd).st_mode & 0o022 and st.st_uid not in trusted_uids:
+                    raise Refused(path, "goes through a symbolic link %s owned by uid %d in a "
+                                        "directory other users can write" % (name, st.st_uid))
+                target = os.readlink(name, dir_fd=fd)
+                pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = None            # closed: a failure just below must not close it again
+                    fd = _trusted_dir(None, "/", path, trusted_uids)
+                continue
+            if pending:
+                new = _trusted_dir(fd, name, path, trusted_uids)
+                os.close(fd)
+                fd = new
+                continue
+            file_fd = os.open(name, UNTRUSTED_FLAGS, dir_fd=fd)
+            if ident(os.fstat(file_fd)) != ident(st):
+                os.close(file_fd)
+                raise Refused(path, "was replaced while it was being opened")
+            return file_fd
+        raise Refused(path, "is a directory")
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _trusted_dir(dir_fd, name, path, trusted_uids):
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    why = None
+    if st.st_uid not in trusted_uids:
+        why = "goes through the directory %s owned by uid %d" % (name, st.st_uid)
+    elif st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        why = ("goes through the directory %s, writable by other users without the sticky bit"
+               % name)
+    if why:
+        os.close(fd)
+        raise Refused(path, why)
+    return fd
 
 
 def untrusted_problem(st, allowed_uids=None, max_size=1 << 20, max_links=1):
@@ -242,15 +321,17 @@ class AtomicFile:
     given ``reserve`` bytes with ``posix_fallocate``: it is filled, fsync-ed,
     fchmod-ed, renamed over ``name``, and the next temporary file is reserved.
     When the disk fills up, the reserved one is still there for the final
-    ``finished`` (SPEC §5, §8).
+    ``finished`` (SPEC §5, §8).  ``owner`` (uid, gid; -1 keeps one) is set
+    on each temporary file when it is created, before anything is in it.
     """
 
-    def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10):
+    def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10, owner=None):
         _check_name(name)
         self.dir_fd = dir_fd
         self.name = name
         self.mode = mode
         self.reserve = reserve
+        self.owner = owner
         self._spare = None           # (name, fd)
         self.identity = None         # (dev, ino) of what the last write put under ``name``
 
@@ -258,7 +339,7 @@ class AtomicFile:
         for _ in range(100):
             tmp = ".%s.%s.tmp" % (self.name, os.urandom(4).hex())
             try:
-                fd = create(self.dir_fd, tmp, os.O_RDWR, 0o600)
+                fd = create(self.dir_fd, tmp, os.O_RDWR, 0o600, self.owner)
             except FileExistsError:
                 continue
             try:

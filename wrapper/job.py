@@ -13,7 +13,7 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import fsafe, procinfo, targets, v2v
+from wrapper import bandwidth, fsafe, procinfo, targets, v2v
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import CommandError, ConversionError, JobError, ThrottleError, WrapperError
 from wrapper.launch import ChildProcess, Gate
@@ -90,6 +90,8 @@ class Job:
         self.clock = clock
         self.sleep = sleep
         self.state = initial_state(config, self.files)
+        self.state["throttling"]["network_directions"] = []
+        self.bandwidth = None        # wrapper.bandwidth.BandwidthFile when virt-v2v has one
         self.state_file = StateFile(self.files.state_file, dir_fd=reserved.state_dir_fd)
         self.paths = None
         self.argv = None
@@ -120,9 +122,11 @@ class Job:
                           for i, (device, key) in enumerate(self.config.luks_keys))
         if isinstance(self.config.source, SshSource):
             sock = self._start_agent()
+        self._open_bandwidth_file(secrets)
         self.paths = v2v.RunPaths(machine_readable_log=self.files.mr_log,
                                   vmware_password_file=vmware_pw, rhv_password_file=rhv_pw,
-                                  luks_key_files=key_files, ssh_auth_sock=sock)
+                                  luks_key_files=key_files, ssh_auth_sock=sock,
+                                  bandwidth_file=self.bandwidth and self.bandwidth.path)
         self.argv = v2v.build_command(self.config, self.caps, self.paths,
                                       virt_v2v=self.settings.virt_v2v_path(),
                                       allocation=self.allocation)
@@ -139,6 +143,17 @@ class Job:
             except OSError as e:
                 raise JobError("--metrics-dir", "%s: cannot create the metrics file: %s"
                                % (self.settings.metrics_dir, e.strerror or e)) from None
+
+    def _open_bandwidth_file(self, secrets):
+        """The source read's limit (both inputs, ssh and vddk, take it), unlimited until
+        the throttler applies the job's limit at the gate."""
+        if not bandwidth.supported(self.caps):
+            log.info("virt-v2v does not report %s: network limits shape only what the "
+                     "conversion sends, the read from the source is not limited",
+                     bandwidth.CAPABILITY)
+            return
+        self.bandwidth = bandwidth.BandwidthFile(secrets)
+        self.stack.callback(safe(self.bandwidth.close, "closing the bandwidth file"))
 
     def _start_agent(self):
         """The agent's socket directory is its own (the agent must create the
@@ -285,6 +300,30 @@ class Job:
         return throttler
 
     def _set_network(self, limiter, value):
+        """Both directions: the outbound HTB class and, when virt-v2v has one,
+        the bandwidth file (the read from the source).  The limit is in force
+        when at least one took it; the other's failure is a notice."""
+        directions, failures = [], []
+        try:
+            self._set_outbound(limiter, value)
+            directions.append(bandwidth.OUTBOUND)
+        except ThrottleError as e:
+            failures.append(("outbound traffic", e))
+        if self.bandwidth is not None:
+            try:
+                self.bandwidth.set(value)
+                directions.append(bandwidth.SOURCE_READ)
+            except OSError as e:
+                failures.append(("source read", ThrottleError(
+                    "cannot write the bandwidth file: %s" % (e.strerror or e))))
+        if not directions:
+            raise failures[0][1]
+        for what, e in failures:
+            log.warning("throttling: network %s not limited: %s", what, e)
+            self.state.notice("the network limit does not cover the %s: %s" % (what, e))
+        self.state["throttling"]["network_directions"] = directions if value is not None else []
+
+    def _set_outbound(self, limiter, value):
         """Classification (nft table, cgroup) is set up with the first limit,
         so a conversion that is never limited leaves the host's firewall
         alone.  Later, every running process of the conversion is classified:

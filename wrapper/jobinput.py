@@ -10,9 +10,11 @@ log records): control characters, line separators, bidirectional overrides
 and lone surrogates are escaped, and long text is cut.  :func:`short` does the
 same for the ``repr`` of a value that a message repeats.
 """
+import errno
 import json
 import re
 
+from wrapper import fsafe
 from wrapper.errors import JobError
 
 MAX_JOB_BYTES = 1 << 20
@@ -133,6 +135,40 @@ def read_job(stream, limit=MAX_JOB_BYTES):
     if len(data) > limit:
         raise JobError(None, "the job on stdin is larger than %s" % _size(limit))
     return parse_json_bytes(data, "the job on stdin")
+
+
+def read_job_file(path, trusted_uids, limit=MAX_JOB_BYTES):
+    """Read, decode and parse the job from the file ``path`` (``--job``), read
+    once by descriptor (:func:`read_supplied_file`)."""
+    data = read_supplied_file(path, trusted_uids, "the job file", limit=limit)
+    return parse_json_bytes(data, "the job file %s" % oneline(path, 200))
+
+
+def read_supplied_file(path, trusted_uids, what, key=None, limit=MAX_JOB_BYTES, private=False):
+    """The bytes of a file the caller names (the job file, a secret file),
+    read once through its descriptor: reached only through directories and
+    links that ``trusted_uids`` control, a regular file of one link owned by
+    one of them, at most ``limit`` bytes, not writable by group or others --
+    and, when ``private``, not accessible by others at all.  Every problem is
+    one JobError naming ``key``; the content is never part of a message."""
+    shown = oneline(path, 200)
+    try:
+        data, st = fsafe.read_by_trusted_path(path, trusted_uids, limit)
+    except fsafe.Refused as e:
+        raise JobError(key, "%s %s %s" % (what, shown, oneline(e.why, 200))) from None
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise JobError(key, "%s %s does not exist" % (what, shown)) from None
+        raise JobError(key, "cannot open %s %s: %s" % (what, shown, oneline(e.strerror or e, 100))) from None
+    except ValueError:               # a NUL in the path
+        raise JobError(key, "the path of %s is not a valid file name" % what) from None
+    if st.st_mode & 0o022:
+        raise JobError(key, "%s %s must not be writable by group or others (mode %04o)"
+                       % (what, shown, st.st_mode & 0o7777))
+    if private and st.st_mode & 0o007:
+        raise JobError(key, "%s %s must not be accessible by others (mode %04o: chmod 0600 it, "
+                            "or mount it with defaultMode 0400)" % (what, shown, st.st_mode & 0o7777))
+    return data
 
 
 def _size(n):

@@ -163,7 +163,8 @@ class ChildProcess:
 
     def set_cpu_quota(self, value):
         raise ThrottleError("CPU limits need virt-v2v in a systemd unit; it runs as a plain "
-                            "child process here")
+                            "child process here (in a container, the container's CPU limit "
+                            "applies)")
 
     def close(self, grace=10.0):
         if self.proc is None:

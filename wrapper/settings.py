@@ -25,7 +25,18 @@ LOCATIONS = (
     ("iso-domain-root", "iso_domain_root", "DIR",
      "where oVirt storage domains are mounted (default /rhev/data-center/mnt)",
      "/rhev/data-center/mnt"),
+    ("job", "job", "FILE", "read the job from FILE instead of stdin (a regular file, read once)",
+     None),
 )
+
+# On/off switches: (option name, attribute, help).  The environment variable
+# takes 1/yes/true/on or 0/no/false/off (anything else is refused).
+SWITCHES = (
+    ("foreground", "foreground",
+     "stay in the foreground whatever the job's \"daemonize\" says (containers)"),
+)
+TRUE_WORDS = ("1", "yes", "true", "on")
+FALSE_WORDS = ("0", "no", "false", "off", "")
 
 # Seams that are not part of the documented command line but that tests and
 # unusual hosts need: environment variables only.
@@ -57,16 +68,32 @@ class Settings:
     vdsm_ca: str = "/etc/pki/vdsm/certs/cacert.pem"
     ovirt_cleanup_timeout: str = "300"
     metrics_keep: str = "3600"
+    job: str = None
+    foreground: bool = False
     environ: dict = field(default_factory=dict, compare=False, repr=False)
 
     def with_(self, **kw):
         return replace(self, **kw)
+
+    def trusted_uids(self):
+        """Who may own what the caller hands the wrapper (a job file, a secret
+        file, the throttling file): root, the user we run as, the sudo caller."""
+        sudo = sudo_caller(self.environ)
+        return frozenset({0, os.geteuid()} | ({sudo[0]} if sudo else set()))
 
     def virt_v2v_path(self):
         if self.virt_v2v:
             return self.virt_v2v
         path = self.environ.get("PATH", os.defpath)
         return shutil.which("virt-v2v", path=path) or "virt-v2v"
+
+
+def sudo_caller(environ):
+    """(uid, gid) of the user who ran us through sudo, or None."""
+    try:
+        return int(environ["SUDO_UID"]), int(environ.get("SUDO_GID", environ["SUDO_UID"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def resolve(options, environ):
@@ -79,7 +106,9 @@ def resolve(options, environ):
         values[attr] = value
     for suffix, attr, default in HIDDEN:
         values[attr] = environ.get(ENV_PREFIX + suffix) or default
-    for attr in ("state_dir", "log_dir", "iso_domain_root", "vdsm_ca", "metrics_dir"):
+    for _opt, attr, _help in SWITCHES:
+        values[attr] = True if options.get(attr) else switch_value(environ, attr)
+    for attr in ("state_dir", "log_dir", "iso_domain_root", "vdsm_ca", "job", "metrics_dir"):
         if values[attr]:
             values[attr] = os.path.abspath(values[attr])
     # virt-v2v runs in /: a path to it means the caller's directory; a bare
@@ -87,3 +116,23 @@ def resolve(options, environ):
     if values["virt_v2v"] and "/" in values["virt_v2v"]:
         values["virt_v2v"] = os.path.abspath(values["virt_v2v"])
     return Settings(environ=dict(environ), **values)
+
+
+def switch_value(environ, attr):
+    """The on/off value of a switch's environment variable; None for a word
+    that is neither (the command line refuses it: :func:`switch_problem`)."""
+    word = environ.get(env_name(attr), "").strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
+def switch_problem(settings):
+    """One line about the first switch whose environment variable made no sense, or None."""
+    for _opt, attr, _help in SWITCHES:
+        if getattr(settings, attr) is None:
+            return "%s must be one of %s (or unset)" % (
+                env_name(attr), "/".join(TRUE_WORDS + FALSE_WORDS[:-1]))
+    return None

@@ -54,11 +54,3 @@ def resolve_run_as(settings, target, ovirt_host=None):
             return lookup("0:0")       # NFS mounts need root
         return lookup("%s:%s" % (VDSM_USER, VDSM_GROUP))
     return current()
-
-
-def sudo_caller(environ):
-    """(uid, gid) of the user who ran us through sudo, or None."""
-    try:
-        return int(environ["SUDO_UID"]), int(environ.get("SUDO_GID", environ["SUDO_UID"]))
-    except (KeyError, ValueError):
-        return None

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wrapper import targets
+from wrapper import bandwidth, targets
 from wrapper.config import VDDK_LIBDIR, SshSource, VddkSource
 from wrapper.errors import CommandError, ConversionError
 
@@ -60,6 +60,7 @@ class RunPaths:
     rhv_password_file: Optional[str] = None
     luks_key_files: tuple = ()          # (device, path) in config order
     ssh_auth_sock: Optional[str] = None
+    bandwidth_file: Optional[str] = None   # wrapper.bandwidth: the source read limit
     extra: dict = field(default_factory=dict)
 
 
@@ -112,6 +113,8 @@ def build_command(config, caps, paths, *, virt_v2v="virt-v2v", allocation=None):
     argv += network_args(config, caps)
     for device, key_file in paths.luks_key_files:
         argv += ["--key", "%s:file:%s" % (device, key_file)]
+    if paths.bandwidth_file and bandwidth.supported(caps):
+        argv += ["--bandwidth-file", paths.bandwidth_file]
     argv.append(config.vm_name)
     return argv
 

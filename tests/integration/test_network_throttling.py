@@ -471,4 +471,8 @@ def test_check_throttling(lab, tmp_path):
     assert "network: unavailable (no net_cls or cgroup2 hierarchy under %s" % empty in no_cgroups.stderr
     assert no_nft.returncode == 1
     assert "network: unavailable (nft is not installed)" in no_nft.stderr
+    # the source read's line (issue 12): the real virt-v2v 2.2 has bandwidth-option; without
+    # it on PATH it cannot be asked; either way the exit status is cpu's and outbound's
+    assert "network source read: available (virt-v2v reports bandwidth-option" in v2.stdout
+    assert "network source read: unavailable (cannot query virt-v2v" in no_nft.stderr
     assert_clean(lab)                       # a check creates nothing

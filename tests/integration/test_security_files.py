@@ -11,6 +11,7 @@ import collections
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -129,6 +130,11 @@ def test_secret_dir_ownership_and_modes(scratch, attack_users):
     assert facts["dir"] == (0, runas.gid, oct(0o710)), facts
     assert facts["vmware_password"] == (runas.uid, runas.gid, oct(0o600)), facts
     assert rec["files"][pw_file]["uid"] == runas.uid and rec["files"][pw_file]["mode"] == 0o600
+    # the source read's limit: root's, readable (by virt-v2v, as the run-as user) through the
+    # group, not writable by that user (tests/test_bandwidth.py tries writing and replacing)
+    assert facts["bandwidth"] == (0, runas.gid, oct(0o640)), facts
+    assert rec["bandwidth"] == "0" and rec["argv"][rec["argv"].index("--bandwidth-file") + 1] == \
+        os.path.join(sdir, "bandwidth")
     assert attack.leftovers(state) == []
 
 
@@ -423,3 +429,84 @@ def test_state_dir_created_by_the_wrapper_lets_the_caller_throttle(scratch, atta
     assert read, "the caller's throttling file was not read"
     assert readable
     assert rc is not None
+
+
+# -- 8. files the caller names (--job, *_file secrets) against another user ---------------
+_SWAPPER = r"""
+import os, sys, time
+path, target, until = sys.argv[1], sys.argv[2], time.monotonic() + float(sys.argv[3])
+tmp_link, tmp_file = path + ".l", path + ".f"
+n = 0
+while time.monotonic() < until:
+    for make in (lambda p: os.symlink(target, p), lambda p: open(p, "w").write("{}")):
+        tmp = tmp_link if n % 2 == 0 else tmp_file
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        make(tmp)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            pass
+        n += 1
+print(n)
+"""
+
+
+def test_another_user_cannot_redirect_a_named_file_to_a_root_secret(scratch, attack_users):
+    """The job names a password file in a shared sticky directory.  Another user races to
+    put there, in turn, a symlink to a root-only file and a regular file of their own,
+    renamed over each other many times a second.  Every wrapper run (the caller is the
+    sudo caller) must refuse -- the link is theirs, the file is theirs -- and no refusal,
+    log line or output ever carries the root-only content."""
+    other, caller = attack_users.other, attack_users.caller
+    shared = scratch.dir("shared", 0o1777)
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    scratch.dir("rootonly", 0o700)
+    secret_text = "ROOTSECRET-%s" % os.urandom(8).hex()
+    target = scratch.file("rootonly/shadow", secret_text + "\n", 0o600)
+    named = os.path.join(shared, "pw")
+    job = vddk_job(out, vmware_password_file=named)
+    del job["vmware_password"]
+    exe = scratch.fake()
+    racer = subprocess.Popen([attack.SYSTEM_PYTHON, "-c", _SWAPPER, named, target, str(RACE_SECONDS / 3)],
+                             stdout=subprocess.PIPE, text=True, env=attack.user_env(other), cwd="/",
+                             **attack.demote(other))
+    try:
+        outcomes = collections.Counter()
+        while racer.poll() is None and sum(outcomes.values()) < RACE_ITERATIONS:
+            run = attack.Run(scratch, wrapper_args(scratch.dir(scratch.unique("state"), 0o1777), logs, exe,
+                                                   "--validate"), job, env=scratch.env(sudo=caller))
+            assert run.wait(30) is not None, "the wrapper hung"
+            text = run.stdout + run.stderr
+            assert secret_text not in text
+            assert run.proc.returncode == 1, text
+            outcomes["link" if "symbolic link" in text else "theirs" if "owned by uid %d" % other.uid in text
+                     else "missing" if "does not exist" in text else text] += 1
+    finally:
+        swaps = racer.communicate(timeout=RACE_SECONDS)[0].strip()
+    assert set(outcomes) <= {"link", "theirs", "missing"}, outcomes
+    assert outcomes["link"] and outcomes["theirs"], outcomes
+    attack.note("named-file-race", runs=sum(outcomes.values()), swaps=int(swaps or 0), **outcomes)
+    for name in os.listdir(logs):
+        with open(os.path.join(logs, name), errors="replace") as f:
+            assert secret_text not in f.read()
+
+
+def test_a_fifo_or_a_foreign_dir_as_the_job_file_never_blocks(scratch, attack_users):
+    other = attack_users.other
+    shared = scratch.dir("shared", 0o1777)
+    theirs = scratch.dir("theirs", 0o755, owner=other)
+    attack.as_user(other, "import os,sys\nos.mkfifo(sys.argv[1])\n", os.path.join(shared, "job.json"))
+    attack.write_as(other, os.path.join(theirs, "job.json"), "{}")
+    exe = scratch.fake()
+    state, logs = scratch.dir("state", 0o1777), scratch.dir("logs")
+    for path, words in ((os.path.join(shared, "job.json"), "is not a regular file"),
+                        (os.path.join(theirs, "job.json"), "directory theirs owned by uid %d" % other.uid)):
+        run = attack.Run(scratch, wrapper_args(state, logs, exe, "--job", path), "")
+        assert run.wait(20) is not None, "the wrapper blocked on %s" % path
+        assert run.proc.returncode == 1 and words in run.stderr, run.stderr
+        assert run.stderr.count("\n") == 1
+    assert os.listdir(state) == []

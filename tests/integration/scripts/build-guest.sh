@@ -15,7 +15,8 @@
 #
 # Env:
 #   V2VW_CACHE_DIR  cache dir (default /var/tmp/v2vw-cache): debootstrap tree + images
-#   MIRROR          Debian mirror (default http://deb.debian.org/debian)
+#   MIRROR          Debian mirror (default: the one this host's apt uses, from
+#                   tools/host_apt.py, so a corporate mirror or proxy is honoured)
 #   OS_SIZE_MB      OS disk virtual size (default 512)
 #   DATA_SIZE_MB    data disk virtual size (default 64)
 #
@@ -33,10 +34,11 @@ WHAT=${1:-all}
 case "$WHAT" in os|data|all) ;; *) echo "usage: $0 [os|data|all]" >&2; exit 2 ;; esac
 
 CACHE=${V2VW_CACHE_DIR:-/var/tmp/v2vw-cache}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+HOST_APT=$(cd "$(dirname "$0")/../../../tools" && pwd)/host_apt.py
+MIRROR=${MIRROR:-$(python3 "$HOST_APT" mirror "$SUITE")}
 OS_SIZE_MB=${OS_SIZE_MB:-512}
 DATA_SIZE_MB=${DATA_SIZE_MB:-64}
-SUITE=bookworm
 INCLUDE=linux-image-cloud-amd64,grub2-common,initramfs-tools,systemd-sysv
 
 if [ "$(id -u)" != 0 ]; then
@@ -62,6 +64,11 @@ ensure_debootstrap() {
         return
     fi
     echo "build-guest.sh: debootstrap $SUITE (about 60 s, ~100 MB download)" >&2
+    # debootstrap fetches with wget: hand it the proxy this host's apt uses, if any
+    if [ -z "${http_proxy:-}" ]; then
+        eval "$(apt-config shell http_proxy Acquire::http::Proxy)"
+        if [ -n "${http_proxy:-}" ]; then export http_proxy; fi
+    fi
     rm -rf "$BASE" "$BASE.done" "$BASE.tmp"
     DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase --include="$INCLUDE" \
         "$SUITE" "$BASE.tmp" "$MIRROR" >&2
