@@ -156,7 +156,26 @@ def test_throughput_two_disks_overall_unknown_until_sizes_known():
     assert c["bytes_copied"] == 100 * MiB + 60 * MiB
     assert c["disks"][1]["rate"] == pytest.approx(3 * MiB, rel=0.01)
     assert c["disks"][1]["eta"] == pytest.approx(80 / 1.0, rel=0.02)
-    assert c["eta"] == pytest.approx(240 * MiB / c["rate"], rel=0.01)
+    # overall: what is left at the rate of the disk being copied, not the faded average of
+    # both (which still remembers disk 1's 5 MiB/s)
+    assert c["rate"] > 3.2 * MiB
+    assert c["eta"] == pytest.approx(240 / 3, rel=0.02)
+
+
+def test_overall_time_left_waits_for_the_new_disk_to_settle():
+    clock = Clock()
+    tp = rate.Throughput(clock, wall=lambda: clock.now)
+    state = State(["a", "b"])
+    apply(state, ev.CopyingDisk(0, 2))
+    apply(state, ev.DiskSize(0, 100 * MiB))
+    apply(state, ev.DiskSize(1, 100 * MiB))
+    drive(state, tp, clock, [(t, 10 * t) for t in range(0, 11)])
+    assert state["copy"]["eta"] == pytest.approx(10, rel=0.05)       # disk 2 at disk 1's speed
+    apply(state, ev.CopyingDisk(1, 2))
+    drive(state, tp, clock, [(11, 0), (12, 1)])
+    assert state["copy"]["eta"] is None                 # disk 2's own rate is not known yet
+    drive(state, tp, clock, [(11 + t, t) for t in range(2, 7)])
+    assert state["copy"]["eta"] == pytest.approx(94, rel=0.05)       # 94 MiB at 1 MiB/s
 
 
 def test_throughput_without_sizes_still_gives_time_left():

@@ -11,7 +11,10 @@ so the rate decays instead of staying at its last value.
 
 No estimate is better than a wild one: :meth:`RateMeter.eta` is None until
 a few reports over a few seconds have been seen, and again once progress has
-stalled.  Everything takes the time as a parameter (a monotonic clock).
+stalled.  The overall time left is what is left over the rate of the disk
+being copied (the disks to come share its source and link): a faded average
+over all disks would stay optimistic for a while after a fast small disk.
+Everything takes the time as a parameter (a monotonic clock).
 
 :class:`Throughput` watches a :class:`wrapper.state.State` and puts the
 figures in its ``copy`` key (SPEC §5 allows extra keys)::
@@ -196,10 +199,24 @@ class Throughput:
             entries.append(entry)
         done = size is not None and copied >= size
         rate = self.total.average() if done else self.total.rate(now)
-        eta = 0.0 if done else self.total.eta(None if size is None else size - copied, now)
+        eta = 0.0 if done else self._overall_eta(state, None if size is None else size - copied, now)
         return {"at": round(wall, 3), "bytes_copied": copied, "size": size,
                 "rate": None if rate is None else round(rate), "eta": _round(eta),
                 "disks": entries}
+
+    def _overall_eta(self, state, remaining, now):
+        """What is left over the rate of the disk being copied (the best guess for the
+        disks still to come too: same source, same link); unknown until that disk's rate
+        has settled, so that a slower disk after a fast one is not hidden behind the
+        faded overall average.  Between disks, the overall meter."""
+        current = state.current
+        meter = self.disks.get(current)
+        if remaining is None or meter is None or current in self.finished:
+            return self.total.eta(remaining, now)
+        pct_eta = meter.eta(100, now)          # None unless settled and moving
+        if pct_eta is None or current not in state.sizes:
+            return None
+        return remaining / (meter.rate(now) * state.sizes[current] / 100)
 
     def close(self, state):
         """At the end: a disk that never completed has no time left to give."""
