@@ -75,6 +75,11 @@ cp container/Containerfile "$ctx/Containerfile"
 
 # -- 3. the image --------------------------------------------------------------------------
 step "podman build $IMAGE"
+old=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 podman build --network host --build-arg "BASE=$BASE_IMAGE" --label "v2vw.version=$VERSION" \
     -t "$IMAGE" -f "$ctx/Containerfile" "$ctx" >&2
+new=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+if [ -n "$old" ] && [ "$old" != "$new" ]; then
+    podman rmi "$old" >/dev/null 2>&1 || true     # the image this build replaced (unless in use)
+fi
 echo "$IMAGE"
