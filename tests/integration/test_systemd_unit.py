@@ -95,7 +95,8 @@ def test_unit_name_uid_and_host_pid_cancel(dirs, test_systemd):
     doc = start_daemon(dirs, test_systemd, exe, job(dirs, vmware_password=marker, throttling={"cpu": "30"}),
                        run_as="nobody")
     state = wr.wait_state(doc["state_file"], lambda s: s.get("started"))
-    assert state["throttling"] == {"cpu": "30%", "network": None}      # the job's initial limit
+    assert state["throttling"] == {"cpu": "30%", "network": None,
+                                   "network_directions": []}      # the job's initial limit
     assert cpu_quota(state["pid"]) == "30000"
     unit = unit_of(state)
     assert test_systemd.prop(unit, "ActiveState") == "active"
@@ -214,6 +215,7 @@ def test_bad_throttling_files_do_not_stop_the_conversion(dirs, test_systemd):
     # someone else's file: never read, removed so the caller can write theirs
     wr.wait_state(doc["state_file"], lambda s: not os.path.exists(tf), timeout=5)
     state = wr.wait_state(doc["state_file"], lambda s: s.get("finished"), timeout=30)
-    assert "failed" not in state and state["throttling"] == {"cpu": None, "network": None}
+    assert "failed" not in state and state["throttling"] == {"cpu": None, "network": None,
+                                                              "network_directions": []}
     log = open(doc["wrapper_log"]).read()
     assert "malformed" in log and "owned by uid 12345" in log and "ignoring cpu" in log
