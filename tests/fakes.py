@@ -17,6 +17,27 @@ def data(name):
     return os.path.join(DATA, name)
 
 
+FAKE_NBDKIT = """#!/bin/sh
+[ "$1 $2" = "python --dump-plugin" ] || exit 1
+echo name=python
+echo python_version=3.11.2
+"""
+
+
+def rhv_upload_path(bin_dir, python=None, nbdkit=FAKE_NBDKIT):
+    """A PATH for a fake ``-o rhv-upload`` virt-v2v that passes the wrapper's
+    pre-flight: in ``bin_dir`` a stand-in nbdkit answering ``python
+    --dump-plugin`` (None: none) and ``python`` as python3 (None: the test's
+    own from its venv, which has the SDK), then the system's directories."""
+    if python:
+        os.symlink(python, os.path.join(bin_dir, "python3"))
+    if nbdkit:
+        with open(os.path.join(bin_dir, "nbdkit"), "w") as f:
+            f.write(nbdkit)
+        os.chmod(os.path.join(bin_dir, "nbdkit"), 0o755)
+    return bin_dir + ":" + os.path.dirname(sys.executable) + ":/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def make_fake_v2v(directory, python=sys.executable, **scenario):
     """Write a scenario and an executable that runs the fake with it."""
     scenario_path = os.path.join(directory, "scenario.json")

@@ -35,7 +35,7 @@ from typing import Optional
 import pytest
 
 from tests import wrapperrun as wr
-from tests.fakes import data, make_fake_v2v
+from tests.fakes import data, make_fake_v2v, rhv_upload_path
 from wrapper import limits
 from wrapper.config import KNOWN_KEYS
 
@@ -87,8 +87,12 @@ class Result:
 
 # -- the world the jobs live in ---------------------------------------------------------
 class World:
-    def __init__(self, root):
+    """``engine``: a stand-in oVirt engine the rhv seeds point at (their
+    pre-flight then passes, so their mutants get past it); None: a closed port."""
+
+    def __init__(self, root, engine=None):
         self.root = str(root)
+        self.engine = engine
         self.shared = self._dir("shared")
         self.out = self._dir("shared/out")
         self.esd = self._dir("shared/esd")
@@ -97,7 +101,7 @@ class World:
         self._dir("shared/mnt/srv:_iso/sd/dom_md")
         self._file(os.path.join(images, "virtio-win-0.1.240.iso"), "ISO")
         self.iso = self._file("shared/drivers.iso", "ISO")
-        self.ca = self._file("shared/ca.pem", "CA")
+        self.ca = self._file("shared/ca.pem", open(engine.pki.ca).read() if engine else "CA")
         vault = {"vm1": [{"device": "/dev/sda1", "key": "k1"}], "other": []}
         self.vaults = {
             "good": self._file("shared/vault.json", json.dumps(vault), 0o600),
@@ -124,6 +128,7 @@ class World:
         bin_dir = self._dir("bin")
         self.virt_v2v = make_fake_v2v(bin_dir, log=data("run05-vmx-ssh-port-uri.vx.log"),
                                       mr=data("run05-vmx-ssh-port-uri.vx.mr.log"), duration=0.1, chunks=4)
+        self.path = rhv_upload_path(bin_dir)
         self.ssh_key = self._make_key()
         self.jobs = self._dir("jobs")
 
@@ -152,7 +157,8 @@ class World:
         vddk = {"vm_name": "vm1", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1?no_verify=1",
                 "vmware_password": "pw", "vmware_fingerprint": FP}
         ssh = {"vm_name": "ssh://root@127.0.0.1:2222/vmfs/volumes/ds/vm1/vm1.vmx", "transport_method": "ssh"}
-        rhv = {"rhv_url": "https://127.0.0.1:9/ovirt-engine/api", "rhv_password": "pw", "rhv_cluster": "Default",
+        rhv = {"rhv_url": self.engine.api_url if self.engine else "https://127.0.0.1:9/ovirt-engine/api",
+               "rhv_password": self.engine.password if self.engine else "pw", "rhv_cluster": "Default",
                "rhv_storage": "data"}
         local = {"output_dir": self.out}
         seeds = {
@@ -410,7 +416,7 @@ def _prepare_home(world, home, kind):
 
 
 def _environment(world, home):
-    env = wr.env(HOME=home, VIRT_V2V_WRAPPER_VDSM_CA=world.ca,
+    env = wr.env(HOME=home, PATH=world.path, VIRT_V2V_WRAPPER_VDSM_CA=world.ca,
                  VIRT_V2V_WRAPPER_SYSTEMD_MARKER=os.path.join(world.root, "no-systemd"),
                  VIRT_V2V_WRAPPER_CGROUP_ROOT=os.path.join(world.root, "no-cgroup"),
                  VIRT_V2V_WRAPPER_LOCK_DIR=os.path.join(world.root, "lock"),
@@ -566,10 +572,18 @@ def _short_text(text, limit=1200):
     return repr(text if len(text) <= limit else "..." + text[-limit:])
 
 
+@pytest.fixture
+def fuzz_engine(ovirt_engine):
+    dc = ovirt_engine.add_data_center("dc1")
+    ovirt_engine.add_cluster("Default", dc)
+    ovirt_engine.add_storage_domain("data", "nfs", data_center=dc)
+    return ovirt_engine
+
+
 @pytest.mark.fuzz
-def test_fuzz_the_command_line(tmp_path_factory, capsys):
+def test_fuzz_the_command_line(tmp_path_factory, capsys, fuzz_engine):
     root = tmp_path_factory.mktemp("fuzz")
-    world = World(root)
+    world = World(root, fuzz_engine)
     cases = make_cases(world)
     if ONLY:
         cases = [c for c in cases if c.index in ONLY]

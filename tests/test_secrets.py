@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from tests import wrapperrun as wr
-from tests.fakes import data, make_fake_v2v
+from tests.fakes import data, make_fake_v2v, rhv_upload_path
+from tests.ovirt_standin.engine import StandinEngine
 from wrapper.secrets import Secret, SecretDir, secret_dir
 
 FP = ":".join(["AB"] * 20)
@@ -87,9 +88,23 @@ def all_files(*roots):
 
 
 @pytest.mark.parametrize("daemonize", [False, True])
-def test_no_secret_leaks_anywhere(tmp_path, daemonize):
+def test_no_secret_leaks_anywhere(tmp_path, daemonize, ovirt_pki):
+    """Every secret kind at once; the rhv password also goes to the stand-in
+    engine through the pre-flight (its probes run as processes watched too)."""
     dirs = wr.WrapperDirs(tmp_path)
     markers = {"vmware": "VMWAREMARKER-7f3a", "rhv": "RHVMARKER-91cc", "luks": "LUKSMARKER-55e1"}
+    engine = StandinEngine(ovirt_pki, password=markers["rhv"]).start()
+    try:
+        dc = engine.add_data_center("dc1")
+        engine.add_cluster("Default", dc)
+        engine.add_storage_domain("data", "nfs", data_center=dc)
+        _no_secret_leaks(dirs, tmp_path, daemonize, markers, engine)
+        assert engine.counts()["POST /ovirt-engine/sso/oauth/token"] == 1
+    finally:
+        engine.stop()
+
+
+def _no_secret_leaks(dirs, tmp_path, daemonize, markers, engine):
     record = os.path.join(dirs.root, "record.json")
     exe = make_fake_v2v(dirs.bin, log=data("run05-vmx-ssh-port-uri.vx.log"),
                         mr=data("run05-vmx-ssh-port-uri.vx.mr.log"), duration=1.5, record=record)
@@ -98,11 +113,11 @@ def test_no_secret_leaks_anywhere(tmp_path, daemonize):
     os.chmod(vault, 0o600)
     job = {"vm_name": "testvm", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1?no_verify=1",
            "vmware_password": markers["vmware"], "vmware_fingerprint": FP,
-           "rhv_url": "https://127.0.0.1:1/ovirt-engine/api", "rhv_password": markers["rhv"],
+           "rhv_url": engine.api_url, "rhv_password": markers["rhv"],
            "rhv_cluster": "Default", "rhv_storage": "data", "insecure_connection": True,
            "allocation": "sparse", "luks_keys_vault": str(vault), "daemonize": daemonize}
     with ProcessWatcher() as watcher:
-        p = wr.start(dirs.args(exe), job)
+        p = wr.start(dirs.args(exe), job, env=wr.env(PATH=rhv_upload_path(dirs.bin)))
         out, err = p.stdout.read(), p.stderr.read()
         p.wait(timeout=30)
         doc = json.loads(out)

@@ -57,7 +57,7 @@ def build_parser(check_names):
 
 def _refuse(stderr, error):
     try:
-        stderr.write("%s: error: %s\n" % (PROG, jobinput.oneline(str(error))))
+        stderr.write("%s: error: %s\n" % (PROG, jobinput.oneline(str(error), 1000)))
         stderr.flush()
     except (OSError, ValueError, AttributeError):
         pass                     # nobody left to tell

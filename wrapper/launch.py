@@ -18,6 +18,7 @@ import time
 
 from wrapper import procinfo
 from wrapper.errors import ConversionError, ThrottleError
+from wrapper.runner import as_user_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,7 @@ class ChildProcess:
         self.pid = None
 
     def start(self):
-        kw = {}
-        if self.user.uid != os.geteuid() or self.user.gid != os.getegid():
-            kw = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+        kw = as_user_kwargs(self.user)
         fd = self.log if isinstance(self.log, int) else os.open(
             self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

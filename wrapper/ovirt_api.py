@@ -269,7 +269,7 @@ def allocation_for_storage_domain(access, name, *, timeout=60.0):
     domain = matches[0]
     storage = domain.storage
     stype = storage.type.value if storage is not None and storage.type is not None else None
-    allocation = "preallocated" if stype in BLOCK_STORAGE_TYPES else "sparse"
+    allocation = allocation_for_type(stype)
     if stype is None:
         log.warning("the oVirt engine does not tell the storage type of domain %s; "
                     "using %s allocation", name, allocation)
@@ -277,6 +277,95 @@ def allocation_for_storage_domain(access, name, *, timeout=60.0):
         log.info("storage domain %s (%s) has storage type %s: %s allocation",
                  name, domain.id, stype, allocation)
     return allocation
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetFacts:
+    """What the engine said about the job's target in :func:`check_target`."""
+
+    data_center: str
+    storage_domain_id: str
+    storage_type: Optional[str]     # ovirtsdk4.types.StorageType value, None if untold
+    cluster_id: str
+    architecture: Optional[str]
+
+    @property
+    def allocation(self):
+        return allocation_for_type(self.storage_type)
+
+
+def allocation_for_type(storage_type):
+    """SPEC §3.3: block-like storage domains get preallocated disks."""
+    return "preallocated" if storage_type in BLOCK_STORAGE_TYPES else "sparse"
+
+
+def check_target(access, storage, cluster, vm_name, *, timeout=30.0):
+    """Ask the engine now what virt-v2v's own helper scripts ask only after
+    the whole guest conversion (2.2's precheck and vmcheck), the same way:
+
+    * a data center holding the storage domain (``storage.name=<storage>``),
+      and the domain itself among that data center's domains;
+    * a cluster of that name in the same data center, with a known CPU
+      architecture;
+    * no VM found by ``name=<vm_name>`` (virt-v2v refuses any match).
+
+    Returns :class:`TargetFacts`; raises a :class:`JobError` naming the job
+    key to fix, in one sentence without secrets.  ``timeout`` bounds the
+    login and then the questions (and at most 5 s more for the logout),
+    whatever the engine does.
+    """
+    sdk = _sdk()
+    conn = connect(access, timeout=timeout)
+    try:
+        return _bounded(lambda: _target_facts(sdk, access, conn, storage, cluster, vm_name),
+                        timeout, "pre-flight")
+    except TimeoutError:
+        raise JobError("rhv_url", "the oVirt engine at %s did not answer the pre-flight "
+                       "checks within %g s" % (access.url, timeout)) from None
+    except sdk.Error as e:
+        raise _explain(sdk, access, e, False) from None
+    finally:
+        _close(conn, timeout=min(5.0, timeout))   # the logout may not stretch the bound much
+
+
+def _target_facts(sdk, access, conn, storage, cluster, vm_name):
+    system = conn.system_service()
+    where = "on the oVirt engine at %s" % access.url
+    dcs_service = system.data_centers_service()
+    dc = sd = None
+    for candidate in dcs_service.list(search="storage.name=%s" % storage, case_sensitive=True):
+        attached = dcs_service.data_center_service(candidate.id).storage_domains_service().list()
+        found = [d for d in attached if d.name == storage]
+        if found:
+            dc, sd = candidate, found[0]
+            break
+    if dc is None:
+        known = [d for d in system.storage_domains_service().list(
+            search="name=%s" % storage, case_sensitive=True) if d.name == storage]
+        if not known:
+            raise JobError("rhv_storage", "no storage domain named %r %s" % (storage, where))
+        raise JobError("rhv_storage", "storage domain %r is not attached to a data center %s"
+                       % (storage, where))
+    clusters = [c for c in dcs_service.data_center_service(dc.id).clusters_service().list()
+                if c.name == cluster]
+    if not clusters:
+        raise JobError("rhv_cluster", "no cluster named %r in data center %r, where storage "
+                       "domain %r is, %s" % (cluster, dc.name, storage, where))
+    arch = _value(clusters[0].cpu.architecture if clusters[0].cpu is not None else None)
+    if arch in (None, "undefined"):
+        raise JobError("rhv_cluster", "cluster %r has an unknown CPU architecture %s"
+                       % (cluster, where))
+    vms = system.vms_service().list(search="name=%s" % vm_name)
+    if vms:
+        raise JobError("vm_name", "a VM named %r already exists %s (id %s)"
+                       % (vms[0].name, where, vms[0].id))
+    stype = _value(sd.storage.type if sd.storage is not None else None)
+    return TargetFacts(data_center=dc.name, storage_domain_id=sd.id, storage_type=stype,
+                       cluster_id=clusters[0].id, architecture=arch)
+
+
+def _value(enum):
+    return enum.value if enum is not None else None
 
 
 def remove_created_disks(access, disk_ids, *, timeout=300.0, clock=time.monotonic,

@@ -46,6 +46,7 @@ HIDDEN = (
     ("LOCK_DIR", "lock_dir", "/run/lock/virt-v2v-wrapper"),
     ("VDSM_CA", "vdsm_ca", "/etc/pki/vdsm/certs/cacert.pem"),
     ("OVIRT_CLEANUP_TIMEOUT", "ovirt_cleanup_timeout", "300"),
+    ("OVIRT_PREFLIGHT_TIMEOUT", "ovirt_preflight_timeout", "30"),
     ("METRICS_KEEP", "metrics_keep", "3600"),
 )
 
@@ -67,6 +68,7 @@ class Settings:
     lock_dir: str = "/run/lock/virt-v2v-wrapper"
     vdsm_ca: str = "/etc/pki/vdsm/certs/cacert.pem"
     ovirt_cleanup_timeout: str = "300"
+    ovirt_preflight_timeout: str = "30"
     metrics_keep: str = "3600"
     job: str = None
     foreground: bool = False

@@ -20,6 +20,7 @@ import time
 
 from wrapper import procinfo
 from wrapper.errors import ConversionError, JobError
+from wrapper.runner import as_user_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,7 @@ class SshAgent:
                 "USER": self.user.name, "LOGNAME": self.user.name, "SSH_AUTH_SOCK": self.socket}
 
     def _as_user(self):
-        if self.user.uid != os.geteuid():
-            return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
-        return {}
+        return as_user_kwargs(self.user)
 
     def _run(self, argv, input_text=None):
         proc = self._popen(argv, stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,

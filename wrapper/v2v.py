@@ -119,8 +119,10 @@ def build_command(config, caps, paths, *, virt_v2v="virt-v2v", allocation=None):
     return argv
 
 
-def build_env(config, environ, user, paths):
-    """The environment virt-v2v runs with: minimal, secret-free."""
+def build_env(config, environ, user, paths=None):
+    """The environment virt-v2v runs with: minimal, secret-free.  Without
+    ``paths``: what the programs it runs get before the job's files exist
+    (the rhv-upload pre-flight)."""
     env = {"LANG": "C", "LC_ALL": "C", "LIBGUESTFS_BACKEND": "direct",
            "PATH": environ.get("PATH") or DEFAULT_PATH,
            "HOME": user.home, "USER": user.name, "LOGNAME": user.name}
@@ -129,6 +131,6 @@ def build_env(config, environ, user, paths):
             env[name] = value
     if config.virtio_win and config.install_drivers:
         env["VIRTIO_WIN"] = config.virtio_win
-    if paths.ssh_auth_sock:
+    if paths is not None and paths.ssh_auth_sock:
         env["SSH_AUTH_SOCK"] = paths.ssh_auth_sock
     return env

@@ -1,9 +1,10 @@
 """``rhv_url``: upload through the oVirt API (virt-v2v ``-o rhv-upload``).
 
 Besides the arguments, this target talks to the engine itself (through the
-oVirt SDK, imported lazily in wrapper.ovirt_api): before the conversion to
-derive ``allocation`` from the storage domain's type, and after a failure
-to cancel the image transfers and remove the disks this conversion created.
+oVirt SDK, imported lazily in wrapper.ovirt_api): before the caller gets its
+answer, to check what virt-v2v will need (wrapper.preflight) and derive
+``allocation`` from the storage domain's type, and after a failure to cancel
+the image transfers and remove the disks this conversion created.
 """
 import logging
 
@@ -25,14 +26,16 @@ def _access(target):
 
 
 def prepare(config, job):
-    """Allocation from the storage domain type when the job does not say."""
+    """The pre-flight checks (wrapper.preflight), then the allocation: the
+    job's, or the one the storage domain's type calls for (SPEC §3.3)."""
+    from wrapper import preflight, v2v
+    env = v2v.build_env(config, job.settings.environ, job.user)
+    facts = preflight.check(config, job.settings, job.user, env, _access(config.target))
     if config.allocation:
         return config.allocation
-    from wrapper import ovirt_api
-    allocation = ovirt_api.allocation_for_storage_domain(_access(config.target), config.target.storage)
-    log.info("allocation %s chosen from the type of storage domain %s", allocation,
-             config.target.storage)
-    return allocation
+    log.info("allocation %s chosen from the type of storage domain %s (%s)", facts.allocation,
+             config.target.storage, facts.storage_type or "storage type not told")
+    return facts.allocation
 
 
 def on_failure(config, job):
