@@ -18,7 +18,8 @@ def data(name):
 
 
 FAKE_NBDKIT = """#!/bin/sh
-[ "$1 $2" = "python --dump-plugin" ] || exit 1
+# nbdkit python <plugin.py> --dump-plugin, the plugin readable
+[ "$1 $3" = "python --dump-plugin" ] && [ -r "$2" ] || exit 1
 echo name=python
 echo python_version=3.11.2
 """
@@ -27,7 +28,7 @@ echo python_version=3.11.2
 def rhv_upload_path(bin_dir, python=None, nbdkit=FAKE_NBDKIT):
     """A PATH for a fake ``-o rhv-upload`` virt-v2v that passes the wrapper's
     pre-flight: in ``bin_dir`` a stand-in nbdkit answering ``python
-    --dump-plugin`` (None: none) and ``python`` as python3 (None: the test's
+    <plugin> --dump-plugin`` (None: none) and ``python`` as python3 (None: the test's
     own from its venv, which has the SDK), then the system's directories."""
     if python:
         os.symlink(python, os.path.join(bin_dir, "python3"))

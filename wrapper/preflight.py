@@ -11,7 +11,8 @@ job with one sentence naming the job key or the missing package:
 * on this host, as the user virt-v2v will run as and with the environment
   it will get: the first ``python3`` on its ``PATH`` (which runs virt-v2v's
   helper scripts) imports ``ovirtsdk4`` and can read the CA file; ``nbdkit
-  python`` (which writes the disks to imageio) loads;
+  python`` (which writes the disks to imageio) runs a plugin with the imports
+  of virt-v2v's, the way virt-v2v checks its own;
 * on the engine (:func:`wrapper.ovirt_api.check_target`, as the wrapper
   itself, through the SDK): the login, the storage domain and the cluster in
   one data center, no VM of that name.
@@ -21,22 +22,51 @@ them goes through the ``run_as`` seam (:func:`wrapper.runner.run_as`).
 """
 import json
 import logging
+import os
+import re
 import posixpath
 import textwrap
 import time
 from urllib.parse import unquote, urlsplit
 
-from wrapper import ovirt_api
+from wrapper import fsafe, ovirt_api
 from wrapper import runner as runner_mod
 from wrapper.config import SshSource
 from wrapper.errors import JobError, WrapperError
 from wrapper.jobinput import oneline
+from wrapper.secrets import PrivateDir
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 30
 SDK_PACKAGE = "the oVirt SDK (ovirt-engine-sdk-python)"
-NBDKIT_ARGV = ("nbdkit", "python", "--dump-plugin")
+# virt-v2v 2.2 checks its plugin with ``nbdkit python <plugin.py> --dump-plugin``,
+# which runs the script: a plugin with the same imports as virt-v2v's, so a
+# broken embedded interpreter (a python3 first on PATH that is a venv of
+# another Python build: "undefined symbol" on ``import ssl``) fails here too.
+PLUGIN_NAME = "rhv-upload-probe.py"
+PLUGIN = textwrap.dedent("""\
+    # virt-v2v-wrapper pre-flight: the imports of virt-v2v's rhv-upload plugin
+    import json, queue, socket, ssl, threading, time
+    from contextlib import contextmanager
+    from http.client import HTTPConnection, HTTPSConnection
+    from urllib.parse import urlparse
+    import nbdkit
+
+    API_VERSION = 2
+
+
+    def open(readonly):
+        return 1
+
+
+    def get_size(h):
+        return 0
+
+
+    def pread(h, buf, offset, flags):
+        pass
+""")
 
 # Run by the python3 virt-v2v will use, as virt-v2v's user: one JSON line.
 # The CA file is opened like the SDK will (read), but non-blocking, so a FIFO
@@ -111,8 +141,19 @@ def read_probe(result, user, path, cafile):
     return problems, found
 
 
+def nbdkit_argv(plugin_path):
+    return ["nbdkit", "python", plugin_path, "--dump-plugin"]
+
+
+def _cause_line(text):
+    """The Python exception line of a traceback, else the last line."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(?:Error|Exception): ", line)]
+    return oneline((errors or lines or [""])[-1], 300)
+
+
 def read_nbdkit(result, user):
-    """Problems from ``nbdkit python --dump-plugin``."""
+    """Problems from ``nbdkit python <probe plugin> --dump-plugin``."""
     if result.rc == 0 and "python_version=" in result.out:
         return []
     if result.rc == 127:
@@ -120,10 +161,29 @@ def read_nbdkit(result, user):
                                "with its python plugin): install nbdkit-plugin-python")]
     if result.rc == 124:
         return [JobError(None, "nbdkit python did not start within %d s" % PROBE_TIMEOUT)]
-    return [JobError(None, "nbdkit's python plugin does not load for %s (%s): install "
-                           "nbdkit-plugin-python"
-                     % (_who(user), _last_line(result.err or result.out) or
-                        "exit status %d" % result.rc))]
+    return [JobError(None, "nbdkit's python plugin cannot run virt-v2v's upload plugin as %s "
+                           "(%s): install nbdkit-plugin-python; a python3 first on virt-v2v's "
+                           "PATH must be, or be a venv of, the Python nbdkit embeds" % (
+                               _who(user), _cause_line(result.err or result.out) or
+                               "exit status %d" % result.rc))]
+
+
+class _ProbeDir(PrivateDir):
+    """Root's directory for the probe plugin: the run-as user may open the
+    file in it by name (0711), not list, add, rename or replace anything."""
+
+    prefix = "v2v-wrapper-probe-"
+
+
+def run_nbdkit_probe(state_dir, user, env, run_as):
+    with _ProbeDir(state_dir, mode=0o711) as d:
+        fd = fsafe.create(d.fd, PLUGIN_NAME, os.O_WRONLY, 0o644)
+        try:
+            fsafe.write_all(fd, PLUGIN.encode())
+        finally:
+            os.close(fd)
+        return run_as(user, nbdkit_argv(os.path.join(d.path, PLUGIN_NAME)), env=env,
+                      timeout=PROBE_TIMEOUT)
 
 
 def vm_name_on_target(config):
@@ -136,8 +196,9 @@ def vm_name_on_target(config):
     return config.vm_name
 
 
-def host_problems(config, env, user, run_as=runner_mod.run_as):
-    """The python3 and nbdkit checks, as ``user`` with virt-v2v's ``env``."""
+def host_problems(config, env, user, state_dir, run_as=runner_mod.run_as):
+    """The python3 and nbdkit checks, as ``user`` with virt-v2v's ``env``
+    (the probe plugin in a directory of its own under ``state_dir``)."""
     target = config.target
     cafile = None if target.insecure else target.cafile
     problems, found = read_probe(run_as(user, probe_argv(cafile), env=env, timeout=PROBE_TIMEOUT),
@@ -145,8 +206,7 @@ def host_problems(config, env, user, run_as=runner_mod.run_as):
     if found.get("sdk"):
         log.info("pre-flight: %s (Python %s) imports ovirtsdk4 %s", found.get("python"),
                  found.get("version"), found["sdk"])
-    problems += read_nbdkit(run_as(user, list(NBDKIT_ARGV), env=env, timeout=PROBE_TIMEOUT),
-                            user)
+    problems += read_nbdkit(run_nbdkit_probe(state_dir, user, env, run_as), user)
     return problems
 
 
@@ -157,7 +217,7 @@ def check(config, settings, user, env, access, *, run_as=runner_mod.run_as,
     :class:`~wrapper.ovirt_api.TargetFacts`.  Raises one :class:`JobError`:
     the first problem, the others (if any) appended to its message."""
     t0 = clock()
-    problems = host_problems(config, env, user, run_as)
+    problems = host_problems(config, env, user, settings.state_dir, run_as)
     facts = None
     target = config.target
     check_target = check_target or ovirt_api.check_target
