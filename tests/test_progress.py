@@ -156,3 +156,42 @@ def test_export_size_found_across_reads():
 
 def test_percent_signs_in_debug_output_are_ignored():
     assert p.LogParser(2).feed(b"mount -o size=20%,mode=0755\nrate 50% done\n100%\n") == []
+
+
+# -- rhv-upload: imageio's refusal, as virt-v2v 2.2's plugin logs it ----------------------
+IMAGEIO_REFUSAL = (
+    b"nbdkit: python.3: debug: pwrite count=65536 offset=0\n"
+    b"nbdkit: python.1: debug: unexpected response from imageio server:\n"
+    b"nbdkit: python.3: debug: zero count=1048576 offset=65536\n"
+    b"nbdkit: python.1: debug: could not write sector offset 134217728 size 1069056\n"
+    b"nbdkit: python.1: debug: 500: Internal Server Error\n"
+    b"nbdkit: python.1: error: /tmp/v2v.K/rhv-upload-plugin.py: pwrite: error: Traceback\n"
+    b" TypeError: debug() argument 1 must be str, not bytes\n"
+    b"nbdkit: python.4: debug: unexpected response from imageio server:\n"
+    b"nbdkit: python.4: debug: could not write sector offset 0 size 4096\n"
+    b"nbdkit: python.4: debug: 500: Internal Server Error\n"
+    b"nbdkit: python.3: error: read data: NBD_CMD_WRITE: Bad message\n"
+    b"virt-v2v: error: nbdcopy command failed, see earlier error messages\n")
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 7, 64, 100])
+def test_first_imageio_refusal_is_the_upload_failure(chunk):
+    events = feed_all(p.LogParser(2), IMAGEIO_REFUSAL, chunk)
+    failures = [e for e in events if isinstance(e, p.UploadFailure)]
+    assert failures == [p.UploadFailure("imageio answered 500 Internal Server Error to: "
+                                        "could not write sector offset 134217728 size 1069056")]
+    [err] = [e for e in events if isinstance(e, p.V2vError)]
+    assert err.cause == "nbdkit: python.3: error: read data: NBD_CMD_WRITE: Bad message"
+
+
+def test_imageio_refusal_without_a_status_line_shape():
+    data = (b"nbdkit: python.0: debug: unexpected response from imageio server:\n"
+            b"nbdkit: python.0: debug: could not flush\n"
+            b"nbdkit: python.0: debug: teapot\n")
+    assert feed_all(p.LogParser(2), data, 1 << 20) == [p.UploadFailure("could not flush: teapot")]
+
+
+def test_imageio_refusal_cut_short_reports_nothing():
+    data = (b"nbdkit: python.0: debug: unexpected response from imageio server:\n"
+            b"nbdkit: python.0: debug: could not write sector offset 0 size 512\n")
+    assert feed_all(p.LogParser(2), data, 16) == []

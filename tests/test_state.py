@@ -202,3 +202,19 @@ def test_message_without_see_earlier_is_kept():
     state.v2v_causes["x"] = "y"
     state.explain()
     assert state["last_message"]["message"] == "virt-v2v exited with status 1"
+
+
+def test_imageio_refusal_explains_nbdcopy_failed():
+    state = State()
+    for event in p.LogParser(2).feed(
+            b"nbdkit: python.1: debug: unexpected response from imageio server:\n"
+            b"nbdkit: python.1: debug: could not write sector offset 0 size 65536\n"
+            b"nbdkit: python.1: debug: 500: Internal Server Error\n"
+            b"nbdkit: python.3: error: read data: NBD_CMD_WRITE: Bad message\n"
+            b"virt-v2v: error: nbdcopy command failed, see earlier error messages\n"):
+        apply(state, event)
+    state.error("nbdcopy command failed, see earlier error messages")
+    state.explain()
+    assert state["last_message"]["message"] == (
+        "nbdcopy command failed: imageio answered 500 Internal Server Error to: "
+        "could not write sector offset 0 size 65536")

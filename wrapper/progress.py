@@ -68,6 +68,11 @@ class V2vError:
 
 
 @dataclass(frozen=True)
+class UploadFailure:
+    text: str            # what imageio answered to a write of virt-v2v's rhv-upload plugin
+
+
+@dataclass(frozen=True)
 class KilledBySignal:
     signal: str
 
@@ -115,6 +120,12 @@ _R_CAUSE = re.compile(r": error: |Permission denied|No such file or directory|no
                       r"verification failed|[A-Za-z]+(?:Error|Exception): |Connection refused|"
                       r"HTTP (?:error|status) ?\d{3}|\b[45]\d\d [A-Z][a-z]+")
 _NOT_CAUSES = ("virt-v2v: error:", "libguestfs: trace:", "+ ")
+# virt-v2v's rhv-upload plugin reports an imageio refusal as three debug
+# lines of its nbdkit thread (2.2 then fails on the fourth, the body, with a
+# TypeError): "unexpected response from imageio server:", what it was doing
+# ("could not write sector offset N size M"), and "500: Internal Server Error".
+_R_IMAGEIO = re.compile(r"nbdkit: (python\.\d+): debug: unexpected response from imageio server:")
+_R_HTTP_STATUS = re.compile(r"^(\d{3}): (.*)$")
 
 _COMMON = (
     (b"%", ((_R_BAR, "bar"), (_R_PERCENT, "percent"))),
@@ -122,6 +133,7 @@ _COMMON = (
     (b"disk.id = '", ((_R_DISKID, "diskid"),)),
     (b"ovf:id=", ((_R_VS, "vs"), (_R_OSSEC, "ossec"))),
     (b"virt-v2v: ", ((_R_ERROR, "error"), (_R_SIGNAL, "signal"))),
+    (b"unexpected response from imageio", ((_R_IMAGEIO, "imageio"),)),
 )
 _V2 = (
     # 2.x stage lines always carry the "[  52.1] " timestamp in the verbose log
@@ -166,6 +178,8 @@ class LogParser:
         self._lookback = b""
         self._v1_sources = []
         self._markers = MARKERS.get(dialect, MARKERS[None])
+        self._imageio = None     # (thread's line prefix, its lines so far) of an imageio refusal
+        self._imageio_done = False
 
     def feed(self, data):
         # No big copies: the carried partial line is completed with the head
@@ -193,6 +207,7 @@ class LogParser:
     def _scan(self, buf, lo, hi):
         if lo >= hi:
             return []
+        events = self._imageio_lines(buf, lo, hi) if self._imageio else []
         hits = {}
         for marker, rules in self._markers:
             pos = buf.find(marker, lo, hi)
@@ -203,13 +218,17 @@ class LogParser:
                 start, end = _line_bounds(buf, pos, lo, hi)
                 hits.setdefault(start, (end, []))[1].extend(rules)
                 pos = buf.find(marker, end, hi)
-        events = []
         for start in sorted(hits):
             end, rules = hits[start]
             line = buf[start:end].decode("utf-8", "replace")
             for regex, kind in rules:
                 if kind == "uri":
                     events.extend(self._uri(regex, line, buf, start, lo))
+                elif kind == "imageio":
+                    m = regex.search(line)
+                    if m and self._imageio is None and not self._imageio_done:
+                        self._imageio = (("nbdkit: %s: debug: " % m.group(1)).encode(), [])
+                        events.extend(self._imageio_lines(buf, end, hi))
                 elif kind == "error":
                     events.extend(self._error(regex, line, buf, start, lo))
                 else:
@@ -217,6 +236,28 @@ class LogParser:
         self._lookback = (buf[hi - LOOKBACK:hi] if hi - lo >= LOOKBACK
                           else (self._lookback + buf[lo:hi])[-LOOKBACK:])
         return events
+
+    def _imageio_lines(self, buf, lo, hi):
+        """The next two debug lines of the thread that met an imageio refusal
+        (maybe in a later read): what it did and the HTTP status."""
+        prefix, lines = self._imageio
+        pos = buf.find(prefix, lo, hi)
+        while pos != -1 and len(lines) < 2:
+            start, end = _line_bounds(buf, pos, lo, hi)
+            if end == hi:             # not a whole line yet
+                break
+            lines.append(buf[pos + len(prefix):end].decode("utf-8", "replace").strip())
+            pos = buf.find(prefix, end, hi)
+        if len(lines) < 2:
+            return []
+        self._imageio = None
+        self._imageio_done = True         # the first refusal is the one reported
+        what, status = lines
+        m = _R_HTTP_STATUS.match(status)
+        if m:
+            return [UploadFailure("imageio answered %s %s to: %s" % (m.group(1), m.group(2),
+                                                                      what[:200]))]
+        return [UploadFailure(("%s: %s" % (what, status))[:300])]
 
     def _window(self, buf, start, lo):
         """The LOOKBACK bytes before ``start`` (maybe from an earlier read)."""

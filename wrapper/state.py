@@ -38,6 +38,7 @@ class State:
         self.disk_ids = []           # disks created on the target (oVirt upload)
         self.v2v_errors = []         # "virt-v2v: error:" lines of the verbose log
         self.v2v_causes = {}         # such a line -> the line before it that explains it
+        self.upload_failure = None   # the first imageio refusal of an rhv-upload write
         self.signal = None           # "Exiting on signal X"
         self.vm_id_definitive = False
         self._soft_message = False
@@ -78,7 +79,9 @@ class State:
         if not m:
             return
         head = last[:m.start()]
-        cause = self.v2v_causes.get(last) or next(
+        # imageio's refusal comes first: the lines just before the error are
+        # its consequences (nbdkit's "NBD_CMD_WRITE: Bad message", ...)
+        cause = self.upload_failure or self.v2v_causes.get(last) or next(
             (c for text, c in self.v2v_causes.items() if text.startswith(head)), None)
         if cause:
             self.data["last_message"]["message"] = "%s: %s" % (head, cause)
@@ -159,6 +162,9 @@ def apply(state, event):
         state.v2v_errors.append(event.text)
         if event.cause:
             state.v2v_causes.setdefault(event.text, event.cause)
+    elif isinstance(event, ev.UploadFailure):
+        if state.upload_failure is None:
+            state.upload_failure = event.text
     elif isinstance(event, ev.KilledBySignal):
         state.signal = event.signal
 
