@@ -1,4 +1,7 @@
-"""A stand-in oVirt engine: just enough of the REST API for wrapper.ovirt_api.
+"""A stand-in oVirt engine: enough of the REST API for wrapper.ovirt_api and
+for virt-v2v's ``-o rhv-upload`` helper scripts (data centers searched by
+``storage.name``, their storage domains and clusters, VMs by name, hosts by
+``hw_id``; the engine's search language as far as those use it).
 
 HTTPS on 127.0.0.1 (a free port), certificates made by :func:`make_pki`,
 answering what ovirtsdk4 asks for the wrapper's operations, in the engine's
@@ -13,6 +16,7 @@ import fnmatch
 import http.server
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -108,6 +112,39 @@ class StorageDomain:
     name: str
     storage_type: str           # ovirtsdk4.types.StorageType value: nfs, iscsi, ...
     type: str = "data"
+    data_center_id: Optional[str] = None    # the data center it is attached to
+
+
+@dataclasses.dataclass
+class DataCenter:
+    id: str
+    name: str
+    status: str = "up"
+
+
+@dataclasses.dataclass
+class Cluster:
+    id: str
+    name: str
+    data_center_id: str
+    cpu_architecture: str = "x86_64"    # ovirtsdk4.types.Architecture value
+
+
+@dataclasses.dataclass
+class Vm:
+    id: str
+    name: str
+    cluster_id: Optional[str] = None
+    status: str = "down"
+
+
+@dataclasses.dataclass
+class Host:
+    id: str
+    name: str
+    hw_id: str                  # what /etc/vdsm/vdsm.id holds on that host
+    cluster_id: Optional[str] = None
+    status: str = "up"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +164,10 @@ class StandinEngine:
         self.username = username
         self.password = password
         self.storage_domains: List[StorageDomain] = []
+        self.data_centers: List[DataCenter] = []
+        self.clusters: List[Cluster] = []
+        self.vms: Dict[str, Vm] = {}
+        self.hosts: List[Host] = []
         self.disks: Dict[str, Disk] = {}
         self.transfers: Dict[str, Transfer] = {}
         # The real engine removes a disk itself when its upload is cancelled.
@@ -139,10 +180,58 @@ class StandinEngine:
         self._thread = None
 
     # -- setup helpers --------------------------------------------------
-    def add_storage_domain(self, name, storage_type, *, type="data"):
+    def add_storage_domain(self, name, storage_type, *, type="data", data_center=None):
+        """A storage domain, attached to ``data_center`` (a :class:`DataCenter`
+        or its name) if given."""
         sd = StorageDomain(id=str(uuid.uuid4()), name=name, storage_type=storage_type, type=type)
         self.storage_domains.append(sd)
+        if data_center is not None:
+            self.attach_storage_domain(sd, data_center)
         return sd
+
+    def add_data_center(self, name, *, status="up"):
+        dc = DataCenter(id=str(uuid.uuid4()), name=name, status=status)
+        self.data_centers.append(dc)
+        return dc
+
+    def attach_storage_domain(self, storage_domain, data_center):
+        storage_domain.data_center_id = self._data_center(data_center).id
+
+    def add_cluster(self, name, data_center, cpu_architecture="x86_64"):
+        """A cluster of ``data_center`` (a :class:`DataCenter` or its name);
+        ``cpu_architecture`` is an ovirtsdk4 Architecture value (``undefined``
+        is what an engine shows for a cluster without hosts or CPU type)."""
+        cluster = Cluster(id=str(uuid.uuid4()), name=name,
+                          data_center_id=self._data_center(data_center).id,
+                          cpu_architecture=cpu_architecture)
+        self.clusters.append(cluster)
+        return cluster
+
+    def add_vm(self, name, *, cluster=None, status="down"):
+        """A VM that already exists on the engine (``cluster``: a
+        :class:`Cluster` or its name, optional)."""
+        vm = Vm(id=str(uuid.uuid4()), name=name, status=status,
+                cluster_id=self._cluster(cluster).id if cluster is not None else None)
+        self.vms[vm.id] = vm
+        return vm
+
+    def add_host(self, name, hw_id, cluster, *, status="up"):
+        """A host of ``cluster`` (a :class:`Cluster` or its name) whose
+        /etc/vdsm/vdsm.id is ``hw_id``."""
+        host = Host(id=str(uuid.uuid4()), name=name, hw_id=hw_id,
+                    cluster_id=self._cluster(cluster).id, status=status)
+        self.hosts.append(host)
+        return host
+
+    def _data_center(self, dc):
+        if isinstance(dc, DataCenter):
+            return dc
+        return next(d for d in self.data_centers if d.name == dc)
+
+    def _cluster(self, cluster):
+        if isinstance(cluster, Cluster):
+            return cluster
+        return next(c for c in self.clusters if c.name == cluster)
 
     def add_disk(self, disk_id=None, *, locked_polls=0, name=None):
         disk_id = disk_id or str(uuid.uuid4())
@@ -162,6 +251,16 @@ class StandinEngine:
         with self.lock:
             return [r for r in self.requests
                     if (method is None or r.method == method) and r.path.startswith(path_prefix)]
+
+    def counts(self):
+        """{"METHOD /path-template": n} over all requests, ids in the path
+        replaced by ``{id}`` (for reports of what the engine saw)."""
+        out: Dict[str, int] = {}
+        with self.lock:
+            for r in self.requests:
+                key = "%s %s" % (r.method, path_template(r.path))
+                out[key] = out.get(key, 0) + 1
+        return out
 
     @property
     def base_url(self):
@@ -237,8 +336,10 @@ class StandinEngine:
             return 200, XML_TYPE, ("<api><product_info><name>oVirt Engine</name>"
                                    "<version><major>4</major><minor>5</minor></version>"
                                    "</product_info></api>")
-        if parts == ["storagedomains"] and method == "GET":
-            return self._storage_domains(query)
+        if method == "GET":
+            found = self._read(parts, query)
+            if found is not None:
+                return found
         if len(parts) == 2 and parts[0] == "disks":
             disk = self.disks.get(parts[1])
             if disk is None:
@@ -272,36 +373,141 @@ class StandinEngine:
                 return 200, XML_TYPE, "<action><status>complete</status></action>"
         return _fault(404, "Not Found", "no such resource")
 
-    def _storage_domains(self, query):
+    # -- the read side: collections, entities, searches ----------------
+    def _read(self, parts, query):
+        """The answer to a GET of the read side, None if ``parts`` is none
+        of its paths."""
+        dcs = {d.id: d for d in self.data_centers}
+        clusters = {c.id: c for c in self.clusters}
+        sds = {sd.id: sd for sd in self.storage_domains}
+        hosts = {h.id: h for h in self.hosts}
+        collections = {
+            # name: (entities, list element, xml of one, search fields)
+            "datacenters": (dcs, "data_centers", self._data_center_xml, {
+                "name": lambda d: d.name,
+                "storage.name": lambda d: [sd.name for sd in self.storage_domains
+                                           if sd.data_center_id == d.id],
+                "status": lambda d: d.status}),
+            "clusters": (clusters, "clusters", self._cluster_xml, {
+                "name": lambda c: c.name,
+                "datacenter": lambda c: dcs[c.data_center_id].name}),
+            "storagedomains": (sds, "storage_domains", _storage_domain_xml, {
+                "name": lambda sd: sd.name,
+                "datacenter": lambda sd: (dcs[sd.data_center_id].name
+                                          if sd.data_center_id else [])}),
+            "vms": (self.vms, "vms", _vm_xml, {
+                "name": lambda v: v.name,
+                "cluster": lambda v: clusters[v.cluster_id].name if v.cluster_id else [],
+                "status": lambda v: v.status}),
+            "hosts": (hosts, "hosts", self._host_xml, {
+                "name": lambda h: h.name,
+                "hw_id": lambda h: h.hw_id,
+                "datacenter": lambda h: dcs[clusters[h.cluster_id].data_center_id].name,
+                "cluster": lambda h: clusters[h.cluster_id].name,
+                "status": lambda h: h.status}),
+        }
+        if not parts or parts[0] not in collections:
+            return None
+        entities, element, xml, fields = collections[parts[0]]
+        if len(parts) == 1:
+            return self._list(entities.values(), element, xml, fields, query)
+        entity = entities.get(parts[1])
+        if entity is None:
+            return _fault(404, "Not Found", "Entity not found: %s" % parts[1])
+        if len(parts) == 2:
+            return 200, XML_TYPE, xml(entity)
+        if parts[0] == "datacenters" and parts[2:] == ["storagedomains"]:
+            return self._list([sd for sd in self.storage_domains
+                               if sd.data_center_id == entity.id], "storage_domains",
+                              lambda sd: _storage_domain_xml(sd, entity), {}, {})
+        if parts[0] == "datacenters" and parts[2:] == ["clusters"]:
+            return self._list([c for c in self.clusters if c.data_center_id == entity.id],
+                              "clusters", self._cluster_xml, {}, {})
+        return None
+
+    @staticmethod
+    def _list(entities, element, xml, fields, query):
         search = (query.get("search") or [""])[0]
         case_sensitive = (query.get("case_sensitive") or ["true"])[0] != "false"
-        found = self.storage_domains
+        found = list(entities)
         if search:
-            field, _, pattern = search.partition("=")
-            if field.strip() != "name":
-                return _fault(400, "Operation Failed",
-                              "stand-in only searches by name: %s" % search)
-            pattern = pattern.strip()
+            try:
+                terms = parse_search(search)
+            except ValueError as e:
+                return _fault(400, "Operation Failed", str(e))
+            for field, _ in terms:
+                if field not in fields:
+                    return _fault(400, "Operation Failed",
+                                  "stand-in cannot search %s by %s: %s" % (
+                                      element, field, search))
+            found = [e for e in found
+                     if all(search_match(fields[f](e), pattern,
+                                         case_sensitive and f != "status")
+                            for f, pattern in terms)]
+        return 200, XML_TYPE, "<%s>%s</%s>" % (element, "".join(xml(e) for e in found),
+                                               element)
 
-            def match(name):
-                if case_sensitive:
-                    return fnmatch.fnmatchcase(name, pattern)
-                return fnmatch.fnmatchcase(name.lower(), pattern.lower())
-            found = [sd for sd in found if match(sd.name)]
-        return 200, XML_TYPE, "<storage_domains>%s</storage_domains>" % "".join(
-            _storage_domain_xml(sd) for sd in found)
+    def _data_center_xml(self, dc):
+        href = "%s/datacenters/%s" % (API, dc.id)
+        links = "".join('<link href=%s rel="%s"/>' % (quoteattr(href + "/" + rel), rel)
+                        for rel in ("clusters", "networks", "permissions", "quotas",
+                                    "storagedomains"))
+        return ('<data_center href=%s id=%s><name>%s</name>%s<local>false</local>'
+                '<quota_mode>disabled</quota_mode><status>%s</status>'
+                '<storage_format>v5</storage_format>'
+                '<version><major>4</major><minor>7</minor></version></data_center>' % (
+                    quoteattr(href), quoteattr(dc.id), escape(dc.name), links,
+                    escape(dc.status)))
+
+    def _cluster_xml(self, c):
+        href = "%s/clusters/%s" % (API, c.id)
+        return ('<cluster href=%s id=%s><name>%s</name>'
+                '<cpu><architecture>%s</architecture><type>Intel Nehalem Family</type></cpu>'
+                '<data_center href=%s id=%s/>'
+                '<version><major>4</major><minor>7</minor></version></cluster>' % (
+                    quoteattr(href), quoteattr(c.id), escape(c.name),
+                    escape(c.cpu_architecture),
+                    quoteattr("%s/datacenters/%s" % (API, c.data_center_id)),
+                    quoteattr(c.data_center_id)))
+
+    def _host_xml(self, h):
+        href = "%s/hosts/%s" % (API, h.id)
+        return ('<host href=%s id=%s><name>%s</name><address>127.0.0.1</address>'
+                '<status>%s</status><cluster href=%s id=%s/></host>' % (
+                    quoteattr(href), quoteattr(h.id), escape(h.name), escape(h.status),
+                    quoteattr("%s/clusters/%s" % (API, h.cluster_id)),
+                    quoteattr(h.cluster_id)))
 
 
 # --------------------------------------------------------------------------
 # XML in the oVirt API model's shape
 
-def _storage_domain_xml(sd):
-    href = "%s/storagedomains/%s" % (API, sd.id)
+def _storage_domain_xml(sd, data_center=None):
+    """A storage domain as /storagedomains shows it, or (``data_center``
+    given) as that data center's /storagedomains does."""
+    if data_center is None:
+        href = "%s/storagedomains/%s" % (API, sd.id)
+        dcs = ("<data_centers><data_center href=%s id=%s/></data_centers>" % (
+            quoteattr("%s/datacenters/%s" % (API, sd.data_center_id)),
+            quoteattr(sd.data_center_id)) if sd.data_center_id else "")
+    else:
+        href = "%s/datacenters/%s/storagedomains/%s" % (API, data_center.id, sd.id)
+        dcs = "<data_center href=%s id=%s/>" % (
+            quoteattr("%s/datacenters/%s" % (API, data_center.id)), quoteattr(data_center.id))
     return ('<storage_domain href=%s id=%s><name>%s</name><available>10737418240</available>'
             '<master>true</master><status>active</status><storage><type>%s</type></storage>'
-            '<storage_format>v5</storage_format><type>%s</type></storage_domain>' % (
+            '<storage_format>v5</storage_format><type>%s</type>%s</storage_domain>' % (
                 quoteattr(href), quoteattr(sd.id), escape(sd.name),
-                escape(sd.storage_type), escape(sd.type)))
+                escape(sd.storage_type), escape(sd.type), dcs))
+
+
+def _vm_xml(vm):
+    href = "%s/vms/%s" % (API, vm.id)
+    cluster = ("<cluster href=%s id=%s/>" % (
+        quoteattr("%s/clusters/%s" % (API, vm.cluster_id)), quoteattr(vm.cluster_id))
+        if vm.cluster_id else "")
+    return "<vm href=%s id=%s><name>%s</name><status>%s</status>%s</vm>" % (
+        quoteattr(href), quoteattr(vm.id), escape(vm.name), escape(vm.status), cluster)
 
 
 def _disk_xml(disk, status):
@@ -394,6 +600,43 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     do_GET = do_POST = do_DELETE = do_PUT = _serve
+
+
+# --------------------------------------------------------------------------
+# Search and paths
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                   r"[0-9a-fA-F]{12}$")
+
+
+def parse_search(search):
+    """The engine's search language as far as the SDK's callers use it:
+    ``field=value`` terms joined by ``and`` -> [(field, value)]; a value may
+    be double-quoted and hold ``*`` wildcards."""
+    terms = []
+    for term in re.split(r"\s+and\s+", search.strip(), flags=re.IGNORECASE):
+        field, sep, value = term.partition("=")
+        if not sep or not field.strip():
+            raise ValueError("stand-in cannot parse the search %r" % search)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        terms.append((field.strip().lower(), value))
+    return terms
+
+
+def search_match(values, pattern, case_sensitive):
+    """Does one of ``values`` (a string or a list of them) match ``pattern``?"""
+    if isinstance(values, str):
+        values = [values]
+    if not case_sensitive:
+        values, pattern = [v.lower() for v in values], pattern.lower()
+    return any(fnmatch.fnmatchcase(v, pattern) for v in values)
+
+
+def path_template(path):
+    """``path`` with every id segment (a UUID) replaced by ``{id}``."""
+    return "/".join("{id}" if _UUID.match(seg) else seg for seg in path.split("/"))
 
 
 def closed_port():
