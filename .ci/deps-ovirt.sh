@@ -1,6 +1,8 @@
 #!/bin/bash
 # Install the official oVirt Python SDK (ovirt-engine-sdk-python, module ovirtsdk4) and what it
-# needs to build, for the `rhv_url` (oVirt API upload) code and its tests.
+# needs to build, for the `rhv_url` (oVirt API upload) code and its tests; the nbdkit python
+# plugin virt-v2v's -o rhv-upload writes the disk with; and the real ovirt-imageio daemon the
+# stand-in engine's image transfers point at (tests/ovirt_standin/imageio.py).
 #
 # Usage: .ci/deps-ovirt.sh [PYTHON]     (default: python3; CI passes its venv's python)
 # Idempotent; run as root on Debian 12 (bookworm). Waits for the dpkg lock if another apt runs.
@@ -14,6 +16,12 @@
 #                       pycurl (the SDK's HTTP client); pip usually finds a manylinux wheel, but
 #                       it builds from source when none matches the python, and then needs these
 #   openssl             the tests generate their own CA and server certificates with the CLI
+#   nbdkit-plugin-python
+#                       `nbdkit python`: virt-v2v -o rhv-upload runs its upload plugin in it
+#                       (Debian pulls in python3-boto3 with it)
+#
+# pip, into PYTHON: ovirt-engine-sdk-python (ovirtsdk4) and ovirt-imageio (the daemon; a small
+# C extension, built here with gcc and the python's headers).
 #   ca-certificates     pip over https
 set -euo pipefail
 
@@ -30,6 +38,7 @@ PKGS=(
     libssl-dev
     openssl
     ca-certificates
+    nbdkit-plugin-python
 )
 
 APT_INSTALL_OPTS=()
@@ -40,10 +49,24 @@ if ! "$PY" -c 'import ovirtsdk4, ovirtsdk4.types, pycurl' 2>/dev/null; then
     "$PY" -m pip install --quiet ovirt-engine-sdk-python
 fi
 
-# Sanity check: the C extension and pycurl must load, not just be present.
+if ! "$PY" -c 'import ovirt_imageio._internal.server, ovirt_imageio._internal.ioutil' 2>/dev/null; then
+    echo "deps-ovirt.sh: pip installing ovirt-imageio into $("$PY" -c 'import sys; print(sys.prefix)')"
+    "$PY" -m pip install --quiet ovirt-imageio
+fi
+
+# Sanity check: the C extensions and pycurl must load, not just be present.
 "$PY" - <<'EOF'
 import ovirtsdk4, ovirtsdk4.types, ovirtsdk4.xml, pycurl
+import ovirt_imageio._internal.server, ovirt_imageio._internal.ioutil
 from ovirtsdk4.version import VERSION
-print("deps-ovirt.sh: OK (ovirtsdk4 %s, %s)" % (VERSION, pycurl.version))
+from ovirt_imageio._internal.version import string as IMAGEIO_VERSION
+print("deps-ovirt.sh: OK (ovirtsdk4 %s, ovirt-imageio %s, %s)"
+      % (VERSION, IMAGEIO_VERSION, pycurl.version.split()[0]))
 EOF
+# The plugin must load in nbdkit (run with a clean PATH: see tests/ovirt_standin/v2vpython.py
+# for why a venv's python3 first on PATH can break the embedded interpreter).
+if ! out=$(env PATH=/usr/sbin:/usr/bin:/sbin:/bin nbdkit python --dump-plugin 2>&1); then
+    echo "deps-ovirt.sh: nbdkit python does not load: $out" >&2
+    exit 1
+fi
 command -v openssl >/dev/null || { echo "deps-ovirt.sh: missing openssl" >&2; exit 1; }

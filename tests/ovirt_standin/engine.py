@@ -23,6 +23,7 @@ import subprocess
 import threading
 import urllib.parse
 import uuid
+import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional
 from xml.sax.saxutils import escape, quoteattr
 
@@ -91,8 +92,19 @@ class Disk:
     status_after_lock: str = "ok"
     # DELETEs refused with 409 (as while the engine runs another operation).
     refuse_deletes: int = 0
+    # What POST /disks asked for (the defaults: a disk made by add_disk).
+    format: str = "raw"
+    sparse: Optional[bool] = None
+    provisioned_size: int = 1 << 30
+    initial_size: Optional[int] = None
+    storage_domain_id: Optional[str] = None
+    description: str = "Uploaded by virt-v2v"
+    # The image transfer that holds the disk's lock while it runs.
+    transfer_id: Optional[str] = None
 
     def status(self):
+        if self.transfer_id is not None:
+            return "locked"
         if self.locked_polls is None or self.locked_polls > 0:
             return "locked"
         return self.status_after_lock
@@ -104,6 +116,27 @@ class Transfer:
     disk_id: Optional[str]      # <disk id=...> (transfers created by disk)
     image_id: Optional[str]     # <image id=...> (older clients / engines)
     phase: str = "transferring"
+    transfer_url: Optional[str] = None
+    proxy_url: Optional[str] = None
+    ticket_id: Optional[str] = None
+    backing_path: Optional[str] = None   # the file imageio writes the disk to
+    # GETs that still show the current transitional phase (initializing,
+    # finalizing_*) before the next one.
+    polls_left: int = 0
+    body: str = ""                       # what POST /imagetransfers sent
+
+
+@dataclasses.dataclass
+class Job:
+    id: str
+    correlation_id: str
+    description: str
+    # GETs of /jobs that still show it "started"; then it is final_status.
+    polls_left: int = 0
+    final_status: str = "finished"      # or "failed"
+
+    def status(self):
+        return "started" if self.polls_left > 0 else self.final_status
 
 
 @dataclasses.dataclass
@@ -136,6 +169,8 @@ class Vm:
     name: str
     cluster_id: Optional[str] = None
     status: str = "down"
+    ovf: Optional[str] = None           # the OVF of POST /vms (virt-v2v's createvm)
+    correlation_id: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -159,8 +194,14 @@ class Recorded:
 class StandinEngine:
     """The engine's state plus an HTTPS server thread serving it."""
 
-    def __init__(self, pki, *, username="admin@internal", password="engine-password"):
+    def __init__(self, pki, *, username="admin@internal", password="engine-password",
+                 imageio=None):
         self.pki = pki
+        # Where image transfers point: an object with add_ticket(disk_id, size)
+        # -> (transfer_url, backing_path) and remove_ticket(ticket_id) (the
+        # ImageioDaemon of tests/ovirt_standin/imageio.py); None: transfers
+        # get a URL nobody listens on.
+        self.imageio = imageio
         self.username = username
         self.password = password
         self.storage_domains: List[StorageDomain] = []
@@ -170,8 +211,17 @@ class StandinEngine:
         self.hosts: List[Host] = []
         self.disks: Dict[str, Disk] = {}
         self.transfers: Dict[str, Transfer] = {}
+        self.jobs: List[Job] = []
         # The real engine removes a disk itself when its upload is cancelled.
         self.cancel_removes_disk = False
+        # -- knobs for the write side (what the next created thing does) --
+        self.disk_locked_polls = 1          # GETs a new disk stays locked
+        self.transfer_init_polls = 1        # GETs a transfer stays initializing
+        self.finalize_polls = 1             # GETs it stays finalizing_*
+        self.finalize_fails = False         # finalize ends in finished_failure
+        self.cancel_locked_polls = 0        # GETs a cancelled upload's disk stays locked
+        self.job_polls = 0                  # /jobs GETs the import job stays started
+        self.import_job_fails = False       # the createvm import job ends failed
         self.requests: List[Recorded] = []
         self.tokens = set()
         self.revoked = set()
@@ -357,21 +407,213 @@ class StandinEngine:
                                   "currently in progress. Please try again later.]")
                 del self.disks[disk.id]
                 return 200, XML_TYPE, ""
+        if parts == ["disks"] and method == "POST":
+            return self._add_disk(body)
         if parts == ["imagetransfers"] and method == "GET":
             return 200, XML_TYPE, "<image_transfers>%s</image_transfers>" % "".join(
                 _transfer_xml(t) for t in self.transfers.values())
+        if parts == ["imagetransfers"] and method == "POST":
+            return self._add_transfer(body)
         if len(parts) >= 2 and parts[0] == "imagetransfers":
             t = self.transfers.get(parts[1])
             if t is None:
                 return _fault(404, "Not Found", "Entity not found: %s" % parts[1])
             if len(parts) == 2 and method == "GET":
+                self._advance(t)
                 return 200, XML_TYPE, _transfer_xml(t)
             if parts[2:] == ["cancel"] and method == "POST":
-                t.phase = "cancelled_user"
-                if self.cancel_removes_disk:
-                    self.disks.pop(t.disk_id or t.image_id, None)
+                self._end_transfer(t, "cancelled_user")
                 return 200, XML_TYPE, "<action><status>complete</status></action>"
+            if parts[2:] == ["finalize"] and method == "POST":
+                if t.phase != "transferring":
+                    return _fault(409, "Operation Failed",
+                                  "[Cannot finalize image transfer in phase %s.]" % t.phase)
+                t.phase = "finalizing_failure" if self.finalize_fails else "finalizing_success"
+                t.polls_left = self.finalize_polls
+                self._release_ticket(t)
+                return 200, XML_TYPE, "<action><status>complete</status></action>"
+        if parts == ["vms"] and method == "POST":
+            return self._add_vm(query, body)
+        if parts == ["jobs"] and method == "GET":
+            return self._jobs(query)
         return _fault(404, "Not Found", "no such resource")
+
+    # -- the write side --------------------------------------------------
+    def _add_disk(self, body):
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError as e:
+            return _fault(400, "Bad Request", "cannot parse the disk: %s" % e)
+        sd_el = root.find("storage_domains/storage_domain")
+        sd = None
+        if sd_el is not None:
+            sd_id, sd_name = sd_el.get("id"), sd_el.findtext("name")
+            sd = next((d for d in self.storage_domains
+                       if (sd_id and d.id == sd_id) or (sd_name and d.name == sd_name)), None)
+        if sd is None:
+            return _fault(400, "Operation Failed",
+                          "[Cannot add Virtual Disk. Storage Domain doesn't exist.]")
+        provisioned = root.findtext("provisioned_size")
+        if not provisioned:
+            return _fault(400, "Incomplete parameters",
+                          "Disk [provisionedSize] required for add")
+        disk_id = root.get("id") or str(uuid.uuid4())
+        if disk_id in self.disks:
+            return _fault(409, "Operation Failed",
+                          "[Cannot add Virtual Disk. Disk with the same ID already exists.]")
+        initial = root.findtext("initial_size")
+        sparse = root.findtext("sparse")
+        disk = Disk(id=disk_id, name=root.findtext("name") or "disk-" + disk_id[:8],
+                    locked_polls=self.disk_locked_polls, format=root.findtext("format") or "raw",
+                    sparse=None if sparse is None else sparse == "true",
+                    provisioned_size=int(provisioned),
+                    initial_size=int(initial) if initial else None,
+                    storage_domain_id=sd.id,
+                    description=root.findtext("description") or "")
+        self.disks[disk.id] = disk
+        return 201, XML_TYPE, _disk_xml(disk, disk.status())
+
+    def _add_transfer(self, body):
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError as e:
+            return _fault(400, "Bad Request", "cannot parse the image transfer: %s" % e)
+        disk_el = root.find("disk")
+        disk = self.disks.get(disk_el.get("id") if disk_el is not None else "")
+        if disk is None:
+            return _fault(404, "Not Found", "[Cannot transfer Virtual Disk: disk not found.]")
+        if disk.status() != "ok":
+            return _fault(409, "Operation Failed",
+                          "[Cannot transfer Virtual Disk: Disk is locked. Please try again "
+                          "later.]")
+        t = Transfer(id=str(uuid.uuid4()), disk_id=disk.id, image_id=None,
+                     phase="initializing", polls_left=self.transfer_init_polls, body=body)
+        if self.imageio is not None:
+            t.transfer_url, t.backing_path = self.imageio.add_ticket(
+                disk.id, disk.provisioned_size)
+            t.ticket_id = t.transfer_url.rstrip("/").rsplit("/", 1)[1]
+        else:
+            t.transfer_url = "https://127.0.0.1:%d/images/%s" % (closed_port(), t.id)
+        t.proxy_url = t.transfer_url
+        disk.transfer_id = t.id
+        self.transfers[t.id] = t
+        return 201, XML_TYPE, _transfer_xml(t)
+
+    def _advance(self, t):
+        """A GET of a transfer: a transitional phase ends after its polls."""
+        if t.polls_left > 0:
+            t.polls_left -= 1
+            return
+        if t.phase == "initializing":
+            t.phase = "transferring"
+        elif t.phase == "finalizing_success":
+            self._end_transfer(t, "finished_success")
+        elif t.phase == "finalizing_failure":
+            self._end_transfer(t, "finished_failure")
+
+    def _end_transfer(self, t, phase):
+        t.phase = phase
+        self._release_ticket(t)
+        disk = self.disks.get(t.disk_id or t.image_id)
+        if disk is None:
+            return
+        held = disk.transfer_id == t.id     # the lock this transfer took (not add_transfer's)
+        if held:
+            disk.transfer_id = None
+        if phase == "finished_failure":
+            # The engine marks the disk illegal and removes it.
+            self.disks.pop(disk.id, None)
+        elif phase == "cancelled_user":
+            if self.cancel_removes_disk:
+                self.disks.pop(disk.id, None)
+            elif held:
+                disk.locked_polls = self.cancel_locked_polls
+
+    def _release_ticket(self, t):
+        if self.imageio is None or t.ticket_id is None:
+            return
+        ticket_id, t.ticket_id = t.ticket_id, None
+        # The daemon waits for the ticket's connections to close: not under
+        # the engine's lock.
+        threading.Thread(target=_quietly, args=(self.imageio.remove_ticket, ticket_id),
+                         name="imageio-remove-ticket", daemon=True).start()
+
+    def _add_vm(self, query, body):
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError as e:
+            return _fault(400, "Bad Request", "cannot parse the VM: %s" % e)
+        cluster_el = root.find("cluster")
+        cluster = next((c for c in self.clusters if cluster_el is not None and (
+            c.id == cluster_el.get("id") or c.name == cluster_el.findtext("name"))), None)
+        if cluster is None:
+            return _fault(400, "Operation Failed", "[Cannot add VM. Cluster doesn't exist.]")
+        ovf = root.findtext("initialization/configuration/data")
+        config_type = root.findtext("initialization/configuration/type")
+        if ovf is None or config_type != "ova":
+            return _fault(400, "Incomplete parameters",
+                          "stand-in only adds VMs from an OVF (configuration type ova)")
+        parsed = parse_ovf(ovf)
+        if parsed is None:
+            return _fault(400, "Operation Failed", "[Cannot add VM. Failed to parse the OVF.]")
+        ovf_id, name, _ = parsed
+        if any(v.name == name for v in self.vms.values()):
+            return _fault(409, "Operation Failed",
+                          "[Cannot add VM. The VM name is already in use, please choose a "
+                          "unique name and try again.]")
+        correlation_id = (query.get("correlation_id") or [None])[0]
+        # The engine keeps the OVF's VM id when it is free.
+        vm_id = ovf_id if ovf_id and _UUID.match(ovf_id) and ovf_id not in self.vms \
+            else str(uuid.uuid4())
+        vm = Vm(id=vm_id, name=name, cluster_id=cluster.id, status="image_locked"
+                if self.job_polls else "down", ovf=ovf, correlation_id=correlation_id)
+        self.vms[vm.id] = vm
+        self.jobs.append(Job(id=str(uuid.uuid4()), correlation_id=correlation_id or "",
+                             description="Importing VM %s from configuration to Cluster %s"
+                             % (name, cluster.name), polls_left=self.job_polls,
+                             final_status="failed" if self.import_job_fails else "finished"))
+        self._settle_vm(vm)
+        return 201, XML_TYPE, _vm_xml(vm)
+
+    def _settle_vm(self, vm):
+        job = next((j for j in self.jobs if vm.correlation_id
+                    and j.correlation_id == vm.correlation_id), None)
+        if job is None or job.status() == "started":
+            return
+        if job.status() == "failed":
+            self.vms.pop(vm.id, None)        # a failed import leaves no VM
+        else:
+            vm.status = "down"
+
+    def _jobs(self, query):
+        search = (query.get("search") or [""])[0]
+        try:
+            terms = parse_search(search) if search else []
+        except ValueError as e:
+            return _fault(400, "Operation Failed", str(e))
+        if any(f != "correlation_id" for f, _ in terms):
+            return _fault(400, "Operation Failed",
+                          "stand-in only searches jobs by correlation_id: %s" % search)
+        found = [j for j in self.jobs
+                 if all(search_match(j.correlation_id, v, True) for _, v in terms)]
+        text = "<jobs>%s</jobs>" % "".join(_job_xml(j) for j in found)
+        for j in found:
+            if j.polls_left > 0:
+                j.polls_left -= 1
+            for vm in list(self.vms.values()):
+                if vm.correlation_id == j.correlation_id:
+                    self._settle_vm(vm)
+        return 200, XML_TYPE, text
+
+    # -- for assertions ----------------------------------------------------
+    def locked_disks(self):
+        with self.lock:
+            return [d.id for d in self.disks.values() if d.status() == "locked"]
+
+    def unfinished_transfers(self):
+        with self.lock:
+            return [t.id for t in self.transfers.values()
+                    if not t.phase.startswith(("finished", "cancelled"))]
 
     # -- the read side: collections, entities, searches ----------------
     def _read(self, parts, query):
@@ -512,17 +754,65 @@ def _vm_xml(vm):
 
 def _disk_xml(disk, status):
     href = "%s/disks/%s" % (API, disk.id)
-    return ('<disk href=%s id=%s><name>%s</name><description>Uploaded by virt-v2v'
-            '</description><format>raw</format><provisioned_size>1073741824'
-            '</provisioned_size><status>%s</status><storage_type>image</storage_type>'
-            '</disk>' % (quoteattr(href), quoteattr(disk.id), escape(disk.name),
-                         escape(status)))
+    extra = ""
+    if disk.sparse is not None:
+        extra += "<sparse>%s</sparse>" % ("true" if disk.sparse else "false")
+    if disk.initial_size is not None:
+        extra += "<initial_size>%d</initial_size>" % disk.initial_size
+    if disk.storage_domain_id:
+        extra += "<storage_domains><storage_domain href=%s id=%s/></storage_domains>" % (
+            quoteattr("%s/storagedomains/%s" % (API, disk.storage_domain_id)),
+            quoteattr(disk.storage_domain_id))
+    return ('<disk href=%s id=%s><name>%s</name><description>%s</description>'
+            '<format>%s</format><provisioned_size>%d</provisioned_size>%s'
+            '<status>%s</status><storage_type>image</storage_type></disk>' % (
+                quoteattr(href), quoteattr(disk.id), escape(disk.name),
+                escape(disk.description), escape(disk.format), disk.provisioned_size,
+                extra, escape(status)))
+
+
+def _job_xml(job):
+    href = "%s/jobs/%s" % (API, job.id)
+    return ('<job href=%s id=%s><auto_cleared>true</auto_cleared><description>%s'
+            '</description><external>false</external><status>%s</status></job>' % (
+                quoteattr(href), quoteattr(job.id), escape(job.description),
+                escape(job.status())))
+
+
+_OVF_NS = "{http://schemas.dmtf.org/ovf/envelope/1/}"
+
+
+def parse_ovf(ovf):
+    """(vm id, name, [DiskSection/Disk diskIds]) of an OVF as virt-v2v's
+    createvm sends it (VirtualSystem, or the older Content element); None if
+    it is not such an OVF."""
+    try:
+        root = ET.fromstring(ovf)
+    except ET.ParseError:
+        return None
+    system = root.find("VirtualSystem")
+    if system is None:
+        system = root.find("Content")
+    if system is None or not system.findtext("Name"):
+        return None
+    disks = [d.get(_OVF_NS + "diskId", "") for d in root.iter("Disk")]
+    return system.get(_OVF_NS + "id"), system.findtext("Name"), disks
+
+
+def _quietly(fn, *args):
+    try:
+        fn(*args)
+    except Exception:
+        pass  # a ticket the daemon already dropped, or a daemon already stopped
 
 
 def _transfer_xml(t):
     href = "%s/imagetransfers/%s" % (API, t.id)
     inner = "<active>%s</active><direction>upload</direction><phase>%s</phase>" % (
         "false" if t.phase.startswith(("finished", "cancelled")) else "true", t.phase)
+    if t.transfer_url:
+        inner += "<proxy_url>%s</proxy_url><transfer_url>%s</transfer_url>" % (
+            escape(t.proxy_url or t.transfer_url), escape(t.transfer_url))
     if t.disk_id:
         inner += "<disk href=%s id=%s/>" % (quoteattr("%s/disks/%s" % (API, t.disk_id)),
                                             quoteattr(t.disk_id))

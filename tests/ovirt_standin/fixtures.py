@@ -6,20 +6,35 @@ conftest or a test module).  Fixtures:
 * ``ovirt_pki`` (session): CA, server certificate for 127.0.0.1, unrelated CA;
 * ``ovirt_engine``: a started :class:`StandinEngine` (user ``admin@internal``,
   password ``ovirt_engine.password``), stopped after the test even on failure;
-* ``ovirt_access``: an ``EngineAccess`` for it, verifying with the right CA.
+* ``ovirt_access``: an ``EngineAccess`` for it, verifying with the right CA;
+* ``ovirt_world``: a :class:`World`: the engine wired to a real ovirt-imageio
+  daemon (image transfers get tickets there), with data center ``Default``
+  holding storage domain ``data-nfs`` (nfs) and cluster ``Default``; its
+  directory (``ovirt_world.directory``) is under /var/tmp, mode 0755, so a
+  run-as user can reach the client files it writes there.  Skips (fails
+  under CI) when ovirt-imageio is not installed.
 """
+import os
 import shutil
+import tempfile
 
 import pytest
 
+from tests.ovirt_standin import imageio as _imageio
 from tests.ovirt_standin.engine import StandinEngine, make_pki
+from tests.ovirt_standin.world import start_world
 
 
 @pytest.fixture(scope="session")
 def ovirt_pki(tmp_path_factory):
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is needed to make the stand-in engine's certificates")
-    return make_pki(str(tmp_path_factory.mktemp("ovirt-pki")))
+    directory = tempfile.mkdtemp(prefix="v2vw-ovirt-pki-", dir="/var/tmp")
+    os.chmod(directory, 0o755)      # the CA must reach a run-as user; the key stays 0600
+    try:
+        yield make_pki(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -36,3 +51,19 @@ def ovirt_engine(ovirt_pki):
 def ovirt_access(ovirt_engine, ovirt_pki):
     from wrapper.ovirt_api import access_from_url
     return access_from_url(ovirt_engine.api_url, ovirt_engine.password, ovirt_pki.ca, False)
+
+
+@pytest.fixture
+def ovirt_world(ovirt_pki):
+    if not _imageio.available():
+        if os.environ.get("CI"):
+            raise AssertionError("ovirt-imageio is not importable: .ci/deps-ovirt.sh installs it")
+        pytest.skip("ovirt-imageio is not installed (run .ci/deps-ovirt.sh)")
+    directory = tempfile.mkdtemp(prefix="v2vw-ovirt-", dir="/var/tmp")
+    os.chmod(directory, 0o755)
+    world = start_world(ovirt_pki, directory, password="Engine-Pa55word")
+    try:
+        yield world
+    finally:
+        world.stop()
+        shutil.rmtree(directory, ignore_errors=True)
