@@ -14,6 +14,7 @@ second each. ``-s`` shows the timings and the engine's request counts.
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -23,17 +24,49 @@ import time
 import pytest
 
 from tests import wrapperrun as wr
-from tests.integration.fx_attack import attack_users  # noqa: F401 (fixture)
+from tests.integration.fake_esxi import known_hosts_line
 from tests.integration.guestimage import default_cache_dir
 from tests.ovirt_standin.engine import parse_ovf
 from tests.ovirt_standin.v2vpython import ensure_v2v_python
 from tests.ovirt_standin.world import start_world
+from wrapper.v2v import RunUser
 
 pytestmark = pytest.mark.integration
 
 CONVERSION_TIMEOUT = 1200
 WRITE_LIMIT = 64 * 1024 * 1024       # imageio's file backend fails writes past this (RLIMIT_FSIZE)
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+RUN_AS = "v2vw-vdsm"       # a vdsm:kvm look-alike, with the home OpenSSH reads known_hosts from
+
+
+@pytest.fixture(scope="module")
+def run_as(fake_esxi):
+    """The run-as user: group kvm, like vdsm; its ~/.ssh/known_hosts trusts the fake ESXi
+    host (OpenSSH and libssh read the passwd home's, whatever $HOME says)."""
+    if os.geteuid() != 0:
+        pytest.skip("creates a user")
+    home = "/var/tmp/%s-home" % RUN_AS
+    try:
+        pwd.getpwnam(RUN_AS)                 # left by an interrupted session: made again
+        subprocess.run(["userdel", "-r", "-f", RUN_AS], capture_output=True)
+    except KeyError:
+        pass
+    subprocess.run(["useradd", "-m", "-d", home, "-g", "kvm", "-s", "/bin/sh", RUN_AS],
+                   check=True, capture_output=True, text=True)
+    try:
+        user = pwd.getpwnam(RUN_AS)
+        ssh_dir = os.path.join(home, ".ssh")
+        os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
+        with open(os.path.join(ssh_dir, "known_hosts"), "w") as f:
+            f.write(known_hosts_line(fake_esxi.port, fake_esxi.host_public_key, os.getpid(),
+                                     fake_esxi.base) + "\n")
+        for path in (ssh_dir, os.path.join(ssh_dir, "known_hosts")):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        yield RunUser(user.pw_uid, user.pw_gid, RUN_AS, home)
+    finally:
+        subprocess.run(["userdel", "-r", "-f", RUN_AS], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +229,10 @@ def report(conv, what):
 # ---------------------------------------------------------------- success
 
 @pytest.mark.parametrize("vm,storage_type", [("testvm2", "nfs"), ("testvm", "iscsi")])
-def test_upload_succeeds(ovirt_pki, fake_esxi, attack_users, v2v_bin, v2v_env,  # noqa: F811
+def test_upload_succeeds(ovirt_pki, fake_esxi, run_as, v2v_bin, v2v_env,
                          conversions, vm, storage_type):
     with world(ovirt_pki, storage_type=storage_type) as w:
-        conv = Conversion(w, fake_esxi, attack_users.runas, v2v_bin, vm=vm)
+        conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm=vm)
         conversions.append(conv)
         conv.start(v2v_env)
         state = conv.finish()
@@ -259,10 +292,10 @@ def _failed(conv, v2v_env):
     return state, message
 
 
-def test_imageio_refusing_writes_part_way(ovirt_pki, fake_esxi, attack_users, v2v_bin,  # noqa: F811
+def test_imageio_refusing_writes_part_way(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                           v2v_env, conversions):
     with world(ovirt_pki, write_limit=WRITE_LIMIT) as w:
-        conv = Conversion(w, fake_esxi, attack_users.runas, v2v_bin, vm="testvm")
+        conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm="testvm")
         conversions.append(conv)
         state, message = _failed(conv, v2v_env)
         report(conv, "imageio 500")
@@ -276,11 +309,11 @@ def test_imageio_refusing_writes_part_way(ovirt_pki, fake_esxi, attack_users, v2
     ("finalize_fails", "failed to finalize the transfers: RuntimeError: transfer "),
     ("import_job_fails", "failed to create virtual machine: RuntimeError: Failed to create a VM!"),
 ])
-def test_engine_failing_after_the_copy(ovirt_pki, fake_esxi, attack_users, v2v_bin,  # noqa: F811
+def test_engine_failing_after_the_copy(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                        v2v_env, conversions, knob, expected):
     with world(ovirt_pki) as w:
         setattr(w.engine, knob, True)
-        conv = Conversion(w, fake_esxi, attack_users.runas, v2v_bin, vm="testvm")
+        conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm="testvm")
         conversions.append(conv)
         state, message = _failed(conv, v2v_env)
         report(conv, knob)
@@ -288,10 +321,10 @@ def test_engine_failing_after_the_copy(ovirt_pki, fake_esxi, attack_users, v2v_b
         assert_nothing_left(w, conv)
 
 
-def test_sigterm_to_virt_v2v_during_the_upload(ovirt_pki, fake_esxi, attack_users, v2v_bin,  # noqa: F811
+def test_sigterm_to_virt_v2v_during_the_upload(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                                v2v_env, conversions):
     with world(ovirt_pki) as w:
-        conv = Conversion(w, fake_esxi, attack_users.runas, v2v_bin, vm="testvm")
+        conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm="testvm")
         conversions.append(conv)
         conv.start(v2v_env)
         state = conv.follow(lambda s: s.get("finished") or (
@@ -322,7 +355,7 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("allocation", [None, "sparse"])
-def test_preflight_refusals_take_seconds(ovirt_pki, fake_esxi, attack_users, v2v_bin,  # noqa: F811
+def test_preflight_refusals_take_seconds(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                          v2v_env, conversions, allocation):
     rows = []
     with world(ovirt_pki) as w:
@@ -331,7 +364,7 @@ def test_preflight_refusals_take_seconds(ovirt_pki, fake_esxi, attack_users, v2v
             if allocation:
                 job = dict(job, allocation=allocation)
             path = SYSTEM_PATH if name == "python3 without the SDK" else None
-            conv = Conversion(w, fake_esxi, attack_users.runas, v2v_bin, path=path, **job)
+            conv = Conversion(w, fake_esxi, run_as, v2v_bin, path=path, **job)
             conversions.append(conv)
             vm = None
             if name == "vm name taken":
