@@ -5,6 +5,7 @@
 # stand-in engine's image transfers point at (tests/ovirt_standin/imageio.py).
 #
 # Usage: .ci/deps-ovirt.sh [PYTHON]     (default: python3; CI passes its venv's python)
+#        .ci/deps-ovirt.sh --packages-only   (the Debian packages: before a venv is made)
 # Idempotent; run as root on Debian 12 (bookworm). Waits for the dpkg lock if another apt runs.
 #
 # Why each package:
@@ -23,6 +24,7 @@
 # pip, into PYTHON: ovirt-engine-sdk-python (ovirtsdk4) and ovirt-imageio (the daemon; a small
 # C extension, built here with gcc and the python's headers).
 #   ca-certificates     pip over https
+#   python3-venv        venvs of Debian's python3 (tests/ovirt_standin/v2vpython.py)
 set -euo pipefail
 
 PY=${1:-python3}
@@ -39,10 +41,12 @@ PKGS=(
     openssl
     ca-certificates
     nbdkit-plugin-python
+    python3-venv
 )
 
 APT_INSTALL_OPTS=()
 apt_install_missing deps-ovirt.sh "${PKGS[@]}"
+[ "$PY" = --packages-only ] && exit 0
 
 if ! "$PY" -c 'import ovirtsdk4, ovirtsdk4.types, pycurl' 2>/dev/null; then
     echo "deps-ovirt.sh: pip installing ovirt-engine-sdk-python into $("$PY" -c 'import sys; print(sys.prefix)')"

@@ -1,7 +1,15 @@
 #!/bin/bash
 # virt-v2v-wrapper demo: one command on a fresh Debian 12 machine, as root.
 #
-#   demo/run-demo.sh [testvm|testvm2]        (as root; a non-root user: sudo demo/run-demo.sh)
+#   demo/run-demo.sh [--ovirt] [testvm|testvm2]   (as root; a non-root user: sudo demo/run-demo.sh)
+#
+# --ovirt: convert to an oVirt engine through its API (virt-v2v -o rhv-upload) instead of a
+# local directory. No oVirt installation is needed: the stand-in engine of the tests
+# (tests/ovirt_standin: HTTPS, the oVirt API's XML, SSO) and a real ovirt-imageio daemon run
+# on 127.0.0.1 for the demo, and the demo shows what the engine was left with (the VM, its
+# disks, what imageio received, the requests). It also installs the oVirt SDK, nbdkit's python
+# plugin and ovirt-imageio (.ci/deps-ovirt.sh) into a venv of Debian's python3 in the cache
+# directory, whose python3 goes first on virt-v2v's PATH (its helper scripts need the SDK).
 #
 # 1. installs the packages (.ci/deps-virt-v2v.sh: virt-v2v, nbdkit, libnbd-bin, sshd, ...)
 # 2. builds (or reuses) a small Debian guest disk (+ a data disk for testvm2)
@@ -30,6 +38,11 @@
 # >= 1 GB free in /var/tmp (virt-v2v checks it) and ~2 GB for the appliance and images.
 set -euo pipefail
 
+OVIRT=
+if [ "${1:-}" = --ovirt ]; then
+    OVIRT=1
+    shift
+fi
 VM=${1:-testvm2}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DEMO_DIR=${DEMO_DIR:-/var/tmp/v2vw-demo}
@@ -38,7 +51,7 @@ if [ "$(id -u)" != 0 ]; then
     echo "run-demo.sh: run as root (installs packages, runs sshd and virt-v2v)" >&2
     exit 1
 fi
-case "$VM" in testvm|testvm2) ;; *) echo "usage: $0 [testvm|testvm2]" >&2; exit 2 ;; esac
+case "$VM" in testvm|testvm2) ;; *) echo "usage: $0 [--ovirt] [testvm|testvm2]" >&2; exit 2 ;; esac
 
 echo "== 1/4 packages"
 if [ -n "${SKIP_DEPS:-}" ]; then
@@ -53,8 +66,23 @@ export LIBGUESTFS_BACKEND_SETTINGS=${LIBGUESTFS_BACKEND_SETTINGS-force_tcg}
 export LANG=C
 mkdir -p "$DEMO_DIR"
 
+PYTHON=python3
+if [ -n "$OVIRT" ]; then
+    echo "== 1b/4 the oVirt SDK for virt-v2v, and ovirt-imageio for the stand-in (first run ~1 min)"
+    [ -n "${SKIP_DEPS:-}" ] || bash "$REPO/.ci/deps-ovirt.sh" --packages-only
+    V2V_BIN=$(cd "$REPO" && /usr/bin/python3 -c 'import sys
+from tests.integration.guestimage import default_cache_dir
+from tests.ovirt_standin.v2vpython import ensure_v2v_python
+print(ensure_v2v_python(default_cache_dir()))')
+    [ -n "${SKIP_DEPS:-}" ] || bash "$REPO/.ci/deps-ovirt.sh" "$V2V_BIN/python3"
+    # the wrapper, the stand-in and virt-v2v's helper scripts all use this python3
+    export PATH="$V2V_BIN:$PATH"
+    PYTHON="$V2V_BIN/python3"
+fi
+
 echo "== 2/4 guest images (first run ~95 s, then cached)"
-exec python3 - "$REPO" "$DEMO_DIR" "$VM" <<'PYEOF'
+exec "$PYTHON" - "$REPO" "$DEMO_DIR" "$VM" "$OVIRT" <<'PYEOF'
+import contextlib
 import json
 import os
 import signal
@@ -62,8 +90,9 @@ import subprocess
 import sys
 import time
 
-repo, demo_dir, vm = sys.argv[1:4]
+repo, demo_dir, vm, ovirt = sys.argv[1], sys.argv[2], sys.argv[3], bool(sys.argv[4])
 sys.path.insert(0, os.path.join(repo, "tests", "integration"))
+sys.path.insert(0, repo)
 import fake_esxi  # noqa: E402
 import guestimage  # noqa: E402
 
@@ -107,27 +136,73 @@ def follow(state_path, timeout=3600):
     raise SystemExit("the conversion did not finish within %d s" % timeout)
 
 
+def start_ovirt(stack):
+    """The stand-in engine and a real imageio daemon on 127.0.0.1 (stopped on exit)."""
+    import secrets
+    from tests.ovirt_standin.engine import make_pki
+    from tests.ovirt_standin.world import start_world
+    top = os.path.join(demo_dir, time.strftime("ovirt-%Y%m%d-%H%M%S"))
+    os.makedirs(os.path.join(top, "pki"), mode=0o700)
+    os.chmod(top, 0o755)
+    world = start_world(make_pki(os.path.join(top, "pki")), top,
+                        password="demo-" + secrets.token_hex(8))
+    stack.callback(world.stop)
+    cafile, _ = world.write_client_files(os.path.join(top, "client"))
+    say("stand-in oVirt engine: %s (data center %s, cluster %s, storage domain %s, %s); "
+        "imageio daemon pid %d" % (world.engine.api_url, world.data_center.name,
+                                    world.cluster.name, world.storage_domain.name,
+                                    world.storage_domain.storage_type, world.imageio.pid))
+    return world, {"rhv_url": world.engine.api_url, "rhv_password": world.engine.password,
+                   "rhv_cluster": world.cluster.name, "rhv_storage": world.storage_domain.name,
+                   "rhv_cafile": cafile}
+
+
+def show_engine(world):
+    engine, imageio = world.engine, world.imageio
+    for vm_obj in engine.vms.values():
+        print("  VM %s (%s) in cluster %s" % (vm_obj.name, vm_obj.id, world.cluster.name))
+    for disk in engine.disks.values():
+        print("  disk %s: %s, %d MiB, %s, status %s" % (
+            disk.id, disk.name, disk.provisioned_size >> 20,
+            "sparse" if disk.sparse else "preallocated", disk.status()))
+    served = imageio.served()
+    allocated = sum(os.stat(t.path).st_blocks * 512 for t in imageio.tickets.values()
+                    if os.path.exists(t.path))
+    print("  imageio received %d MiB of writes and %d MiB of zeroes; its files allocate %d MiB"
+          % (served.get("WRITE bytes", 0) >> 20, served.get("ZERO bytes", 0) >> 20,
+             allocated >> 20))
+    print("  requests the engine answered: " + ", ".join(
+        "%s %d" % kv for kv in sorted(engine.counts().items())))
+
+
 images = guestimage.ensure_guest_images()
 say("guest images ready: %s, %s" % (images.os_disk, images.data_disk))
 out_dir = os.path.join(demo_dir, time.strftime("out-%Y%m%d-%H%M%S"))
 state_dir, log_dir = os.path.join(demo_dir, "state"), os.path.join(demo_dir, "logs")
-os.makedirs(out_dir)
 
-print("== 3/4 fake ESXi host", flush=True)
-with fake_esxi.FakeEsxi({"os": images.os_disk, "data": images.data_disk}) as esxi:
+with contextlib.ExitStack() as stack:
+    print("== 3/4 fake ESXi host%s" % (" and stand-in oVirt engine" if ovirt else ""), flush=True)
+    esxi = stack.enter_context(fake_esxi.FakeEsxi({"os": images.os_disk,
+                                                   "data": images.data_disk}))
     say("fake ESXi: sshd on 127.0.0.1:%d, VM %s" % (esxi.port, esxi.vm_uri(vm)))
-    job = {
+    if ovirt:
+        world, target = start_ovirt(stack)
+    else:
+        os.makedirs(out_dir)
+        world, target = None, {"output_dir": out_dir}
+    job = dict({
         "vm_name": esxi.vm_uri(vm),
         "transport_method": "ssh",
         "ssh_key": esxi.client_private_key_text,
-        "output_dir": out_dir,
         "source_disks": [esxi.vddk_style_path(vm, d) for d in esxi.disk_files(vm)],
-    }
+    }, **target)
     argv = [sys.executable, "-m", "wrapper", "--state-dir", state_dir, "--log-dir", log_dir]
     print("== 4/4 conversion through virt-v2v-wrapper", flush=True)
     print("$ cd %s && python3 -m wrapper %s < job.json" % (repo, " ".join(argv[3:])))
-    print("job.json = " + json.dumps(dict(job, ssh_key="<private key of the fake ESXi "
-                                          "client, %d bytes>" % len(job["ssh_key"])), indent=2))
+    shown = dict(job, ssh_key="<private key of the fake ESXi client, %d bytes>" % len(job["ssh_key"]))
+    if "rhv_password" in shown:
+        shown["rhv_password"] = "<the stand-in engine's password>"
+    print("job.json = " + json.dumps(shown, indent=2))
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(argv, input=json.dumps(job), stdout=subprocess.PIPE,
                           universal_newlines=True, cwd=repo, env=env)
@@ -145,23 +220,29 @@ with fake_esxi.FakeEsxi({"os": images.os_disk, "data": images.data_disk}) as esx
             state = follow(paths["state_file"], timeout=120)
         raise SystemExit(130)
 
-print("== result", flush=True)
-print("final state (%s):" % paths["state_file"])
-print(json.dumps(state, indent=2))
-ok = not state.get("failed")
-if ok:
-    say("conversion succeeded; output in %s:" % out_dir)
-    for name in sorted(os.listdir(out_dir)):
-        st = os.stat(os.path.join(out_dir, name))
-        if st.st_size < 1 << 20:
-            print("  %-16s %6d bytes" % (name, st.st_size))
-        else:
-            print("  %-16s %6d MiB apparent, %5d MiB allocated" % (
-                name, st.st_size >> 20, (st.st_blocks * 512) >> 20))
-    print("  (libvirt XML + raw disks: e.g. virsh define %s/%s.xml on a libvirt host)"
-          % (out_dir, vm))
-else:
-    say("conversion FAILED: %s" % state.get("last_message", {}).get("message"))
+    print("== result", flush=True)
+    print("final state (%s):" % paths["state_file"])
+    print(json.dumps(state, indent=2))
+    ok = not state.get("failed")
+    if not ok:
+        say("conversion FAILED: %s" % state.get("last_message", {}).get("message"))
+    elif world is not None:
+        say("conversion succeeded; what the stand-in oVirt engine now holds:")
+        show_engine(world)
+    else:
+        say("conversion succeeded; output in %s:" % out_dir)
+        for name in sorted(os.listdir(out_dir)):
+            st = os.stat(os.path.join(out_dir, name))
+            if st.st_size < 1 << 20:
+                print("  %-16s %6d bytes" % (name, st.st_size))
+            else:
+                print("  %-16s %6d MiB apparent, %5d MiB allocated" % (
+                    name, st.st_size >> 20, (st.st_blocks * 512) >> 20))
+        print("  (libvirt XML + raw disks: e.g. virsh define %s/%s.xml on a libvirt host)"
+              % (out_dir, vm))
+    if world is not None and not ok:
+        say("left on the stand-in engine after the cleanup: %d disk(s), %d VM(s)"
+            % (len(world.engine.disks), len(world.engine.vms)))
 print("logs: virt-v2v %s\n      wrapper  %s" % (paths["v2v_log"], paths["wrapper_log"]))
 sys.exit(0 if ok else 1)
 PYEOF
