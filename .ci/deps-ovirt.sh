@@ -67,10 +67,14 @@ from ovirt_imageio._internal.version import string as IMAGEIO_VERSION
 print("deps-ovirt.sh: OK (ovirtsdk4 %s, ovirt-imageio %s, %s)"
       % (VERSION, IMAGEIO_VERSION, pycurl.version.split()[0]))
 EOF
-# The plugin must load in nbdkit (run with a clean PATH: see tests/ovirt_standin/v2vpython.py
-# for why a venv's python3 first on PATH can break the embedded interpreter).
-if ! out=$(env PATH=/usr/sbin:/usr/bin:/sbin:/bin nbdkit python --dump-plugin 2>&1); then
-    echo "deps-ovirt.sh: nbdkit python does not load: $out" >&2
+# The plugin must load in nbdkit and its interpreter import what virt-v2v's upload plugin
+# imports (ssl, http.client).  With a clean PATH: see tests/ovirt_standin/v2vpython.py for why a
+# venv of another Python build first on PATH breaks the embedded interpreter's `import ssl`.
+plugin=$(mktemp --suffix=.py)
+trap 'rm -f "$plugin"' EXIT
+printf 'import http.client, json, ssl, threading\nAPI_VERSION = 2\ndef open(readonly): return 1\ndef get_size(h): return 0\ndef pread(h, buf, offset, flags): pass\n' >"$plugin"
+if ! out=$(env PATH=/usr/sbin:/usr/bin:/sbin:/bin nbdkit python "$plugin" --dump-plugin 2>&1); then
+    echo "deps-ovirt.sh: nbdkit python does not work: $out" >&2
     exit 1
 fi
 command -v openssl >/dev/null || { echo "deps-ovirt.sh: missing openssl" >&2; exit 1; }

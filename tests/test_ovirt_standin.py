@@ -363,3 +363,51 @@ def test_write_limit_makes_the_real_daemon_answer_500_part_way(ovirt_pki, tmp_pa
         conn.close()
         assert daemon.errors()
         assert daemon.served()["WRITE"] == 3
+
+
+def test_serve_command_prints_its_world_and_stops_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from tests.ovirt_standin.imageio import available
+    if not available():
+        pytest.skip("ovirt-imageio is not installed")
+    d = tmp_path / "world"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "tests.ovirt_standin", "serve", "--dir", str(d)],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert set(info) == {"api_url", "cafile", "password_file", "storage", "cluster"}
+        assert os.stat(info["password_file"]).st_mode & 0o777 == 0o600
+        with open(info["password_file"]) as f:
+            password = f.read().strip()
+        c = sdk.Connection(url=info["api_url"], username="admin@internal", password=password,
+                           ca_file=info["cafile"])
+        try:
+            dcs = c.system_service().data_centers_service().list(
+                search="storage.name=%s" % info["storage"], case_sensitive=True)
+            clusters = c.follow_link(dcs[0].clusters)
+            assert info["cluster"] in [cl.name for cl in clusters]
+        finally:
+            c.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["requests"]["GET /ovirt-engine/api/datacenters"] == 1
+    assert password not in out + err
+
+
+def test_cancel_after_a_failed_finalize_is_refused(ovirt_world, wconn):
+    ovirt_world.engine.finalize_fails = True
+    disk, t, transfer_service = start_upload(wconn)
+    transfer_service.finalize()
+    poll(lambda: transfer_service.get().phase,
+         lambda p: p == types.ImageTransferPhase.FINISHED_FAILURE)
+    with pytest.raises(sdk.Error, match="409"):
+        transfer_service.cancel()
+    assert transfer_service.get().phase == types.ImageTransferPhase.FINISHED_FAILURE

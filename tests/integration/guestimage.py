@@ -63,3 +63,11 @@ def ensure_guest_images(cache_dir=None, *, script: Path = SCRIPT,
         if not p.is_file():
             raise RuntimeError("%s reported %s but it does not exist" % (script, p))
     return images
+
+
+def ext4_cat(image, path, offset=1048576):
+    """Read a file from the ext4 partition at 1 MiB of a guest image without mounting
+    (e2fsprogs io option)."""
+    return subprocess.run(["debugfs", "-R", "cat %s" % path, "%s?offset=%d" % (image, offset)],
+                          check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          timeout=60).stdout

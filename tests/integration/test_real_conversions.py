@@ -23,6 +23,7 @@ import uuid
 import pytest
 
 from tests import wrapperrun as wr
+from tests.integration.guestimage import ext4_cat
 
 pytestmark = pytest.mark.integration
 
@@ -324,13 +325,6 @@ def test_two_disks_shuffled_source_disks(fake_esxi, v2v_env, runs):
         assert "path=%s" % fake_esxi.flat_path("testvm2", disk) in log_text
     # ... and the data disk's content arrived (virt-v2v fstrims it, so no byte compare)
     assert ext4_cat(out_data, "/hello.txt") == ext4_cat(fake_esxi.images["data"], "/hello.txt")
-
-
-def ext4_cat(image, path, offset=1048576):
-    """Read a file from the ext4 partition at 1 MiB without mounting (e2fsprogs io option)."""
-    return subprocess.run(["debugfs", "-R", "cat %s" % path, "%s?offset=%d" % (image, offset)],
-                          check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          timeout=60).stdout
 
 
 # ---------------------------------------------------------------- 3. export domain

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from tests.integration.fx_attack import attack_users  # noqa: F401 (fixture)
-from tests.integration.guestimage import default_cache_dir
+from tests.integration.guestimage import default_cache_dir, ext4_cat
 from tests.ovirt_standin.engine import parse_ovf
 from tests.ovirt_standin.v2vpython import ensure_v2v_python
 
@@ -44,12 +44,6 @@ def partition_table(image):
                          text=True).stdout
     return [line.split(":", 1)[1] if line.startswith(str(image)) else line
             for line in out.splitlines() if not line.startswith("device:")]
-
-
-def ext4_cat(image, path, offset=1048576):
-    return subprocess.run(["debugfs", "-R", "cat %s" % path, "%s?offset=%d" % (image, offset)],
-                          check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          timeout=60).stdout
 
 
 @pytest.fixture

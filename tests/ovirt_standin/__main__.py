@@ -19,7 +19,7 @@ from tests.ovirt_standin.engine import make_pki
 from tests.ovirt_standin.world import start_world
 
 
-def serve(directory, storage_type):
+def serve(directory, storage_type, python_path=None):
     os.makedirs(directory, mode=0o755, exist_ok=True)
     pki_dir = os.path.join(directory, "pki")
     os.makedirs(pki_dir, mode=0o700, exist_ok=True)
@@ -35,10 +35,12 @@ def serve(directory, storage_type):
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        print(json.dumps({"api_url": world.engine.api_url, "cafile": cafile,
-                          "password_file": password_file,
-                          "storage": world.storage_domain.name,
-                          "cluster": world.cluster.name}), flush=True)
+        info = {"api_url": world.engine.api_url, "cafile": cafile,
+                "password_file": password_file, "storage": world.storage_domain.name,
+                "cluster": world.cluster.name}
+        if python_path:
+            info["python_path"] = python_path
+        print(json.dumps(info), flush=True)
         while not stop.wait(1):
             pass
     finally:
@@ -55,10 +57,17 @@ def main(argv=None):
                    help="a new or empty directory for certificates, password, disks, logs")
     p.add_argument("--storage-type", default="nfs",
                    help="the storage domain's type (nfs: file, iscsi: block)")
+    p.add_argument("--v2v-python", action="store_true",
+                   help="also give python_path: a python3 with ovirtsdk4 for virt-v2v's PATH")
     args = parser.parse_args(argv)
     if os.path.exists(args.dir) and os.listdir(args.dir):
         parser.error("--dir %s is not empty" % args.dir)
-    serve(args.dir, args.storage_type)
+    python_path = None
+    if args.v2v_python:
+        from tests.integration.guestimage import default_cache_dir
+        from tests.ovirt_standin.v2vpython import ensure_v2v_python
+        python_path = str(ensure_v2v_python(default_cache_dir()))
+    serve(args.dir, args.storage_type, python_path)
     return 0
 
 

@@ -422,6 +422,11 @@ class StandinEngine:
                 self._advance(t)
                 return 200, XML_TYPE, _transfer_xml(t)
             if parts[2:] == ["cancel"] and method == "POST":
+                if t.phase.startswith("finished"):
+                    # The engine refuses a phase change out of a final phase.
+                    return _fault(409, "Operation Failed",
+                                  "[Cannot cancel image transfer. Invalid phase transition "
+                                  "from %s.]" % t.phase)
                 self._end_transfer(t, "cancelled_user")
                 return 200, XML_TYPE, "<action><status>complete</status></action>"
             if parts[2:] == ["finalize"] and method == "POST":
