@@ -3,6 +3,8 @@ import os
 import stat
 import threading
 
+import pytest
+
 from wrapper import progress as p
 from wrapper.state import State, StateFile, apply, first_paragraph
 
@@ -218,3 +220,36 @@ def test_imageio_refusal_explains_nbdcopy_failed():
     assert state["last_message"]["message"] == (
         "nbdcopy command failed: imageio answered 500 Internal Server Error to: "
         "could not write sector offset 0 size 65536")
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("wrong-password", "failed server prechecks: ovirtsdk4.AuthError: Error during SSO "
+                       "authentication access_denied : Cannot authenticate user "
+                       "'admin@internal': The username or password is incorrect.."),
+    ("vm-exists", "failed vmchecks: RuntimeError: VM already exists with name \u2018"),
+    ("imageio-500", "nbdcopy command failed: imageio answered 500 Internal Server Error to: "
+                    "could not write sector offset 134217728 size 1069056"),
+    ("finalize-fails", "failed to finalize the transfers: RuntimeError: transfer "),
+    ("createvm-job-fails", "failed to create virtual machine: RuntimeError: Failed to create a "
+                           "VM! Failed jobs: "),
+])
+def test_real_rhv_upload_failures_name_their_cause(name, expected):
+    """virt-v2v 2.2's own -o rhv-upload failures (tests/data/virt-v2v-2.2-rhv-upload): the
+    "see earlier errors" line gets the cause a client can act on, from the verbose log."""
+    from tests.fakes import data
+    with open(data("virt-v2v-2.2-rhv-upload/%s.log" % name), "rb") as f:
+        blob = f.read()
+    state = State()
+    parser = p.LogParser(2)
+    events = []
+    for i in range(0, len(blob), 65536):
+        events += parser.feed(blob[i:i + 65536])
+    events += parser.flush()
+    for event in events:
+        apply(state, event)
+    [first] = state.v2v_errors[:1]
+    state.error(first)            # what the machine-readable log's error says
+    state.explain()
+    message = state["last_message"]["message"]
+    assert message.startswith(expected), message
+    assert "\n" not in message and len(message) < 400
