@@ -174,6 +174,27 @@ def test_podman_stop_during_the_copy_cancels_cleanly(image, fake_esxi, boxes):
     assert "SIGTERM" in logs
 
 
+PREFLIGHT_HOST_HALF = """
+import tempfile
+from wrapper import preflight, runner
+from wrapper.v2v import RunUser
+user, env = RunUser(0, 0, "root", "/root"), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+problems = preflight.read_probe(runner.run_as(user, preflight.probe_argv(None), env=env),
+                                user, env["PATH"], None)[0]
+problems += preflight.read_nbdkit(preflight.run_nbdkit_probe(tempfile.mkdtemp(), user, env,
+                                                             runner.run_as), user)
+print("problems: %s" % [str(p) for p in problems])
+"""
+
+
+def test_image_has_what_rhv_upload_needs(image):
+    """The pre-flight's host half inside the image: its python3 imports the oVirt SDK and
+    nbdkit runs a plugin with the imports of virt-v2v's rhv-upload plugin."""
+    done = podman("run", "--rm", "--network", "none", "--entrypoint", "python3", image,
+                  "-c", PREFLIGHT_HOST_HALF, timeout=120)
+    assert done.stdout.strip() == "problems: []", done.stdout + done.stderr
+
+
 def test_refused_job_exits_1_and_leaves_nothing(image, fake_esxi, boxes):
     job = ssh_job(fake_esxi, "testvm", ["testvm"])
     job["output_format"] = "vmdk"
