@@ -11,7 +11,6 @@ then look at what the engine and imageio were left with.
 Six conversions (~1.5 min each under TCG); the pre-flight refusals start none and take about a
 second each. ``-s`` shows the timings and the engine's request counts.
 """
-import contextlib
 import json
 import os
 import pwd
@@ -28,7 +27,7 @@ from tests.integration.fake_esxi import known_hosts_line
 from tests.integration.guestimage import default_cache_dir
 from tests.ovirt_standin.engine import parse_ovf
 from tests.ovirt_standin.v2vpython import ensure_v2v_python
-from tests.ovirt_standin.world import start_world
+from tests.ovirt_standin.fixtures import standin_world
 from wrapper.v2v import RunUser
 
 pytestmark = pytest.mark.integration
@@ -73,23 +72,6 @@ def run_as(fake_esxi):
 def v2v_bin():
     """The bin/ of a python3 with the SDK that the run-as user can run."""
     return str(ensure_v2v_python(default_cache_dir()))
-
-
-@contextlib.contextmanager
-def world(ovirt_pki, **kw):
-    from tests.ovirt_standin import imageio
-    if not imageio.available():
-        if os.environ.get("CI"):
-            raise AssertionError("ovirt-imageio is not importable: .ci/deps-ovirt.sh installs it")
-        pytest.skip("ovirt-imageio is not installed (run .ci/deps-ovirt.sh)")
-    directory = tempfile.mkdtemp(prefix="v2vw-rhvw-", dir="/var/tmp")
-    os.chmod(directory, 0o755)
-    w = start_world(ovirt_pki, directory, password="Engine-Pa55word", **kw)
-    try:
-        yield w
-    finally:
-        w.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 class Conversion:
@@ -231,7 +213,7 @@ def report(conv, what):
 @pytest.mark.parametrize("vm,storage_type", [("testvm2", "nfs"), ("testvm", "iscsi")])
 def test_upload_succeeds(ovirt_pki, fake_esxi, run_as, v2v_bin, v2v_env,
                          conversions, vm, storage_type):
-    with world(ovirt_pki, storage_type=storage_type) as w:
+    with standin_world(ovirt_pki, storage_type=storage_type) as w:
         conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm=vm)
         conversions.append(conv)
         conv.start(v2v_env)
@@ -296,7 +278,7 @@ def _failed(conv, v2v_env):
 
 def test_imageio_refusing_writes_part_way(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                           v2v_env, conversions):
-    with world(ovirt_pki, write_limit=WRITE_LIMIT) as w:
+    with standin_world(ovirt_pki, write_limit=WRITE_LIMIT) as w:
         conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm="testvm")
         conversions.append(conv)
         state, message = _failed(conv, v2v_env)
@@ -313,7 +295,7 @@ def test_imageio_refusing_writes_part_way(ovirt_pki, fake_esxi, run_as, v2v_bin,
 ])
 def test_engine_failing_after_the_copy(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                        v2v_env, conversions, knob, expected):
-    with world(ovirt_pki) as w:
+    with standin_world(ovirt_pki) as w:
         setattr(w.engine, knob, True)
         conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm="testvm")
         conversions.append(conv)
@@ -325,7 +307,7 @@ def test_engine_failing_after_the_copy(ovirt_pki, fake_esxi, run_as, v2v_bin,
 
 def test_sigterm_to_virt_v2v_during_the_upload(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                                v2v_env, conversions):
-    with world(ovirt_pki) as w:
+    with standin_world(ovirt_pki) as w:
         conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm="testvm")
         conversions.append(conv)
         conv.start(v2v_env)
@@ -360,7 +342,7 @@ REFUSALS = {
 def test_preflight_refusals_take_seconds(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                          v2v_env, conversions, allocation):
     rows = []
-    with world(ovirt_pki) as w:
+    with standin_world(ovirt_pki) as w:
         w.engine.add_cluster("Far", w.engine.add_data_center("Elsewhere"))
         for name, (job, expected) in REFUSALS.items():
             if allocation:

@@ -14,6 +14,7 @@ conftest or a test module).  Fixtures:
   run-as user can reach the client files it writes there.  Skips (fails
   under CI) when ovirt-imageio is not installed.
 """
+import contextlib
 import os
 import shutil
 import tempfile
@@ -53,17 +54,28 @@ def ovirt_access(ovirt_engine, ovirt_pki):
     return access_from_url(ovirt_engine.api_url, ovirt_engine.password, ovirt_pki.ca, False)
 
 
-@pytest.fixture
-def ovirt_world(ovirt_pki):
+@contextlib.contextmanager
+def standin_world(pki, **kw):
+    """A started :class:`World` in a new /var/tmp directory (0755), stopped and removed
+    after; ``kw`` go to :func:`start_world` (storage_type, write_limit, ...).  Skips (fails
+    under CI) when ovirt-imageio is not installed."""
     if not _imageio.available():
         if os.environ.get("CI"):
             raise AssertionError("ovirt-imageio is not importable: .ci/deps-ovirt.sh installs it")
         pytest.skip("ovirt-imageio is not installed (run .ci/deps-ovirt.sh)")
     directory = tempfile.mkdtemp(prefix="v2vw-ovirt-", dir="/var/tmp")
     os.chmod(directory, 0o755)
-    world = start_world(ovirt_pki, directory, password="Engine-Pa55word")
     try:
-        yield world
+        world = start_world(pki, directory, password="Engine-Pa55word", **kw)
+        try:
+            yield world
+        finally:
+            world.stop()
     finally:
-        world.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def ovirt_world(ovirt_pki):
+    with standin_world(ovirt_pki) as world:
+        yield world
