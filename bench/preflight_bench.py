@@ -45,7 +45,9 @@ def timed_run(argv, job, env):
     p.stdin.close()
     p.stdout.readline()
     took = time.monotonic() - t0
-    p.communicate(timeout=120)
+    p.stdout.read()
+    p.stderr.read()
+    p.wait(timeout=120)
     return took, p.returncode
 
 
