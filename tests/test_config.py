@@ -364,6 +364,13 @@ def test_fingerprint_and_mac_match_whole_values(tmp_path, settings):
       "insecure_connection": True}, "rhv_url"),
     ({"rhv_url": "https:///api", "rhv_password": "p", "rhv_cluster": "c", "rhv_storage": "s",
       "insecure_connection": True}, "rhv_url"),
+    # found by the fuzzer once the pre-flight sent the URL to curl: it must be encoded already
+    ({"rhv_url": "https://e/ovirt\u202e-engine/api", "rhv_password": "p", "rhv_cluster": "c",
+      "rhv_storage": "s", "insecure_connection": True}, "rhv_url"),
+    ({"rhv_url": "https://e/ovirt-engi\U0001F600ne/api", "rhv_password": "p", "rhv_cluster": "c",
+      "rhv_storage": "s", "insecure_connection": True}, "rhv_url"),
+    ({"rhv_url": "https://\u00e9ngine/api", "rhv_password": "p", "rhv_cluster": "c",
+      "rhv_storage": "s", "insecure_connection": True}, "rhv_url"),
 ])
 def test_malformed_uris_are_refused_naming_the_key(tmp_path, settings, job_kw, key):
     job = vddk_job(tmp_path, **job_kw)

@@ -111,3 +111,12 @@ def test_an_engine_that_stops_answering_after_the_login_is_bounded(engine, ovirt
     took = time.monotonic() - t0
     assert e.value.key == "rhv_url" and "did not answer" in str(e.value)
     assert took < 6, took        # 2 s, and 2 s for the logout: not when the engine answered
+
+
+def test_a_url_curl_cannot_send_is_a_job_error(engine, ovirt_pki):
+    """What config refuses anyway (a non-ASCII rhv_url), if it reaches the SDK: no traceback."""
+    access = ovirt_api.access_from_url(engine.api_url.replace("/api", "/a\u202epi"),
+                                       engine.password, ovirt_pki.ca, False)
+    with pytest.raises(JobError) as e:
+        check(access)
+    assert e.value.key == "rhv_url" and one_line_no_secret(e.value, engine)

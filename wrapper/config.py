@@ -282,6 +282,10 @@ def _target(r, settings):
             parts = _split(r, "rhv_url", url)
             if parts is not None and (parts.scheme not in ("https", "http") or not parts.hostname):
                 r.problem("rhv_url", "must be the https:// URL of the oVirt API")
+            elif parts is not None and (not url.isascii() or any(c.isspace() for c in url)):
+                # curl sends the URL as it is: it must already be percent-encoded
+                r.problem("rhv_url", "must be an ASCII URL without spaces (percent-encode "
+                                     "other characters)")
         password = r.secret("rhv_password")
         cluster = r.string("rhv_cluster")
         storage = r.string("rhv_storage")

@@ -231,6 +231,10 @@ def connect(access, *, timeout=60.0):
     except sdk.Error as e:
         _close(conn, logout=False)
         raise _explain(sdk, access, e, True) from None
+    except (UnicodeError, ValueError) as e:
+        _close(conn, logout=False)
+        raise JobError("rhv_url", "cannot send the login to the oVirt engine at %s: %s"
+                       % (access.url, _scrub(e, access))) from None
     log.debug("logged in to the oVirt engine at %s as %s", access.url, access.username)
     return conn
 
@@ -324,6 +328,9 @@ def check_target(access, storage, cluster, vm_name, *, timeout=30.0):
                        "checks within %g s" % (access.url, timeout)) from None
     except sdk.Error as e:
         raise _explain(sdk, access, e, False) from None
+    except (UnicodeError, ValueError) as e:    # pycurl refuses what it cannot send
+        raise JobError("rhv_url", "cannot send a request to the oVirt engine at %s: %s"
+                       % (access.url, _scrub(e, access))) from None
     finally:
         _close(conn, timeout=min(5.0, timeout))   # the logout may not stretch the bound much
 

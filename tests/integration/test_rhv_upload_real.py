@@ -278,7 +278,11 @@ def _failed(conv, v2v_env):
 
 def test_imageio_refusing_writes_part_way(ovirt_pki, fake_esxi, run_as, v2v_bin,
                                           v2v_env, conversions):
+    """...and the cancelled disk stays locked a while, as on a real engine: virt-v2v's own
+    cancel script gets 409 for its DELETE and gives up; the wrapper waits and removes it,
+    and its cleanup does not replace the reported cause."""
     with standin_world(ovirt_pki, write_limit=WRITE_LIMIT) as w:
+        w.engine.cancel_locked_polls = 3
         conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm="testvm")
         conversions.append(conv)
         state, message = _failed(conv, v2v_env)
@@ -286,6 +290,8 @@ def test_imageio_refusing_writes_part_way(ovirt_pki, fake_esxi, run_as, v2v_bin,
         assert message.startswith("nbdcopy command failed: imageio answered 500 Internal "
                                   "Server Error to: could not write sector offset "), message
         assert w.imageio.errors() != []
+        deletes = w.engine.calls("DELETE", "/ovirt-engine/api/disks/")
+        assert len(deletes) >= 2, deletes       # refused while locked, then done
         assert_nothing_left(w, conv)
 
 
