@@ -1,11 +1,14 @@
 """The wrapper's own conversations with the oVirt engine (``rhv_url`` jobs).
 
-Two operations, both through the official SDK (``ovirt-engine-sdk-python``,
-module ``ovirtsdk4``), which is an optional extra imported only here and only
-when needed:
+Through the official SDK (``ovirt-engine-sdk-python``, module ``ovirtsdk4``),
+which is an optional extra imported only here and only when needed:
 
-* :func:`allocation_for_storage_domain`: ``preallocated`` for block-like
-  storage domains, ``sparse`` otherwise (SPEC §3.3);
+* :func:`check_target`: the pre-flight's questions (wrapper.preflight): the
+  storage domain and the cluster in one data center, no VM of that name, and
+  the storage type that gives the allocation (SPEC §3.3: ``preallocated`` for
+  block-like storage domains, ``sparse`` otherwise); the job uses this one;
+* :func:`allocation_for_storage_domain`: the allocation alone, from a search of
+  the storage domains (no longer called by the job: kept with its tests);
 * :func:`remove_created_disks`: after a failed or cancelled upload, cancel the
   image transfers of the disks this conversion created and remove those disks,
   bounded in time, reporting problems instead of raising (SPEC §8).

@@ -102,9 +102,11 @@ def _who(user):
     return "%s (uid %d)" % (user.name, user.uid)
 
 
-def _last_line(text):
+def _cause_line(text):
+    """The Python exception line of a traceback, else the last line."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return oneline(lines[-1], 300) if lines else ""
+    errors = [line for line in lines if re.match(r"^[\w.]+(?:Error|Exception): ", line)]
+    return oneline((errors or lines or [""])[-1], 300)
 
 
 def read_probe(result, user, path, cafile):
@@ -124,7 +126,7 @@ def read_probe(result, user, path, cafile):
             raise ValueError(found)
     except (ValueError, IndexError):
         return [JobError(None, "python3 on %s failed as %s (exit status %d): %s" % (
-            where, _who(user), result.rc, _last_line(result.err) or "no output"))], {}
+            where, _who(user), result.rc, _cause_line(result.err) or "no output"))], {}
     problems = []
     python = oneline(str(found.get("python") or "python3"), 300)
     if "sdk" not in found:
@@ -143,13 +145,6 @@ def read_probe(result, user, path, cafile):
 
 def nbdkit_argv(plugin_path):
     return ["nbdkit", "python", plugin_path, "--dump-plugin"]
-
-
-def _cause_line(text):
-    """The Python exception line of a traceback, else the last line."""
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    errors = [line for line in lines if re.match(r"^[\w.]+(?:Error|Exception): ", line)]
-    return oneline((errors or lines or [""])[-1], 300)
 
 
 def read_nbdkit(result, user):
