@@ -362,7 +362,10 @@ class StandinEngine:
         if not auth.startswith("Bearer ") or auth[len("Bearer "):] not in self.tokens:
             return 401, XML_TYPE, _fault_xml("Unauthorized", "bad or missing token")
         parts = [p for p in path[len(API):].split("/") if p]
-        return self._api(method, parts, query, body)
+        try:
+            return self._api(method, parts, query, body)
+        except _BadBody as e:
+            return e.answer
 
     def _token(self, body):
         form = urllib.parse.parse_qs(body)
@@ -445,10 +448,7 @@ class StandinEngine:
 
     # -- the write side --------------------------------------------------
     def _add_disk(self, body):
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError as e:
-            return _fault(400, "Bad Request", "cannot parse the disk: %s" % e)
+        root = _xml_body(body, "the disk")
         sd_el = root.find("storage_domains/storage_domain")
         sd = None
         if sd_el is not None:
@@ -479,10 +479,7 @@ class StandinEngine:
         return 201, XML_TYPE, _disk_xml(disk, disk.status())
 
     def _add_transfer(self, body):
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError as e:
-            return _fault(400, "Bad Request", "cannot parse the image transfer: %s" % e)
+        root = _xml_body(body, "the image transfer")
         disk_el = root.find("disk")
         disk = self.disks.get(disk_el.get("id") if disk_el is not None else "")
         if disk is None:
@@ -544,10 +541,7 @@ class StandinEngine:
                          name="imageio-remove-ticket", daemon=True).start()
 
     def _add_vm(self, query, body):
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError as e:
-            return _fault(400, "Bad Request", "cannot parse the VM: %s" % e)
+        root = _xml_body(body, "the VM")
         cluster_el = root.find("cluster")
         cluster = next((c for c in self.clusters if cluster_el is not None and (
             c.id == cluster_el.get("id") or c.name == cluster_el.findtext("name"))), None)
@@ -834,6 +828,22 @@ def _fault_xml(reason, detail):
 
 def _fault(code, reason, detail):
     return code, XML_TYPE, _fault_xml(reason, detail)
+
+
+class _BadBody(Exception):
+    """A request body that is not XML: answered 400 by :meth:`StandinEngine.handle`."""
+
+    def __init__(self, answer):
+        super().__init__(answer)
+        self.answer = answer
+
+
+def _xml_body(body, what):
+    """The parsed XML of a POST body, or :class:`_BadBody` with the engine's 400."""
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError as e:
+        raise _BadBody(_fault(400, "Bad Request", "cannot parse %s: %s" % (what, e))) from None
 
 
 # --------------------------------------------------------------------------
