@@ -12,10 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from wrapper import bandwidth, checks, limits, v2v
+from wrapper import checks, v2v
+from wrapper.throttling import bandwidth, limits
 from wrapper.errors import CommandError, ThrottleError
 from wrapper.job import Job
-from wrapper.secrets import SecretDir
+from wrapper.security.secrets import SecretDir
 from wrapper.state import State
 from tests import wrapperrun as wr
 from tests.fake_virt_v2v import CAPABILITIES

@@ -6,7 +6,7 @@ import pytest
 
 from wrapper import config as cfg
 from wrapper.errors import JobError
-from wrapper.secrets import Secret
+from wrapper.security.secrets import Secret
 from wrapper.settings import Settings
 
 FP = ":".join(["AB"] * 20)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from wrapper import fsafe
+from wrapper.security import fsafe
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ import pytest
 
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v, rhv_upload_path
-from wrapper import limits
+from wrapper.throttling import limits
 from wrapper.config import KNOWN_KEYS
 
 DEFAULT_SEED = 20260301

@@ -16,7 +16,8 @@ import pytest
 
 from fakes import RecordingRunner
 from tests import test_procinfo as pt
-from wrapper import fsafe, leases, procinfo
+from wrapper import leases, procinfo
+from wrapper.security import fsafe
 from wrapper import reclaim as reclaiming
 
 # process fixtures and helpers shared with test_procinfo

@@ -2,7 +2,7 @@
 (limits.parse_limits is shared), and their messages stay short and one line."""
 import pytest
 
-from wrapper import limits
+from wrapper.throttling import limits
 from wrapper.errors import ThrottleError
 
 

@@ -14,7 +14,8 @@ import pytest
 from test_status import T0, alive_all, make_state, write
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
-from wrapper import exporter, fsafe, metrics, status
+from wrapper import exporter, metrics, status
+from wrapper.security import fsafe
 from wrapper import progress as ev
 from wrapper import rate
 from wrapper.state import apply

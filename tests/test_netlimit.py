@@ -1,4 +1,4 @@
-"""wrapper.netlimit: command building and parsing (exact lists), detection, and the limiter's
+"""wrapper.throttling.netlimit: command building and parsing (exact lists), detection, and the limiter's
 life cycle against a small stateful fake of tc/nft/ip (the real kernel is in
 tests/integration/test_netlimit_real.py)."""
 import json
@@ -11,8 +11,8 @@ import types
 
 import pytest
 
-from wrapper import netlimit as nl
-from wrapper import tcnft as tn
+from wrapper.throttling import netlimit as nl
+from wrapper.throttling import tcnft as tn
 from wrapper.errors import CommandError, ThrottleError
 from wrapper.runner import Result
 

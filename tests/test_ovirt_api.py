@@ -17,7 +17,7 @@ import pytest
 from tests.ovirt_standin.engine import closed_port
 from wrapper import ovirt_api
 from wrapper.errors import JobError, WrapperError
-from wrapper.secrets import Secret
+from wrapper.security.secrets import Secret
 
 try:
     import ovirtsdk4  # noqa: F401

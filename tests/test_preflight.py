@@ -19,7 +19,7 @@ from wrapper.config import Config, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import JobError
 from wrapper.ovirt_api import TargetFacts
 from wrapper.runner import Result
-from wrapper.secrets import Secret
+from wrapper.security.secrets import Secret
 from wrapper.settings import Settings
 from wrapper.v2v import RunUser
 

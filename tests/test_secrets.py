@@ -11,7 +11,7 @@ import pytest
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v, rhv_upload_path
 from tests.ovirt_standin.engine import StandinEngine
-from wrapper.secrets import Secret, SecretDir, secret_dir
+from wrapper.security.secrets import Secret, SecretDir, secret_dir
 
 FP = ":".join(["AB"] * 20)
 

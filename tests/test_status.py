@@ -15,7 +15,8 @@ import pytest
 import wrapper as wrapper_pkg
 
 from fakes import RecordingRunner
-from wrapper import cli, fsafe, leases, rate, status
+from wrapper import cli, leases, rate, status
+from wrapper.security import fsafe
 from wrapper.state import State, StateFile
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -8,7 +8,8 @@ import pytest
 
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
-from wrapper import config, fsafe, jobinput
+from wrapper import config, jobinput
+from wrapper.security import fsafe
 from wrapper.errors import JobError
 from wrapper.settings import resolve
 

@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from wrapper import limits
+from wrapper.throttling import limits
 from wrapper.errors import ThrottleError
 from wrapper.state import State
-from wrapper.throttle import Throttler
+from wrapper.throttling.throttle import Throttler
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -156,7 +156,7 @@ def test_hard_link_refused(tmp_path):
 def test_file_that_cannot_be_removed_is_read_once(setup, monkeypatch):
     t, state, cpu, net, path = setup
     path.write_text(json.dumps({"cpu": "10"}))
-    from wrapper import fsafe
+    from wrapper.security import fsafe
     monkeypatch.setattr(fsafe, "unlink_same", lambda *a: (_ for _ in ()).throw(PermissionError(1, "no")))
     for _ in range(5):
         t.step()

@@ -1,7 +1,7 @@
 import pytest
 
 from wrapper import config as cfg, v2v
-from wrapper.secrets import Secret
+from wrapper.security.secrets import Secret
 
 CAPS2 = v2v.parse_capabilities(open("tests/data/virt-v2v--machine-readable.txt").read())
 CAPS1 = v2v.parse_capabilities("virt-v2v\nlibguestfs-rewrite\nvcenter-https\nxen-ssh\nvddk\n"

@@ -17,13 +17,14 @@ def check_throttling(settings, runner):
     """cpu and outbound network limits decide the answer; the source read's
     limit (virt-v2v's own) is reported on a line of its own."""
     # imported here: every run builds the option list, few run this check
-    from wrapper import netlimit
+    from wrapper.throttling import netlimit
     ok, text = netlimit.check_throttling(settings, runner)
     return ok, text + "\n" + source_read_report(settings, runner)
 
 
 def source_read_report(settings, runner):
-    from wrapper import bandwidth, v2v
+    from wrapper import v2v
+    from wrapper.throttling import bandwidth
     from wrapper.errors import ConversionError
     try:
         caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner)

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 from urllib.parse import urlsplit
 
-from wrapper import isodomain, jobinput, limits, luks
+from wrapper import isodomain, jobinput, luks
+from wrapper.throttling import limits
 from wrapper.errors import JobError
 from wrapper.jobinput import oneline, short
-from wrapper.secrets import Secret
+from wrapper.security.secrets import Secret
 
 VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
 KNOWN_KEYS = frozenset((

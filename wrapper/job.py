@@ -13,17 +13,19 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import bandwidth, fsafe, procinfo, targets, v2v
+from wrapper import procinfo, targets, v2v
+from wrapper.throttling import bandwidth
+from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import CommandError, ConversionError, JobError, ThrottleError, WrapperError
 from wrapper.launch import ChildProcess, Gate
 from wrapper.monitor import Monitor
-from wrapper.netlimit import NetLimiter
+from wrapper.throttling.netlimit import NetLimiter
 from wrapper.runner import quote
-from wrapper.secrets import AgentDir, SecretDir
+from wrapper.security.secrets import AgentDir, SecretDir
 from wrapper.sshagent import SshAgent
 from wrapper.state import State, StateFile
-from wrapper.throttle import Throttler
+from wrapper.throttling.throttle import Throttler
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class Job:
         self.sleep = sleep
         self.state = initial_state(config, self.files)
         self.state["throttling"]["network_directions"] = []
-        self.bandwidth = None        # wrapper.bandwidth.BandwidthFile when virt-v2v has one
+        self.bandwidth = None        # wrapper.throttling.bandwidth.BandwidthFile when virt-v2v has one
         self.state_file = StateFile(self.files.state_file, dir_fd=reserved.state_dir_fd)
         self.paths = None
         self.argv = None

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from wrapper import fsafe
+from wrapper.security import fsafe
 from wrapper.errors import JobError
 
 log = logging.getLogger(__name__)

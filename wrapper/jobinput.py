@@ -14,7 +14,7 @@ import errno
 import json
 import re
 
-from wrapper import fsafe
+from wrapper.security import fsafe
 from wrapper.errors import JobError
 
 MAX_JOB_BYTES = 1 << 20

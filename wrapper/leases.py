@@ -25,7 +25,8 @@ import json
 import os
 import stat
 
-from wrapper import fsafe, procinfo
+from wrapper import procinfo
+from wrapper.security import fsafe
 
 JOBS, LEASE, LOCK = "jobs", ".lease", ".lock"
 MAX_LEASE = 64 << 10

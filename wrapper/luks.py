@@ -2,7 +2,7 @@
 
 The vault is a file the caller names (or ``$HOME/.v2v_luks_keys_vault.json``),
 read by root: it is opened the way every untrusted file is
-(:func:`wrapper.fsafe.read_untrusted`: never through a symlink, a FIFO or a
+(:func:`wrapper.security.fsafe.read_untrusted`: never through a symlink, a FIFO or a
 device never blocks, a regular file of one link, owned by the user running
 the wrapper, bounded in size), and it must be closed to group and others.
 Every problem is one line naming ``luks_keys_vault``.
@@ -10,10 +10,11 @@ Every problem is one line naming ``luks_keys_vault``.
 import errno
 import os
 
-from wrapper import fsafe, jobinput
+from wrapper import jobinput
+from wrapper.security import fsafe
 from wrapper.errors import JobError
 from wrapper.jobinput import oneline, short
-from wrapper.secrets import Secret
+from wrapper.security.secrets import Secret
 
 VAULT_NAME = ".v2v_luks_keys_vault.json"
 MAX_VAULT_SIZE = 1 << 20

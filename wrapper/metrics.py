@@ -13,7 +13,7 @@ Forklift's ``v2v_disk_transfers{disk_id}`` (percent) is emitted too.
 The textfile (``--metrics-dir``): ``v2v-import-<tag>.prom``, created with
 ``O_EXCL|O_NOFOLLOW`` under the directory's descriptor (a name someone else
 took is left alone: another free name is used), rewritten through
-:class:`wrapper.fsafe.AtomicFile` whenever the state file is, mode 0644.  It
+:class:`wrapper.security.fsafe.AtomicFile` whenever the state file is, mode 0644.  It
 stays after the conversion with its final figures; :func:`prune` (run by
 every later wrapper start and by ``virt-v2v-wrapper metrics --prune``)
 removes, by inode, those of conversions that ended more than ``keep``
@@ -27,7 +27,8 @@ import os
 import stat
 import time
 
-from wrapper import fsafe, jobfiles, status
+from wrapper import jobfiles, status
+from wrapper.security import fsafe
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ which is an optional extra imported only here and only when needed:
   image transfers of the disks this conversion created and remove those disks,
   bounded in time, reporting problems instead of raising (SPEC §8).
 
-Secrets: the password is a :class:`wrapper.secrets.Secret`, revealed only
+Secrets: the password is a :class:`wrapper.security.secrets.Secret`, revealed only
 when handed to the SDK.  The SDK is never given ``debug=True`` nor a ``log``:
 in debug mode it copies every byte sent and received to the log (4.6.3,
 ``Connection._curl_debug``), unmasked -- the SSO request body carries the
@@ -31,7 +31,7 @@ from typing import Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from wrapper.errors import JobError, WrapperError
-from wrapper.secrets import MASK, Secret
+from wrapper.security.secrets import MASK, Secret
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,13 @@ import textwrap
 import time
 from urllib.parse import unquote, urlsplit
 
-from wrapper import fsafe, ovirt_api
+from wrapper import ovirt_api
+from wrapper.security import fsafe
 from wrapper import runner as runner_mod
 from wrapper.config import SshSource
 from wrapper.errors import JobError, WrapperError
 from wrapper.jobinput import oneline
-from wrapper.secrets import PrivateDir
+from wrapper.security.secrets import PrivateDir
 
 log = logging.getLogger(__name__)
 

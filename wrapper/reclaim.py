@@ -13,7 +13,8 @@ import signal
 import stat
 import time
 
-from wrapper import fsafe, leases, procinfo, systemd
+from wrapper import leases, procinfo, systemd
+from wrapper.security import fsafe
 from wrapper.leases import LOCK, abs_dir, remove_files, take_lock
 
 DIED = ("virt-v2v-wrapper (pid %s) died before the conversion finished (it was killed or "

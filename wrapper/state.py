@@ -9,7 +9,7 @@ import re
 import time
 
 from wrapper import progress as ev
-from wrapper import fsafe
+from wrapper.security import fsafe
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def first_paragraph(text, limit=500):
 class StateFile:
     """Writes the state atomically, mode 0644, only when it changed.
 
-    Writes go through :class:`wrapper.fsafe.AtomicFile` on a descriptor of
+    Writes go through :class:`wrapper.security.fsafe.AtomicFile` on a descriptor of
     the state directory (never by name through a path another user could
     redirect), with a temporary file reserved ahead so that even on a full
     filesystem the final ``finished`` can be written.  A write that fails is

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from wrapper import fsafe, rate, reclaim
+from wrapper import rate, reclaim
+from wrapper.security import fsafe
 from wrapper.runner import run
 from wrapper.settings import resolve
 

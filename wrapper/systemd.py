@@ -15,7 +15,7 @@ import logging
 import os
 import time
 
-from wrapper import limits
+from wrapper.throttling import limits
 from wrapper.errors import CommandError, ConversionError, ThrottleError
 from wrapper.launch import stop_gracefully
 

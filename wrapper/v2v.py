@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wrapper import bandwidth, targets
+from wrapper import targets
+from wrapper.throttling import bandwidth
 from wrapper.config import VDDK_LIBDIR, SshSource, VddkSource
 from wrapper.errors import CommandError, ConversionError
 
@@ -60,7 +61,7 @@ class RunPaths:
     rhv_password_file: Optional[str] = None
     luks_key_files: tuple = ()          # (device, path) in config order
     ssh_auth_sock: Optional[str] = None
-    bandwidth_file: Optional[str] = None   # wrapper.bandwidth: the source read limit
+    bandwidth_file: Optional[str] = None   # wrapper.throttling.bandwidth: the source read limit
     extra: dict = field(default_factory=dict)
 
 

@@ -13,7 +13,7 @@ import os
 import stat
 
 from wrapper import config as jobconfig
-from wrapper import fsafe
+from wrapper.security import fsafe
 from wrapper.errors import JobError, WrapperError
 from wrapper.jobinput import oneline
 

@@ -1,4 +1,4 @@
-"""wrapper.netlimit against the real kernel: a unit of the test systemd (running in the sender's
+"""wrapper.throttling.netlimit against the real kernel: a unit of the test systemd (running in the sender's
 network namespace) sends bulk TCP; the rate is measured at the receiver in the other namespace.
 
 Limits are bytes/s on the wire; TCP payload is ~95.6 % of that at MTU 1500, so the assertions
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from wrapper import netlimit, tcnft
+from wrapper.throttling import netlimit, tcnft
 from wrapper.errors import ThrottleError
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,7 @@ import pytest
 
 from tests import wrapperrun as wr
 from tests.fakes import make_fake_v2v
-from wrapper import tcnft
+from wrapper.throttling import tcnft
 
 try:
     from . import netns as netns_mod

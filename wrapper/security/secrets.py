@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 
-from wrapper import fsafe
+from wrapper.security import fsafe
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ so each write replaces the file atomically (rename of a complete file, as
 nbdkit-rate-filter(1) asks).
 
 Who may write it (docs/security.md): it lives in the job's private
-directory (:class:`wrapper.secrets.SecretDir`, root-owned, mode 0710, group
+directory (:class:`wrapper.security.secrets.SecretDir`, root-owned, mode 0710, group
 = the run-as user's group) and is owned by root, group that group, mode
 0640: nbdkit, running as the run-as user, can read it through the group;
 that user cannot write it nor replace it (no write permission on the file
@@ -23,7 +23,7 @@ or the directory), and other users cannot reach it at all.
 import logging
 import os
 
-from wrapper import fsafe
+from wrapper.security import fsafe
 
 log = logging.getLogger(__name__)
 

@@ -57,10 +57,11 @@ import logging
 import os
 import re
 
-from wrapper import fsafe, procinfo
+from wrapper import procinfo
+from wrapper.security import fsafe
 from wrapper.errors import CommandError, ThrottleError
 from wrapper.leases import open_lock_dir
-from wrapper.tcnft import (
+from wrapper.throttling.tcnft import (
     MAX_MINOR, NET_CLS_DIRS, TABLE_PREFIX, classid, net_cls_classid, table_name, cgroup_name,
     tc_root_add_argv, tc_root_del_argv, tc_class_argv, tc_class_del_argv, match_cgroupv2,
     match_net_cls, nft_ruleset, nft_delete_argv, parse_links, candidate_devices, parse_root_qdisc,

@@ -1,6 +1,6 @@
 """Pure command building and output parsing for the network limiter (tc, nft, ip, /proc).
 
-No side effects: :mod:`wrapper.netlimit` runs these argv lists through its runner.  Tested
+No side effects: :mod:`wrapper.throttling.netlimit` runs these argv lists through its runner.  Tested
 with exact lists and captured tool output in tests/test_netlimit.py.
 """
 import collections

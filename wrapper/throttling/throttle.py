@@ -9,7 +9,8 @@ import json
 import logging
 import time
 
-from wrapper import fsafe, limits
+from wrapper.throttling import limits
+from wrapper.security import fsafe
 from wrapper.errors import ThrottleError
 
 log = logging.getLogger(__name__)
