@@ -1,4 +1,4 @@
-"""Prometheus metrics (wrapper/metrics.py, wrapper/exporter.py): the exposition text checked
+"""Prometheus metrics (wrapper/observe/metrics.py, wrapper/observe/exporter.py): the exposition text checked
 by the prometheus_client parser, the textfile's lifetime, pruning, the exporter's HTTP side."""
 import io
 import json
@@ -14,7 +14,7 @@ import pytest
 from test_status import T0, alive_all, make_state, write
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
-from wrapper import exporter, metrics, status
+from wrapper.observe import exporter, metrics, status
 from wrapper.security import fsafe
 from wrapper import progress as ev
 from wrapper import rate

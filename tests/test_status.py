@@ -15,7 +15,8 @@ import pytest
 import wrapper as wrapper_pkg
 
 from fakes import RecordingRunner
-from wrapper import cli, leases, rate, status
+from wrapper import cli, leases, rate
+from wrapper.observe import status
 from wrapper.security import fsafe
 from wrapper.state import State, StateFile
 

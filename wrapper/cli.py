@@ -113,10 +113,10 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
     environ = dict(os.environ if environ is None else environ)
     caller_fds = daemon.inherited_fds()
     if argv and argv[0] == "status":
-        from wrapper import status
+        from wrapper.observe import status
         return status.main(argv[1:], stdout=stdout, stderr=stderr, environ=environ)
     if argv and argv[0] == "metrics":
-        from wrapper import exporter
+        from wrapper.observe import exporter
         return exporter.main(argv[1:], stdout=stdout, stderr=stderr, environ=environ)
     registry = checks.registry()
     try:

@@ -139,7 +139,7 @@ class Job:
     def _attach_metrics(self):
         """--metrics-dir: the state file's every write also rewrites the .prom file."""
         if self.settings.metrics_dir:
-            from wrapper import metrics
+            from wrapper.observe import metrics
             try:
                 self.state_file = metrics.metered(self.state_file, self.settings, self.files.tag)
             except OSError as e:

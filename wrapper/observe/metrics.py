@@ -2,8 +2,8 @@
 textfile for node_exporter, and pruning of finished ones.
 
 The text (Prometheus text format 0.0.4) is built from the summaries
-:func:`wrapper.status.summarize` makes of state files, so the wrapper's own
-``.prom`` file and ``virt-v2v-wrapper metrics`` (wrapper/exporter.py) say the
+:func:`wrapper.observe.status.summarize` makes of state files, so the wrapper's own
+``.prom`` file and ``virt-v2v-wrapper metrics`` (wrapper/observe/exporter.py) say the
 same thing the same way.  Base units, ``_bytes``, ``_seconds``, ``_total``;
 labels ``tag``, ``vm`` and (per disk) ``disk`` (1-based).  No secret and no
 free-form text is ever a label value: the tag is ``<YYYYmmddTHHMMSS>-<pid>``,
@@ -27,7 +27,8 @@ import os
 import stat
 import time
 
-from wrapper import jobfiles, status
+from wrapper import jobfiles
+from wrapper.observe import status
 from wrapper.security import fsafe
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ Prometheus metrics, for hosts without node_exporter.
   can be written through it: every other method is 405, every other path 404.
 * without ``--listen``, prints the text once (cron, a quick look, tests);
 * ``--prune --metrics-dir DIR`` removes the textfiles of conversions that
-  ended a while ago (see wrapper/metrics.py) -- for a timer on hosts where
+  ended a while ago (see wrapper/observe/metrics.py) -- for a timer on hosts where
   conversions are rare.
 
 The state directory is shared (``/tmp`` by default): state files are read
@@ -21,9 +21,9 @@ import signal
 import sys
 import time
 
-from wrapper import metrics, status
+from wrapper.observe import metrics, status
 from wrapper.errors import WrapperError
-from wrapper.status import _Parser, _UsageError      # one usage-error convention for subcommands
+from wrapper.observe.status import _Parser, _UsageError      # one usage-error convention for subcommands
 from wrapper.settings import resolve
 
 log = logging.getLogger(__name__)
