@@ -1,4 +1,4 @@
-"""wrapper.ovirt_api against the stand-in engine, with the REAL oVirt SDK as client.
+"""wrapper.ovirt.api against the stand-in engine, with the REAL oVirt SDK as client.
 
 Nothing of ovirtsdk4 is mocked: requests go over HTTPS (a CA generated per
 session) to tests/ovirt_standin, which records them.  Time is injected
@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.ovirt_standin.engine import closed_port
-from wrapper import ovirt_api
+from wrapper.ovirt import api as ovirt_api
 from wrapper.errors import JobError, WrapperError
 from wrapper.security.secrets import Secret
 
@@ -249,7 +249,7 @@ def test_stuck_locked_disk_times_out_and_is_reported(ovirt_engine, ovirt_access,
     assert len(e.calls("GET", "/ovirt-engine/api/disks/" + stuck)) == 11  # t=0..10
     assert not e.calls("DELETE", "/ovirt-engine/api/disks/" + stuck)
     errors = [r for r in caplog.records
-              if r.name == "wrapper.ovirt_api" and r.levelno == logging.ERROR]
+              if r.name == "wrapper.ovirt.api" and r.levelno == logging.ERROR]
     assert [r.getMessage() for r in errors] == problems
 
 

@@ -1,11 +1,11 @@
-"""wrapper.ovirt_api.check_target: the engine half of the rhv_url pre-flight,
+"""wrapper.ovirt.api.check_target: the engine half of the rhv_url pre-flight,
 with the real SDK against the stand-in engine (tests/ovirt_standin)."""
 import os
 import time
 
 import pytest
 
-from wrapper import ovirt_api
+from wrapper.ovirt import api as ovirt_api
 from wrapper.errors import JobError
 
 if not os.environ.get("CI"):

@@ -1,4 +1,4 @@
-"""wrapper.preflight: the host half of the rhv_url pre-flight.
+"""wrapper.ovirt.preflight: the host half of the rhv_url pre-flight.
 
 Pure readers of the probes' results with made-up results, then the probes
 run for real: the venv's python3 (which has the SDK), Debian's python3
@@ -14,10 +14,11 @@ import tempfile
 
 import pytest
 
-from wrapper import preflight, runner
+from wrapper import runner
+from wrapper.ovirt import preflight
 from wrapper.config import Config, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import JobError
-from wrapper.ovirt_api import TargetFacts
+from wrapper.ovirt.api import TargetFacts
 from wrapper.runner import Result
 from wrapper.security.secrets import Secret
 from wrapper.settings import Settings

@@ -176,7 +176,8 @@ def test_podman_stop_during_the_copy_cancels_cleanly(image, fake_esxi, boxes):
 
 PREFLIGHT_HOST_HALF = """
 import tempfile
-from wrapper import preflight, runner
+from wrapper import runner
+from wrapper.ovirt import preflight
 from wrapper.v2v import RunUser
 user, env = RunUser(0, 0, "root", "/root"), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 problems = preflight.read_probe(runner.run_as(user, preflight.probe_argv(None), env=env),

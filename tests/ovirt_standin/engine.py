@@ -1,4 +1,4 @@
-"""A stand-in oVirt engine: enough of the REST API for wrapper.ovirt_api and
+"""A stand-in oVirt engine: enough of the REST API for wrapper.ovirt.api and
 for virt-v2v's ``-o rhv-upload`` helper scripts (data centers searched by
 ``storage.name``, their storage domains and clusters, VMs by name, hosts by
 ``hw_id``; the engine's search language as far as those use it).

@@ -50,7 +50,7 @@ def ovirt_engine(ovirt_pki):
 
 @pytest.fixture
 def ovirt_access(ovirt_engine, ovirt_pki):
-    from wrapper.ovirt_api import access_from_url
+    from wrapper.ovirt.api import access_from_url
     return access_from_url(ovirt_engine.api_url, ovirt_engine.password, ovirt_pki.ca, False)
 
 

@@ -1,8 +1,8 @@
 """``rhv_url``: upload through the oVirt API (virt-v2v ``-o rhv-upload``).
 
 Besides the arguments, this target talks to the engine itself (through the
-oVirt SDK, imported lazily in wrapper.ovirt_api): before the caller gets its
-answer, to check what virt-v2v will need (wrapper.preflight) and derive
+oVirt SDK, imported lazily in wrapper.ovirt.api): before the caller gets its
+answer, to check what virt-v2v will need (wrapper.ovirt.preflight) and derive
 ``allocation`` from the storage domain's type, and after a failure to cancel
 the image transfers and remove the disks this conversion created.
 """
@@ -21,14 +21,15 @@ def output_args(target, paths, allocation):
 
 
 def _access(target):
-    from wrapper import ovirt_api
+    from wrapper.ovirt import api as ovirt_api
     return ovirt_api.access_from_url(target.url, target.password, target.cafile, target.insecure)
 
 
 def prepare(config, job):
-    """The pre-flight checks (wrapper.preflight), then the allocation: the
+    """The pre-flight checks (wrapper.ovirt.preflight), then the allocation: the
     job's, or the one the storage domain's type calls for (SPEC §3.3)."""
-    from wrapper import preflight, v2v
+    from wrapper import v2v
+    from wrapper.ovirt import preflight
     env = v2v.build_env(config, job.settings.environ, job.user)
     facts = preflight.check(config, job.settings, job.user, env, _access(config.target))
     if config.allocation:
@@ -46,7 +47,7 @@ def on_failure(config, job):
         return
     log.info("conversion failed: removing the disks it created: %s", ", ".join(disk_ids))
     try:
-        from wrapper import ovirt_api
+        from wrapper.ovirt import api as ovirt_api
         timeout = float(job.settings.ovirt_cleanup_timeout)
         problems = ovirt_api.remove_created_disks(_access(config.target), disk_ids, timeout=timeout)
     except Exception as e:      # cleanup must never mask the original error

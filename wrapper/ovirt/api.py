@@ -3,7 +3,7 @@
 Through the official SDK (``ovirt-engine-sdk-python``, module ``ovirtsdk4``),
 which is an optional extra imported only here and only when needed:
 
-* :func:`check_target`: the pre-flight's questions (wrapper.preflight): the
+* :func:`check_target`: the pre-flight's questions (wrapper.ovirt.preflight): the
   storage domain and the cluster in one data center, no VM of that name, and
   the storage type that gives the allocation (SPEC §3.3: ``preallocated`` for
   block-like storage domains, ``sparse`` otherwise); the job uses this one;

@@ -13,7 +13,7 @@ job with one sentence naming the job key or the missing package:
   helper scripts) imports ``ovirtsdk4`` and can read the CA file; ``nbdkit
   python`` (which writes the disks to imageio) runs a plugin with the imports
   of virt-v2v's, the way virt-v2v checks its own;
-* on the engine (:func:`wrapper.ovirt_api.check_target`, as the wrapper
+* on the engine (:func:`wrapper.ovirt.api.check_target`, as the wrapper
   itself, through the SDK): the login, the storage domain and the cluster in
   one data center, no VM of that name.
 
@@ -29,7 +29,7 @@ import textwrap
 import time
 from urllib.parse import unquote, urlsplit
 
-from wrapper import ovirt_api
+from wrapper.ovirt import api as ovirt_api
 from wrapper.security import fsafe
 from wrapper import runner as runner_mod
 from wrapper.config import SshSource
@@ -209,8 +209,8 @@ def host_problems(config, env, user, state_dir, run_as=runner_mod.run_as):
 def check(config, settings, user, env, access, *, run_as=runner_mod.run_as,
           check_target=None, clock=time.monotonic):
     """Run every pre-flight check (the engine reached through ``access``, an
-    :class:`~wrapper.ovirt_api.EngineAccess`); return the engine's
-    :class:`~wrapper.ovirt_api.TargetFacts`.  Raises one :class:`JobError`:
+    :class:`~wrapper.ovirt.api.EngineAccess`); return the engine's
+    :class:`~wrapper.ovirt.api.TargetFacts`.  Raises one :class:`JobError`:
     the first problem, the others (if any) appended to its message."""
     t0 = clock()
     problems = host_problems(config, env, user, settings.state_dir, run_as)
