@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from tests.fakes import Clock
 from tests.ovirt_standin.engine import closed_port
 from wrapper.ovirt import api as ovirt_api
 from wrapper.errors import JobError, WrapperError
@@ -29,22 +30,6 @@ except ImportError:
 
 needs_sdk = pytest.mark.skipif(
     not HAVE_SDK, reason="ovirt-engine-sdk-python is not installed (run .ci/deps-ovirt.sh)")
-
-
-class FakeTime:
-    """clock/sleep pair: sleeping advances the clock, nothing really waits."""
-
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        assert seconds > 0
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def one_sentence(text):
@@ -176,10 +161,10 @@ def test_removes_exactly_the_listed_disks_and_cancels_their_transfers(ovirt_engi
     t_b = e.add_transfer(disk_b, by="image")                    # 1.x style: by image
     t_a_old = e.add_transfer(disk_a, phase="finished_success")  # settled: leave alone
     t_c = e.add_transfer(disk_c)                                # not ours
-    ft = FakeTime()
+    ft = Clock(now=1000.0)
 
     problems = ovirt_api.remove_created_disks(
-        ovirt_access, [disk_a, disk_b.upper()], clock=ft.clock, sleep=ft.sleep, poll=1.0)
+        ovirt_access, [disk_a, disk_b.upper()], clock=ft, sleep=ft.sleep, poll=1.0)
 
     assert problems == []
     assert set(e.disks) == {disk_c}
@@ -211,9 +196,9 @@ def test_disk_already_removed_by_the_cancelled_transfer(ovirt_engine, ovirt_acce
 def test_locked_disk_is_waited_for_then_removed(ovirt_engine, ovirt_access):
     e = ovirt_engine
     disk = e.add_disk(locked_polls=3)
-    ft = FakeTime()
+    ft = Clock(now=1000.0)
     problems = ovirt_api.remove_created_disks(ovirt_access, [disk], timeout=60,
-                                              clock=ft.clock, sleep=ft.sleep, poll=2.0)
+                                              clock=ft, sleep=ft.sleep, poll=2.0)
     assert problems == []
     assert disk not in e.disks
     assert ft.sleeps == [2.0, 2.0, 2.0]
@@ -225,8 +210,8 @@ def test_refused_removal_is_retried(ovirt_engine, ovirt_access):
     e = ovirt_engine
     disk = e.add_disk()
     e.disks[disk].refuse_deletes = 2  # 409 "Related operation is currently in progress"
-    ft = FakeTime()
-    assert ovirt_api.remove_created_disks(ovirt_access, [disk], clock=ft.clock,
+    ft = Clock(now=1000.0)
+    assert ovirt_api.remove_created_disks(ovirt_access, [disk], clock=ft,
                                           sleep=ft.sleep, poll=1.0) == []
     assert disk not in e.disks
     assert len(e.calls("DELETE")) == 3
@@ -237,10 +222,10 @@ def test_stuck_locked_disk_times_out_and_is_reported(ovirt_engine, ovirt_access,
     e = ovirt_engine
     stuck = e.add_disk(locked_polls=None)   # locked forever
     fine = e.add_disk(locked_polls=4)       # unlocks while we wait for the stuck one
-    ft = FakeTime()
+    ft = Clock(now=1000.0)
     caplog.set_level(logging.DEBUG)
     problems = ovirt_api.remove_created_disks(ovirt_access, [stuck, fine], timeout=10,
-                                              clock=ft.clock, sleep=ft.sleep, poll=1.0)
+                                              clock=ft, sleep=ft.sleep, poll=1.0)
     assert len(problems) == 1
     assert stuck in problems[0] and "locked" in problems[0] and "10 s" in problems[0]
     assert one_sentence(problems[0])

@@ -14,6 +14,7 @@ import tempfile
 
 import pytest
 
+from tests.fakes import Clock
 from wrapper import runner
 from wrapper.ovirt import preflight
 from wrapper.config import Config, RhvUploadTarget, SshSource, VddkSource
@@ -127,15 +128,6 @@ def test_vm_name_virt_v2v_will_use(source, vm_name, expected):
 
 # ---------------------------------------------------------------- check(): all problems, one line
 
-class Clock:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        self.t += 0.25
-        return self.t
-
-
 def test_every_problem_in_one_error_the_first_ones_key(caplog):
     calls = []
 
@@ -151,7 +143,7 @@ def test_every_problem_in_one_error_the_first_ones_key(caplog):
     caplog.set_level(logging.INFO)
     with pytest.raises(JobError) as e:
         preflight.check(_config(VDDK), Settings(), ROOT_USER, {"PATH": "/p"}, object(),
-                        run_as=run_as, check_target=check_target, clock=Clock())
+                        run_as=run_as, check_target=check_target, clock=Clock(now=100.0, tick=0.25))
     assert e.value.key == "rhv_cafile"
     text = str(e.value)
     assert "\n" not in text and "; also nbdkit is not installed" in text

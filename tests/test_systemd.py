@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from tests.fakes import RecordingRunner
+from tests.fakes import Clock, RecordingRunner
 from wrapper import systemd
 from wrapper.errors import ConversionError, ThrottleError
 from wrapper.settings import Settings
@@ -114,18 +114,15 @@ def test_close_kills_a_unit_that_ignores_sigterm(tmp_path):
     me = os.getpid()
     fake_cgroup(tmp_path, "/system.slice/u.service", [me])
     fs = FakeSystemd(tmp_path, [running(me)])
-    now = [0.0]
-
-    def sleep(s):
-        now[0] += s
+    clock = Clock()
     unit = systemd.SystemdUnit("u.service", ["systemd-run"], fs.runner, str(tmp_path),
-                               clock=lambda: now[0], sleep=sleep)
+                               clock=clock, sleep=clock.sleep)
     unit.start()
     unit.close(grace=5)
     kills = [c for c in fs.runner.calls if c[:2] == ["systemctl", "kill"]]
     assert kills == [["systemctl", "kill", "--signal=SIGTERM", "--kill-who=main", "u.service"],
                      ["systemctl", "kill", "--signal=SIGKILL", "--kill-who=all", "u.service"]]
-    assert now[0] >= 5
+    assert clock.now >= 5
 
 
 def test_systemd_run_failure_is_a_conversion_error(tmp_path):
