@@ -195,6 +195,19 @@ class Receiver:
                 return t - t_change
         return None
 
+    def took_effect(self, t_change, target, window=0.25, deadline=20.0):
+        """Seconds from ``t_change`` until the first ``window`` whose rate is within
+        0.5-1.5x ``target`` (the new limit is in force: clearly off the old one, with
+        room for the meter's 50 ms jitter), polling the meter; None if that did not
+        happen within ``deadline`` s."""
+        t = t_change
+        while t + window <= t_change + deadline:
+            self.wait_until(t + window)
+            if 0.5 * target <= self.rate(t, t + window) <= 1.5 * target:
+                return t - t_change
+            t += 0.05                 # the meter's sampling interval
+        return None
+
     def stop(self):
         if self.proc is None:
             return
