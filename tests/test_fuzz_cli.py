@@ -674,6 +674,7 @@ def test_fuzz_the_command_line(tmp_path_factory, capsys, fuzz_engine):
     real = real_sample(cases)
     started = time.monotonic()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self_before = resource.getrusage(resource.RUSAGE_SELF)
     # the seeds as they are first, both ways: how each is refused, if it is (this host may
     # lack something a seed needs, e.g. keys in ~/.ssh), is the baseline of its mutants
     seeds = [Case("seed-" + name, name, "none", json.dumps(job).encode())
@@ -695,6 +696,8 @@ def test_fuzz_the_command_line(tmp_path_factory, capsys, fuzz_engine):
     elapsed = time.monotonic() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    self_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_self = (self_after.ru_utime + self_after.ru_stime) - (self_before.ru_utime + self_before.ru_stime)
     deadline = time.monotonic() + 15
     left = processes_mentioning(world.root)
     while left and time.monotonic() < deadline:
@@ -711,18 +714,23 @@ def test_fuzz_the_command_line(tmp_path_factory, capsys, fuzz_engine):
     failures = [r for r in seed_results + results if r.problems]
     slowest = sorted(results, key=lambda r: -r.seconds)[:3]
     n_real = sum(r.real for r in results)
+    per_mode = "; ".join("%s %.1f s in all, %.2f s a job" % (
+        name, sum(r.seconds for r in rs), sum(r.seconds for r in rs) / len(rs))
+        for name, rs in (("real command line", [r for r in results if r.real]),
+                         ("in-process", [r for r in results if not r.real])) if rs)
     summary = ("fuzz: seed %d (FUZZ_SEED), %d jobs (+%d seeds; %d through the real command line with "
-               "%d workers, %d in-process) in %.1fs (%.0f CPU-seconds in the processes); outcomes: "
+               "%d workers, %d in-process) in %.1fs (%.0f CPU-seconds in the processes, %.0f in this one); "
+               "outcomes: "
                "%s; %d with problems; slowest: %s"
                % (SEED, len(results), len(seed_results), n_real, WORKERS, len(results) - n_real,
-                  elapsed, cpu,
+                  elapsed, cpu, cpu_self,
                   ", ".join("%s %d" % kv for kv in sorted(outcomes.items())), len(failures),
                   ", ".join("#%s %.1fs" % (r.case.index, r.seconds) for r in slowest)))
     seed_lines = ["  seed %s (%s): %s%s" % (r.case.seed, "real" if r.real else "in-process", r.outcome,
                                            (" (%s)" % r.stderr.strip()[:200])
                                       if r.outcome == "refused" else "") for r in seed_results]
     with capsys.disabled():
-        print("\n" + summary + "\n" + "\n".join(seed_lines))
+        print("\n" + summary + "\n  time per job: " + per_mode + "\n" + "\n".join(seed_lines))
     report = [summary]
     report += [_describe(r) for r in failures[:MAX_REPORTED]]
     if os.environ.get("FUZZ_REPORT"):
