@@ -122,17 +122,20 @@ def fake_run_as(user, argv, *, env, timeout=30):
         return Result(tuple(argv), 0, "name=python\npython_version=3.11.2\n", "")
     cafile = argv[-1]
     found = {"python": "/usr/bin/python3", "version": "3.11.2", "sdk": "4.6.3"}
-    if cafile:                       # as the probe does (preflight.PROBE)
-        try:
-            fd = os.open(cafile, os.O_RDONLY | os.O_NONBLOCK)
-            try:
-                os.read(fd, 1)
-            finally:
-                os.close(fd)
-            found["ca"] = "ok"
-        except OSError as e:
-            found["ca_error"] = e.strerror or str(e)
+    if cafile:
+        why = _unreadable(cafile)
+        found.update({"ca_error": why} if why else {"ca": "ok"})
     return Result(tuple(argv), 0, json.dumps(found) + "\n", "")
+
+
+def _unreadable(path):
+    """Why one byte of ``path`` cannot be read (non-blocking, as the probe reads), or None."""
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            f.read(1)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 @contextlib.contextmanager
