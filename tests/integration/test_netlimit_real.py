@@ -122,7 +122,7 @@ def in_force(rx, limit, t_change, label):
     there; (rate, seconds until in force) or (None, None).  How long the change took is
     recorded, not asserted (bench/throttle_latency.py)."""
     effect = rx.took_effect(t_change, limit)
-    timings.record("netlimit " + label, "in force (0.25 s window 0.5-1.5x)", effect)
+    timings.record("netlimit " + label, "in force (2 x 0.25 s windows 0.5-1.5x)", effect)
     if effect is None:
         return None, None
     rate, settle = phase(rx, limit, t_change + effect, label)

@@ -294,7 +294,7 @@ def first_byte(rx, timeout=15):
 
 def phase(rx, limit, t, label, picked=None):
     """Wait (generously, ``IN_FORCE_DEADLINE``) until the limit written at ``t`` is in force
-    (a 0.25 s window within 0.5-1.5x: :meth:`netns.Receiver.took_effect`), fail if it never
+    (two 0.25 s windows within 0.5-1.5x: :meth:`netns.Receiver.took_effect`), fail if it never
     is; then the rate over [e+1, e+HOLD] from that moment ``e``, and two times from the write
     at t, recorded (tests/integration/timings.py), never asserted:
 
