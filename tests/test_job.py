@@ -11,7 +11,7 @@ from wrapper.job import Job
 @pytest.mark.parametrize("fail", [PermissionError(13, "Permission denied", "/run/lock/x"),
                                   CommandError(["tc"], 2, "", "RTNETLINK answers: No such device")])
 def test_network_limiter_failure_is_a_limit_not_applied(fail):
-    """SPEC §6: logged and ignored (the throttler reports a ThrottleError),
+    """docs/contract.md §6: logged and ignored (the throttler reports a ThrottleError),
     never an exception that ends the conversion."""
     job = SimpleNamespace(process=SimpleNamespace(pids=lambda: [1], dedicated_cgroup=False))
     limiter = Limiter(fail_start=fail)

@@ -1,4 +1,4 @@
-"""Command line, stdin/stdout and exit codes (SPEC §2, §4).
+"""Command line, stdin/stdout and exit codes (docs/contract.md §2, §4).
 
 The only place that wires real parts together.  ``main()`` returns the exit
 status; only :func:`console_main` calls ``sys.exit``.

@@ -1,4 +1,4 @@
-"""Detaching from the caller (SPEC §4): double fork, new session, stdio on
+"""Detaching from the caller (docs/contract.md §4): double fork, new session, stdio on
 /dev/null, none of the caller's file descriptors kept — and a handshake, so
 the caller answers only once the daemon exists, and the daemon starts the
 conversion only once the caller has answered.

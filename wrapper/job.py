@@ -330,7 +330,7 @@ class Job:
         so a conversion that is never limited leaves the host's firewall
         alone.  Later, every running process of the conversion is classified:
         with the unit's own cgroup (or net_cls) their sockets are caught too.
-        Whatever goes wrong here is a limit not applied (SPEC §6: logged and
+        Whatever goes wrong here is a limit not applied (docs/contract.md §6: logged and
         ignored), never the end of the conversion."""
         try:
             if value is not None and not limiter.started:

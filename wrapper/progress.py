@@ -1,6 +1,6 @@
 """virt-v2v output -> typed events.  Pure: bytes in, events out.
 
-Two dialects (SPEC §5):
+Two dialects (docs/contract.md §5):
 * 1.x: ``Copying disk 1/2 to /path (raw)``, ``    (12.34/100%)``,
   ``nbdkit: [prefix: ]debug: Opening file <path> (...)`` (vddk) and
   ``overlay source qemu URI: json:{ ... "file.path": "..." }`` (ssh).

@@ -1,4 +1,4 @@
-"""Where things live: options, environment variables and defaults (SPEC §2).
+"""Where things live: options, environment variables and defaults (docs/contract.md §2).
 
 Every location the wrapper touches is a field here so tests can redirect it.
 The option wins over the environment variable, which wins over the default.

@@ -1,4 +1,4 @@
-"""The ssh-agent virt-v2v authenticates through (SPEC §3.1).
+"""The ssh-agent virt-v2v authenticates through (docs/contract.md §3.1).
 
 Started as the user that runs virt-v2v, loaded with the job's ``ssh_key``
 (through ssh-add's stdin: the key never touches a command line or a file) or

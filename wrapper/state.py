@@ -1,4 +1,4 @@
-"""The state file (SPEC §5): a State record, ``apply(state, event)`` folding
+"""The state file (docs/contract.md §5): a State record, ``apply(state, event)`` folding
 parser events into it, and an atomic writer.
 """
 import copy

@@ -1,4 +1,4 @@
-"""virt-v2v in a transient systemd unit (SPEC §4, daemon mode).
+"""virt-v2v in a transient systemd unit (docs/contract.md §4, daemon mode).
 
 The unit name is chosen here (``v2v-import-<tag>.service``), never scraped
 from systemd-run's output.  ``RemainAfterExit=yes`` keeps the unit loaded

@@ -1,4 +1,4 @@
-"""Who runs virt-v2v (SPEC §3.4) and who may read our files."""
+"""Who runs virt-v2v (docs/contract.md §3.4) and who may read our files."""
 import grp
 import os
 import pwd

@@ -1,4 +1,4 @@
-"""virt-v2v: its capabilities and the command line built from a job (SPEC §3.4).
+"""virt-v2v: its capabilities and the command line built from a job (docs/contract.md §3.4).
 
 :func:`build_command` is pure: same Config, capabilities and paths -> same
 argv and environment, compared as exact lists in the tests.

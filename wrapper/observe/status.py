@@ -1,4 +1,4 @@
-"""``virt-v2v-wrapper status``: a human view of the state files (SPEC §5).
+"""``virt-v2v-wrapper status``: a human view of the state files (docs/contract.md §5).
 
 Reading is kept apart from drawing: :func:`read_state` turns a path into a
 :class:`Reading` (never raises), :func:`summarize` turns a reading into a

@@ -5,13 +5,13 @@ which is an optional extra imported only here and only when needed:
 
 * :func:`check_target`: the pre-flight's questions (wrapper.ovirt.preflight): the
   storage domain and the cluster in one data center, no VM of that name, and
-  the storage type that gives the allocation (SPEC §3.3: ``preallocated`` for
+  the storage type that gives the allocation (docs/contract.md §3.3: ``preallocated`` for
   block-like storage domains, ``sparse`` otherwise); the job uses this one;
 * :func:`allocation_for_storage_domain`: the allocation alone, from a search of
   the storage domains (no longer called by the job: kept with its tests);
 * :func:`remove_created_disks`: after a failed or cancelled upload, cancel the
   image transfers of the disks this conversion created and remove those disks,
-  bounded in time, reporting problems instead of raising (SPEC §8).
+  bounded in time, reporting problems instead of raising (docs/contract.md §8).
 
 Secrets: the password is a :class:`wrapper.security.secrets.Secret`, revealed only
 when handed to the SDK.  The SDK is never given ``debug=True`` nor a ``log``:
@@ -41,10 +41,10 @@ SDK_MISSING = "the oVirt SDK (ovirt-engine-sdk-python) is needed for rhv_url job
 # virt-v2v-output-rhv(1), "-oc": "If the username is not specified then
 # virt-v2v defaults to using admin@internal".
 DEFAULT_USERNAME = "admin@internal"
-# SPEC §3.2: the VDSM CA, present on every oVirt host.
+# docs/contract.md §3.2: the VDSM CA, present on every oVirt host.
 DEFAULT_CAFILE = "/etc/pki/vdsm/certs/cacert.pem"
 
-# SPEC §3.3: FCP, iSCSI, Cinder, GlusterFS, POSIX -> preallocated.  Values of
+# docs/contract.md §3.3: FCP, iSCSI, Cinder, GlusterFS, POSIX -> preallocated.  Values of
 # ovirtsdk4.types.StorageType.
 BLOCK_STORAGE_TYPES = frozenset({"fcp", "iscsi", "cinder", "glusterfs", "posixfs"})
 
@@ -302,7 +302,7 @@ class TargetFacts:
 
 
 def allocation_for_type(storage_type):
-    """SPEC §3.3: block-like storage domains get preallocated disks."""
+    """docs/contract.md §3.3: block-like storage domains get preallocated disks."""
     return "preallocated" if storage_type in BLOCK_STORAGE_TYPES else "sparse"
 
 

@@ -1,5 +1,5 @@
 """Pre-flight for ``rhv_url`` jobs: what virt-v2v ``-o rhv-upload`` needs,
-checked before the caller gets its answer (SPEC §4 step 1).
+checked before the caller gets its answer (docs/contract.md §4 step 3).
 
 virt-v2v 2.2 contacts the engine, and runs the programs the upload needs,
 only after the whole guest conversion: a minute here, hours on a big guest.

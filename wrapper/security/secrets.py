@@ -98,7 +98,7 @@ class PrivateDir:
 
 
 class SecretDir(PrivateDir):
-    """The private directory holding one file per secret (SPEC §7).
+    """The private directory holding one file per secret (docs/contract.md §7).
 
     The directory belongs to the wrapper (root), never to the user that runs
     virt-v2v: that user may traverse it (group ``gid``, mode 0710) but cannot

@@ -27,7 +27,7 @@ def _access(target):
 
 def prepare(config, job):
     """The pre-flight checks (wrapper.ovirt.preflight), then the allocation: the
-    job's, or the one the storage domain's type calls for (SPEC §3.3)."""
+    job's, or the one the storage domain's type calls for (docs/contract.md §3.3)."""
     from wrapper import v2v
     from wrapper.ovirt import preflight
     env = v2v.build_env(config, job.settings.environ, job.user)
