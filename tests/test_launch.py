@@ -6,7 +6,7 @@ import pytest
 
 from wrapper.errors import ConversionError, ThrottleError
 from wrapper.launch import ChildProcess, Gate, exit_status
-from wrapper.v2v import RunUser
+from wrapper.users import RunUser
 
 ME = RunUser(os.geteuid(), os.getegid(), "me", "/")
 

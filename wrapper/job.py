@@ -13,7 +13,7 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import procinfo, targets, v2v
+from wrapper import procinfo, targets, v2v, vmname
 from wrapper.throttling import bandwidth
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
@@ -44,16 +44,9 @@ def describe_target(target):
     return str(target)
 
 
-def short_vm_name(vm_name):
-    if vm_name.startswith("ssh://"):
-        base = os.path.basename(urlsplit(vm_name).path)
-        return base[:-4] if base.endswith(".vmx") else base
-    return vm_name
-
-
 def initial_state(config, files):
     return State(config.source_disks, extra={
-        "vm": short_vm_name(config.vm_name),
+        "vm": vmname.display_name(config.vm_name, config.source.name),
         "target": describe_target(config.target),
         "transport": config.source.name,
         "wrapper_pid": os.getpid(),

@@ -18,7 +18,6 @@ import time
 
 from wrapper import procinfo
 from wrapper.errors import ConversionError, ThrottleError
-from wrapper.runner import as_user_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class ChildProcess:
         self.pid = None
 
     def start(self):
-        kw = as_user_kwargs(self.user)
+        kw = self.user.popen_kwargs()
         fd = self.log if isinstance(self.log, int) else os.open(
             self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
