@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from wrapper.errors import JobError, WrapperError
 from wrapper.security.secrets import MASK, Secret
+from wrapper.settings import VDSM_CA
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ SDK_MISSING = "the oVirt SDK (ovirt-engine-sdk-python) is needed for rhv_url job
 # virt-v2v defaults to using admin@internal".
 DEFAULT_USERNAME = "admin@internal"
 # SPEC §3.2: the VDSM CA, present on every oVirt host.
-DEFAULT_CAFILE = "/etc/pki/vdsm/certs/cacert.pem"
+DEFAULT_CAFILE = VDSM_CA                 # wrapper.settings owns it
 
 # SPEC §3.3: FCP, iSCSI, Cinder, GlusterFS, POSIX -> preallocated.  Values of
 # ovirtsdk4.types.StorageType.
