@@ -12,6 +12,7 @@ import sys
 from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, logsetup,
                      reclaim, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
+from wrapper.launch import child_launcher
 from wrapper.monitor import SignalFlag
 from wrapper.runner import run as default_runner
 from wrapper.settings import LOCATIONS, SWITCHES, env_name, resolve, sudo_caller, switch_problem
@@ -182,7 +183,7 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
                                       env=dict(settings.environ, LANG="C"))
         log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
-                      launcher_factory or _default_launcher(config, settings),
+                      launcher_factory or _default_launcher(config, settings, runner),
                       settings.trusted_uids(), leases=book)
         job_obj.prepare()
         if signals.received:
@@ -228,13 +229,12 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
     os._exit(EXIT_OK)       # the daemon owns the job now: no cleanup here
 
 
-def _default_launcher(config, settings):
+def _default_launcher(config, settings, runner):
     """Daemon mode runs virt-v2v in a transient systemd unit when systemd runs."""
-    from wrapper.job import child_launcher
     if not config.daemonize:
         return child_launcher
     if systemd.available(settings):
-        return systemd.unit_launcher
+        return systemd.unit_launcher(runner, settings.cgroup_root)
     log.info("systemd is not running (no %s): running virt-v2v as a plain child process",
              settings.systemd_marker)
     return child_launcher
