@@ -256,8 +256,8 @@ def _detach_and_run(job_obj, answer, stdout, stderr, signals, detach, caller_fds
     if why:
         role.abandon()
         return _refuse(stderr, "cannot write the answer to stdout: %s" % why)
-    role.release()
-    os._exit(EXIT_OK)       # the daemon owns the job now: no cleanup here
+    role.hand_over(EXIT_OK)     # the daemon owns the job now: no cleanup here
+    return EXIT_OK              # (only a stand-in for the caller's side comes back)
 
 
 def _default_launcher(config, settings, runner):
