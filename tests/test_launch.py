@@ -5,8 +5,8 @@ import time
 import pytest
 
 from wrapper.errors import ConversionError, ThrottleError
-from wrapper.launch import ChildProcess, Gate, exit_status
-from wrapper.v2v import RunUser
+from wrapper.launch import ChildProcess, Gate, Launch, child_launcher, exit_status
+from wrapper.users import RunUser
 
 ME = RunUser(os.geteuid(), os.getegid(), "me", "/")
 
@@ -78,3 +78,31 @@ def test_no_cpu_limits_without_systemd(tmp_path):
 
 def test_exit_status():
     assert exit_status(0) == 0 and exit_status(2) == 2 and exit_status(-15) == 143 and exit_status(-9) == 137
+
+
+def _launch(tmp_path, argv, gate=None):
+    log_path = str(tmp_path / "v2v.log")
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    return Launch(argv=tuple(argv), env={"PATH": "/usr/bin:/bin", "WHO": "child"}, user=ME, log=fd,
+                  log_path=log_path, gate=gate, tag="20270101T000000-7"), log_path
+
+
+def test_child_launcher_runs_the_record_with_its_env_and_log(tmp_path):
+    launch, log_path = _launch(tmp_path, ["/bin/sh", "-c", 'echo "ran as $WHO"; exit 3'])
+    try:
+        handle = child_launcher(launch).start()
+        assert handle.proc.wait(timeout=10) is not None and handle.poll() == 3
+    finally:
+        os.close(launch.log)
+    assert open(log_path).read() == "ran as child\n"
+
+
+def test_unit_launcher_names_the_unit_after_the_tag_and_logs_through_the_gate(tmp_path):
+    from wrapper import systemd
+    gate = Gate(str(tmp_path / "gate"))
+    launch, log_path = _launch(tmp_path, ["virt-v2v", "-v"], gate=gate)
+    os.close(launch.log)
+    unit = systemd.unit_launcher(runner=None, cgroup_root=str(tmp_path))(launch)
+    assert unit.unit == "v2v-import-20270101T000000-7.service" and unit.gate is gate
+    assert unit.run_cmd[unit.run_cmd.index("--") + 1:] == gate.wrap(["virt-v2v", "-v"], log=log_path)
+    assert "--setenv=WHO=child" in unit.run_cmd and "--uid=%d" % ME.uid in unit.run_cmd

@@ -23,7 +23,7 @@ from wrapper.ovirt.api import TargetFacts
 from wrapper.runner import Result
 from wrapper.security.secrets import Secret
 from wrapper.settings import Settings
-from wrapper.v2v import RunUser
+from wrapper.users import RunUser
 
 VENV_BIN = os.path.dirname(sys.executable)
 ROOT_USER = RunUser(0, 0, "root", "/root")
@@ -115,15 +115,6 @@ def _config(source, vm_name="vm1", cafile=CA, insecure=False):
 
 SSH = SshSource(key=None)
 VDDK = VddkSource(uri="esx://h", password=Secret("p"), fingerprint="AB")
-
-
-@pytest.mark.parametrize("source,vm_name,expected", [
-    (VDDK, "My VM", "My VM"),
-    (SSH, "ssh://root@10.0.0.1/vmfs/volumes/ds1/tg-mini/tg-mini.vmx", "tg-mini"),
-    (SSH, "ssh://root@10.0.0.1:2222/vmfs/volumes/ds1/web%20one/web%20one.VMX", "web one"),
-])
-def test_vm_name_virt_v2v_will_use(source, vm_name, expected):
-    assert preflight.vm_name_on_target(_config(source, vm_name=vm_name)) == expected
 
 
 # ---------------------------------------------------------------- check(): all problems, one line

@@ -6,7 +6,7 @@ from tests.fakes import Clock, RecordingRunner
 from wrapper import systemd
 from wrapper.errors import ConversionError, ThrottleError
 from wrapper.settings import Settings
-from wrapper.v2v import RunUser
+from wrapper.users import RunUser
 
 USER = RunUser(36, 36, "vdsm", "/var/lib/vdsm")
 

@@ -69,6 +69,12 @@ class Caller:
             pass
         self._close()
 
+    def hand_over(self, status=0):
+        """:meth:`release`, then leave at once with ``status``: the daemon
+        owns the job, so this process runs no cleanup (``os._exit``)."""
+        self.release()
+        os._exit(status)
+
     def abandon(self):
         """The answer could not be given: the daemon cleans up; wait (bounded
         by the daemon's own cleanup) until it has, so nothing is left when

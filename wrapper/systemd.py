@@ -228,10 +228,12 @@ class SystemdUnit:
         self.started = False
 
 
-def unit_launcher(job):
-    """Launcher factory for daemon mode (see wrapper.job.Job)."""
-    unit = unit_name(job.files.tag)
-    argv = job.gate.wrap(job.argv, log=job.files.v2v_log) if job.gate else job.argv
-    cmd = run_argv(unit, job.user, job.env, argv, job.files.tag)
-    return SystemdUnit(unit, cmd, job.runner, job.settings.cgroup_root, gate=job.gate,
-                       clock=job.clock, sleep=job.sleep)
+def unit_launcher(runner, cgroup_root, clock=time.monotonic, sleep=time.sleep):
+    """The launcher of daemon mode: ``Launch`` (wrapper.launch) -> a
+    :class:`SystemdUnit` that systemd-run starts through ``runner``."""
+    def launch(spec):
+        unit = unit_name(spec.tag)
+        argv = spec.gate.wrap(spec.argv, log=spec.log_path) if spec.gate else spec.argv
+        cmd = run_argv(unit, spec.user, spec.env, argv, spec.tag)
+        return SystemdUnit(unit, cmd, runner, cgroup_root, gate=spec.gate, clock=clock, sleep=sleep)
+    return launch

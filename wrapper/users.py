@@ -1,14 +1,42 @@
-"""Who runs virt-v2v (docs/contract.md §3.4) and who may read our files."""
+"""Who runs virt-v2v (docs/contract.md §3.4) and how a child is started as them.
+
+:class:`RunUser` is the one owner of the run-as user's process arguments:
+every program started as that user (virt-v2v as a child, ssh-agent and
+ssh-add, the pre-flight's probes through ``wrapper.runner.run_as``) takes its
+``subprocess`` arguments from :meth:`RunUser.popen_kwargs` and its identity
+variables from :meth:`RunUser.identity_env`.
+"""
 import grp
 import os
 import pwd
+from dataclasses import dataclass
 
 from wrapper.config import ExportDomainTarget
 from wrapper.errors import JobError
-from wrapper.v2v import RunUser
 
 VDSM_USER = "vdsm"
 VDSM_GROUP = "kvm"
+
+
+@dataclass(frozen=True)
+class RunUser:
+    uid: int
+    gid: int
+    name: str
+    home: str
+    groups: tuple = ()        # supplementary groups: none unless named (root's must not leak)
+
+    def popen_kwargs(self):
+        """``subprocess`` arguments that run a child as this user: its uid,
+        gid and only its own supplementary groups; nothing when that is who
+        the wrapper already is."""
+        if self.uid != os.geteuid() or self.gid != os.getegid():
+            return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
+        return {}
+
+    def identity_env(self):
+        """HOME, USER and LOGNAME of this user (never the caller's)."""
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
 
 
 def lookup(spec, key="run_as"):
