@@ -335,7 +335,7 @@ class Job:
         try:
             if value is not None and not limiter.started:
                 limiter.start(self.process.pids(), self.process.dedicated_cgroup)
-            limiter.set_rate(None if value is None else int(value))
+            limiter.set_rate(value)
         except (OSError, CommandError) as e:
             raise ThrottleError(str(e)) from None
 

@@ -188,7 +188,7 @@ class NetLimiter:
         self.mechanism = None
         self.minor = None
         self.table = None
-        self.rate = None            # in force (bytes/s) or None
+        self.rate = None            # in force (a NetworkRate) or None
         self.devices = []           # interfaces that carry our class now
         self._wanted = None         # asked for before start()
         self._cgroup = None         # cgroup dir we created (removed at close)
@@ -401,30 +401,26 @@ class NetLimiter:
             self._closed = False
             self.mechanism = Mechanism(self.mechanism.name, False, "setting up failed: %s" % e)
 
-    def set_rate(self, bytes_per_second):
-        """Limit to ``bytes_per_second`` (int > 0), or remove the limit with None."""
-        if bytes_per_second is not None:
-            if isinstance(bytes_per_second, bool) or not isinstance(bytes_per_second, int) \
-                    or bytes_per_second <= 0:
-                raise ThrottleError("network limit must be a positive number of bytes per second, "
-                                    "not %r" % (bytes_per_second,))
+    def set_rate(self, rate):
+        """Limit to ``rate`` (a :class:`~wrapper.throttling.limits.NetworkRate`), or remove the
+        limit with None."""
         if not self._started:
-            self._wanted = bytes_per_second
+            self._wanted = rate
             return
         if self.mechanism is None or not self.mechanism.available or self.minor is None:
-            if bytes_per_second is None:
+            if rate is None:
                 return
             reason = "the limiter was closed" if self._closed else self.mechanism.reason
             raise ThrottleError("network limits are unavailable on this host: %s" % reason)
         try:
             with self._locked():
-                if bytes_per_second is None:
+                if rate is None:
                     self._remove_classes()
                 else:
-                    self._apply(bytes_per_second)
+                    self._apply(rate.bytes_per_second)
         except CommandError as e:
             raise ThrottleError("could not apply the network limit: %s" % e) from None
-        self.rate = bytes_per_second
+        self.rate = rate
 
     def _apply(self, rate):
         shaped, skipped, failed = [], [], []
