@@ -11,6 +11,7 @@ import types
 
 import pytest
 
+from wrapper.throttling import host
 from wrapper.throttling import netlimit as nl
 from wrapper.throttling import tcnft as tn
 from wrapper.throttling.limits import NetworkRate as Rate
@@ -110,9 +111,9 @@ def test_parse_proc_cgroup_and_level():
     assert cg["cpu"] == cg["cpuacct"] == "/"
     assert tn.cgroup_level(cg[""]) == 3
     assert tn.cgroup_level("/") == 0
-    assert nl._nft_path("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/a/b") == "unified/a/b"
-    assert nl._nft_path("/sys/fs/cgroup", "/sys/fs/cgroup", "/system.slice/x") == "system.slice/x"
-    assert nl._nft_path("/sys/fs/cgroup", "/sys/fs/cgroup", "/") == ""
+    assert host.nft_path("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/a/b") == "unified/a/b"
+    assert host.nft_path("/sys/fs/cgroup", "/sys/fs/cgroup", "/system.slice/x") == "system.slice/x"
+    assert host.nft_path("/sys/fs/cgroup", "/sys/fs/cgroup", "/") == ""
 
 
 # ---- a small stateful fake of ip/tc/nft -------------------------------------------------------
@@ -218,7 +219,7 @@ def limiter(fake, hybrid, tmp_path, tag="job", **kw):
 # ---- detection --------------------------------------------------------------------------------
 def test_detect_cgroup2_probes_the_kernel(hybrid):
     fake = FakeNet()
-    m = nl.detect(fake, str(hybrid[0]))
+    m = host.detect(fake, str(hybrid[0]))
     assert (m.name, m.available, m.path) == ("cgroup2", True, str(hybrid[0] / "unified"))
     assert fake.inputs == [tn.nft_ruleset("v2vw_probe", 'socket cgroupv2 level 0 "unified"', 0)]
 
@@ -226,23 +227,33 @@ def test_detect_cgroup2_probes_the_kernel(hybrid):
 def test_detect_prefers_net_cls(hybrid):
     (hybrid[0] / "net_cls,net_prio").mkdir()
     (hybrid[0] / "net_cls,net_prio" / "net_cls.classid").write_text("0\n")
-    m = nl.detect(FakeNet(), str(hybrid[0]))
+    m = host.detect(FakeNet(), str(hybrid[0]))
     assert (m.name, m.available) == ("net_cls", True)
-    assert nl.detect(FakeNet(), str(hybrid[0]), prefer="cgroup2").name == "cgroup2"
+    assert host.detect(FakeNet(), str(hybrid[0]), prefer="cgroup2").name == "cgroup2"
 
 
 def test_detect_unavailable_reasons(hybrid, tmp_path):
-    m = nl.detect(FakeNet(nft_check_rc=1), str(hybrid[0]))
+    m = host.detect(FakeNet(nft_check_rc=1), str(hybrid[0]))
     assert not m.available and "nft cannot match cgroup2: Error: Could not process rule" in m.reason
 
     def no_nft(argv, **kw):
         if argv[0] == "nft":
             raise CommandError(argv, 127, "", "No such file or directory: 'nft'")
         return Result(tuple(argv), 0, "", "")
-    assert nl.detect(no_nft, str(hybrid[0])) == nl.Mechanism("none", False, "nft is not installed")
+    assert host.detect(no_nft, str(hybrid[0])) == host.Mechanism("none", False, "nft is not installed")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert nl.detect(FakeNet(), str(empty)).reason == "no net_cls or cgroup2 hierarchy under %s" % empty
+    assert host.detect(FakeNet(), str(empty)).reason == "no net_cls or cgroup2 hierarchy under %s" % empty
+
+
+def test_host_interfaces_and_their_roots():
+    fake = FakeNet(roots={"eth0": ("htb", "7632:"), "eth1": ("pfifo", "1:")})
+    assert host.devices(fake) == ["eth0", "eth1"]        # up, not loopback, not a bridge port
+    assert host.devices(fake, shapeable=False) == ["eth0", "eth1", "d1p", "eth2"]
+    assert [host.root_of(fake, d) for d in ("eth0", "eth1", "eth2")] == ["ours", "foreign", "none"]
+    fake.classes = {"eth0": {1: 1000, 0xa: 2000}}
+    assert host.minors(fake, "eth0") == {1, 0xa} and host.minors(fake, "eth1") == set()
+    assert all(c[0] in ("ip", "tc") and ("show" in c) for c in fake.calls)   # it only looks
 
 
 def test_check_throttling_text(hybrid, tmp_path):
@@ -252,15 +263,15 @@ def test_check_throttling_text(hybrid, tmp_path):
     sd = tmp_path / "run-systemd-system"
     sd.mkdir()
     settings = types.SimpleNamespace(cgroup_root=str(root), systemd_marker=str(sd))
-    ok, text = nl.check_throttling(settings, FakeNet())
+    ok, text = host.check_throttling(settings, FakeNet())
     assert ok
     assert text.splitlines() == [
         "cpu: available (systemd CPUQuota through cgroup v1 cpu.cfs_quota_us)",
         "network: available (cgroup2 at %s/unified, nft socket cgroupv2, tc htb)" % root]
-    ok, text = nl.throttling_report(FakeNet(), str(root), str(tmp_path / "nope"))
+    ok, text = host.throttling_report(FakeNet(), str(root), str(tmp_path / "nope"))
     assert not ok
     assert text.splitlines()[0] == "cpu: unavailable (systemd is not the init system (no %s/nope))" % tmp_path
-    ok, text = nl.throttling_report(FakeNet(nft_check_rc=1), str(root), str(sd))
+    ok, text = host.throttling_report(FakeNet(nft_check_rc=1), str(root), str(sd))
     assert not ok and text.splitlines()[1].startswith("network: unavailable (nft cannot match cgroup2")
 
 
@@ -268,9 +279,9 @@ def test_detect_cpu_pure_v2(tmp_path):
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     sd = tmp_path / "sd"
     sd.mkdir()
-    assert nl.detect_cpu(str(tmp_path), str(sd)).available
+    assert host.detect_cpu(str(tmp_path), str(sd)).available
     (tmp_path / "cgroup.controllers").write_text("memory pids\n")
-    assert not nl.detect_cpu(str(tmp_path), str(sd)).available
+    assert not host.detect_cpu(str(tmp_path), str(sd)).available
 
 
 # ---- the limiter ------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ force, hand each changed limit to its applier, delete it.
 
 Appliers are plain callables ``apply(value)`` keyed by limit name (``cpu``,
 ``network``), given the parsed value (:mod:`wrapper.throttling.limits`); they
-raise ThrottleError when a value cannot be applied.  The file handling never needs to know how a limit is enforced.
+raise ThrottleError when a value cannot be applied.  The file handling never
+needs to know how a limit is enforced.
 """
 import json
 import logging
