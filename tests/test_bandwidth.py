@@ -1,7 +1,6 @@
-"""The source-read limit: bits in the bandwidth file, its permissions, the argv, both directions."""
+"""The source-read limit: bits in the bandwidth file, its permissions, the argv (both directions: test_network.py)."""
 import errno
 import json
-import logging
 import os
 import shutil
 import signal
@@ -14,10 +13,8 @@ import pytest
 
 from wrapper import checks, v2v
 from wrapper.throttling import bandwidth, limits
-from wrapper.errors import CommandError, ThrottleError
-from wrapper.job import Job
+from wrapper.errors import ThrottleError
 from wrapper.security.secrets import SecretDir
-from wrapper.state import State
 from tests import wrapperrun as wr
 from tests.fake_virt_v2v import CAPABILITIES
 from tests.fakes import RecordingRunner, make_fake_v2v
@@ -180,88 +177,6 @@ def _run_as_user_checks(parent):
             assert f.read() == "0"
         assert os.stat(bw.path).st_gid == gid
         bw.close()
-
-
-# ---- both directions (Job._set_network) -------------------------------------------------------
-class Limiter:
-    def __init__(self, fail=None):
-        self.fail = fail
-        self.started = False
-        self.rates = []
-
-    def start(self, pids, dedicated):
-        self.started = True
-
-    def set_rate(self, rate):
-        if self.fail:
-            raise self.fail
-        self.rates.append(rate)
-
-
-class FakeFile:
-    def __init__(self, fail=None):
-        self.fail = fail
-        self.values = []
-
-    def set(self, value):
-        if self.fail:
-            raise self.fail
-        self.values.append(value)
-
-
-def fake_job(bw):
-    job = SimpleNamespace(process=SimpleNamespace(pids=lambda: [1], dedicated_cgroup=False),
-                          bandwidth=bw, state=State(throttling={"network_directions": []}))
-    job._set_outbound = lambda limiter, value: Job._set_outbound(job, limiter, value)
-    return job
-
-
-def test_a_limit_goes_both_ways():
-    limiter, bw = Limiter(), FakeFile()
-    job = fake_job(bw)
-    rate = limits.NetworkRate(1048576)
-    Job._set_network(job, limiter, rate)
-    assert limiter.rates == [rate] and bw.values == [rate]
-    assert job.state["throttling"]["network_directions"] == ["outbound", "source-read"]
-    Job._set_network(job, limiter, None)
-    assert limiter.rates == [rate, None] and bw.values == [rate, None]
-    assert job.state["throttling"]["network_directions"] == []
-    assert "last_message" not in job.state.data
-
-
-def test_outbound_unavailable_still_limits_the_source_read(caplog):
-    job = fake_job(FakeFile())
-    with caplog.at_level(logging.WARNING):
-        Job._set_network(job, Limiter(ThrottleError("network limits are unavailable: no nft")),
-                         "2097152")
-    assert job.bandwidth.values == ["2097152"]
-    assert job.state["throttling"]["network_directions"] == ["source-read"]
-    assert "does not cover the outbound traffic" in job.state["last_message"]["message"]
-    assert "network outbound traffic not limited" in caplog.text
-
-
-def test_source_read_failure_still_limits_outbound():
-    job = fake_job(FakeFile(OSError(errno.ENOSPC, "No space left on device")))
-    Job._set_network(job, Limiter(), "2097152")
-    assert job.state["throttling"]["network_directions"] == ["outbound"]
-    assert "source read: cannot write the bandwidth file: No space left on device" in \
-        job.state["last_message"]["message"]
-
-
-def test_nothing_applied_is_a_limit_not_applied():
-    job = fake_job(FakeFile(OSError(errno.EIO, "Input/output error")))
-    fail = CommandError(["tc"], 2, "", "RTNETLINK answers: No such device")
-    with pytest.raises(ThrottleError, match="RTNETLINK"):
-        Job._set_network(job, Limiter(fail), "2097152")
-    assert job.state["throttling"]["network_directions"] == []
-
-
-def test_without_the_file_outbound_errors_are_as_before():
-    job = fake_job(None)
-    with pytest.raises(ThrottleError, match="no nft"):
-        Job._set_network(job, Limiter(ThrottleError("no nft")), "1")
-    Job._set_network(job, Limiter(), "1")
-    assert job.state["throttling"]["network_directions"] == ["outbound"]
 
 
 # ---- --check-throttling's line ------------------------------------------------------------------

@@ -31,8 +31,6 @@ CAPABILITY = "bandwidth-option"
 FILE_NAME = "bandwidth"
 MODE = 0o640
 UNLIMITED = "0"
-OUTBOUND = "outbound"
-SOURCE_READ = "source-read"
 
 
 def supported(caps):
