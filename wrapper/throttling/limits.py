@@ -1,4 +1,4 @@
-"""Throttling values: parsing and merging (SPEC §6).  Pure functions.
+"""Throttling values: parsing and merging (docs/contract.md §6).  Pure functions.
 
 Every value is parsed and bounded here, once, and the rest of the wrapper
 takes the parsed form: ``cpu`` is a string like ``"50%"``; ``network`` a
