@@ -1,7 +1,6 @@
-"""The source-read limit: bits in the bandwidth file, its permissions, the argv, both directions."""
+"""The source-read limit: bits in the bandwidth file, its permissions, the argv (both directions: test_network.py)."""
 import errno
 import json
-import logging
 import os
 import shutil
 import signal
@@ -14,13 +13,11 @@ import pytest
 
 from wrapper import checks, v2v
 from wrapper.throttling import bandwidth, limits
-from wrapper.errors import CommandError, ThrottleError
-from wrapper.job import Job
+from wrapper.errors import ThrottleError
 from wrapper.security.secrets import SecretDir
-from wrapper.state import State
 from tests import wrapperrun as wr
 from tests.fake_virt_v2v import CAPABILITIES
-from tests.fakes import Limiter, RecordingRunner, make_fake_v2v
+from tests.fakes import RecordingRunner, make_fake_v2v
 from tests.test_v2v import CAPS1, CAPS2, PATHS, SSH, VDDK, config
 
 NOBODY = 65534
@@ -29,20 +26,20 @@ NOBODY = 65534
 # ---- bytes/s -> bits/s -----------------------------------------------------------------------
 @pytest.mark.parametrize("value, text", [
     (None, "0"),                          # nbdkit: rate 0 = no limit
-    ("1", "8"),
-    ("1048576", "8388608"),               # 1 MiB/s = 8 Mibit/s
-    ("125000000", "1000000000"),          # 1 Gbit/s
-    (str(limits.MAX_NETWORK), str(8 * limits.MAX_NETWORK)),
+    (1, "8"),
+    (1048576, "8388608"),                 # 1 MiB/s = 8 Mibit/s
+    (125000000, "1000000000"),            # 1 Gbit/s
+    (limits.MAX_NETWORK, str(8 * limits.MAX_NETWORK)),
 ])
 def test_file_text_is_bits_per_second(value, text):
-    assert bandwidth.file_text(value) == text
+    assert bandwidth.file_text(value and limits.NetworkRate(value)) == text
 
 
 def test_file_text_of_a_parsed_limit():
     assert bandwidth.file_text(limits.parse_network(" 2097152 ")) == "16777216"
     assert bandwidth.file_text(limits.parse_network("unlimited")) == "0"
-    with pytest.raises(ValueError):
-        bandwidth.file_text("0")             # 0 would mean unlimited to nbdkit, never a limit
+    with pytest.raises(ThrottleError):
+        limits.parse_network("0")            # 0 would mean unlimited to nbdkit: never a limit
 
 
 # ---- argv -----------------------------------------------------------------------------------
@@ -79,8 +76,9 @@ def test_rate_changes_and_removal_are_written(tmp_path):
         assert bw.path == os.path.join(d.path, "bandwidth")
         assert read(d) == "0"                               # unlimited until a limit comes
         before = "0"
-        for value, text in (("1048576", "8388608"), ("3145728", "25165824"), (None, "0"),
-                            ("1", "8")):
+        rate = limits.NetworkRate
+        for value, text in ((rate(1048576), "8388608"), (rate(3145728), "25165824"), (None, "0"),
+                            (rate(1), "8")):
             with open(bw.path) as reader:                   # nbdkit reading at that moment
                 bw.set(value)
                 assert read(d) == text and bw.value == value
@@ -97,21 +95,21 @@ def test_rate_changes_and_removal_are_written(tmp_path):
 
 def test_initial_value(tmp_path):
     with SecretDir(str(tmp_path)) as d:
-        bandwidth.BandwidthFile(d, "1000").close()
+        bandwidth.BandwidthFile(d, limits.NetworkRate(1000)).close()
         assert read(d) == "8000"
 
 
 def test_a_failed_write_keeps_the_previous_rate(tmp_path, monkeypatch):
     with SecretDir(str(tmp_path)) as d:
-        bw = bandwidth.BandwidthFile(d, "1048576")
+        bw = bandwidth.BandwidthFile(d, limits.NetworkRate(1048576))
 
         def full(*a):
             raise OSError(errno.ENOSPC, "No space left on device")
         monkeypatch.setattr(os, "fsync", full)
         with pytest.raises(OSError):
-            bw.set("2097152")
+            bw.set(limits.NetworkRate(2097152))
         monkeypatch.undo()
-        assert read(d) == "8388608" and bw.value == "1048576"
+        assert read(d) == "8388608" and bw.value == limits.NetworkRate(1048576)
         bw.close()
 
 
@@ -148,7 +146,7 @@ def test_the_run_as_user_reads_it_but_cannot_change_it():
 def _run_as_user_checks(parent):
     gid = 4242                                  # a group only the run-as user is in
     with SecretDir(parent, NOBODY, gid) as d:
-        bw = bandwidth.BandwidthFile(d, "1048576")
+        bw = bandwidth.BandwidthFile(d, limits.NetworkRate(1048576))
         st = os.stat(bw.path)
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, gid, 0o640)
         dst = os.stat(d.path)
@@ -179,72 +177,6 @@ def _run_as_user_checks(parent):
             assert f.read() == "0"
         assert os.stat(bw.path).st_gid == gid
         bw.close()
-
-
-# ---- both directions (Job._set_network) -------------------------------------------------------
-class FakeFile:
-    def __init__(self, fail=None):
-        self.fail = fail
-        self.values = []
-
-    def set(self, value):
-        if self.fail:
-            raise self.fail
-        self.values.append(value)
-
-
-def fake_job(bw):
-    job = SimpleNamespace(process=SimpleNamespace(pids=lambda: [1], dedicated_cgroup=False),
-                          bandwidth=bw, state=State(throttling={"network_directions": []}))
-    job._set_outbound = lambda limiter, value: Job._set_outbound(job, limiter, value)
-    return job
-
-
-def test_a_limit_goes_both_ways():
-    limiter, bw = Limiter(), FakeFile()
-    job = fake_job(bw)
-    Job._set_network(job, limiter, "1048576")
-    assert limiter.rates == [1048576] and bw.values == ["1048576"]
-    assert job.state["throttling"]["network_directions"] == ["outbound", "source-read"]
-    Job._set_network(job, limiter, None)
-    assert limiter.rates == [1048576, None] and bw.values == ["1048576", None]
-    assert job.state["throttling"]["network_directions"] == []
-    assert "last_message" not in job.state.data
-
-
-def test_outbound_unavailable_still_limits_the_source_read(caplog):
-    job = fake_job(FakeFile())
-    with caplog.at_level(logging.WARNING):
-        Job._set_network(job, Limiter(ThrottleError("network limits are unavailable: no nft")),
-                         "2097152")
-    assert job.bandwidth.values == ["2097152"]
-    assert job.state["throttling"]["network_directions"] == ["source-read"]
-    assert "does not cover the outbound traffic" in job.state["last_message"]["message"]
-    assert "network outbound traffic not limited" in caplog.text
-
-
-def test_source_read_failure_still_limits_outbound():
-    job = fake_job(FakeFile(OSError(errno.ENOSPC, "No space left on device")))
-    Job._set_network(job, Limiter(), "2097152")
-    assert job.state["throttling"]["network_directions"] == ["outbound"]
-    assert "source read: cannot write the bandwidth file: No space left on device" in \
-        job.state["last_message"]["message"]
-
-
-def test_nothing_applied_is_a_limit_not_applied():
-    job = fake_job(FakeFile(OSError(errno.EIO, "Input/output error")))
-    fail = CommandError(["tc"], 2, "", "RTNETLINK answers: No such device")
-    with pytest.raises(ThrottleError, match="RTNETLINK"):
-        Job._set_network(job, Limiter(fail), "2097152")
-    assert job.state["throttling"]["network_directions"] == []
-
-
-def test_without_the_file_outbound_errors_are_as_before():
-    job = fake_job(None)
-    with pytest.raises(ThrottleError, match="no nft"):
-        Job._set_network(job, Limiter(ThrottleError("no nft")), "1")
-    Job._set_network(job, Limiter(), "1")
-    assert job.state["throttling"]["network_directions"] == ["outbound"]
 
 
 # ---- --check-throttling's line ------------------------------------------------------------------

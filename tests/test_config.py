@@ -6,6 +6,7 @@ import pytest
 
 from wrapper import config as cfg
 from wrapper.errors import JobError
+from wrapper.throttling.limits import NetworkRate
 from wrapper.security.secrets import Secret
 from wrapper.settings import Settings
 
@@ -165,7 +166,7 @@ def test_job_must_be_an_object(settings):
 
 def test_throttling_is_normalised(tmp_path, settings):
     c = cfg.parse_job(vddk_job(tmp_path, throttling={"cpu": "50", "network": 1048576}), settings)
-    assert c.throttling == {"cpu": "50%", "network": "1048576"}
+    assert c.throttling == {"cpu": "50%", "network": NetworkRate(1048576)}
 
 
 def _iso_domain(root, names):

@@ -41,10 +41,13 @@ def test_cpu_out_of_bounds(value, words):
 
 
 @pytest.mark.parametrize("value,expected", [
-    ("1000000000000000", "1000000000000000"), (10 ** 15, "1000000000000000"), (1e15, "1000000000000000"),
-    ("0" * 19 + "1", "1"), (" 1024 ", "1024"), (2048.0, "2048")])
+    ("1000000000000000", 10 ** 15), (10 ** 15, 10 ** 15), (1e15, 10 ** 15),
+    ("0" * 19 + "1", 1), (" 1024 ", 1024), (2048.0, 2048)])
 def test_network_within_bounds(value, expected):
-    assert limits.parse_network(value) == expected
+    rate = limits.parse_network(value)
+    assert rate == limits.NetworkRate(expected)
+    assert rate.bytes_per_second == expected and rate.bits_per_second == 8 * expected
+    assert str(rate) == str(expected) and limits.state_text(rate) == str(expected)
 
 
 @pytest.mark.parametrize("value,words", [
@@ -64,6 +67,27 @@ def test_network_out_of_bounds(value, words):
     assert words in refusal(limits.parse_network, value)
 
 
+@pytest.mark.parametrize("value,words", [
+    (0, "not a positive"), (-1, "not a positive"), (10 ** 15 + 1, "too large"),
+    (1.0, "whole number"), ("100", "whole number"), (True, "whole number"), (None, "whole number")])
+def test_network_rate_keeps_its_bounds(value, words):
+    """Whoever builds a NetworkRate, not only parse_network, gets the same bounds."""
+    assert words in refusal(limits.NetworkRate, value)
+
+
+def test_network_rate_is_a_value():
+    rate = limits.NetworkRate(1048576)
+    assert rate == limits.NetworkRate(1048576) and rate != limits.NetworkRate(1048577)
+    assert hash(rate) == hash(limits.NetworkRate(1048576))
+    with pytest.raises(AttributeError):
+        rate.bytes_per_second = 1
+
+
+def test_state_text():
+    assert limits.state_text(limits.NetworkRate(5)) == "5"
+    assert limits.state_text("50%") == "50%" and limits.state_text(None) is None
+
+
 def test_messages_do_not_echo_huge_or_multiline_input():
     message = refusal(limits.parse_cpu, "x" * 100000 + "\n" * 100)
     assert message.count("x") <= 40 and "\u2026" in message
@@ -76,7 +100,7 @@ def test_throttling_file_document_gets_the_same_bounds():
     assert changes == {}
     assert [key for key, _message in problems] == ["cpu", "network"]
     changes, problems = limits.parse_limits({"cpu": "50", "network": 10 ** 15})
-    assert changes == {"cpu": "50%", "network": "1000000000000000"} and problems == []
+    assert changes == {"cpu": "50%", "network": limits.NetworkRate(10 ** 15)} and problems == []
 
 
 def test_unlimited_spelling_is_bounded():

@@ -24,7 +24,8 @@ def test_parse_cpu_bad(value):
 
 
 @pytest.mark.parametrize("value,expected", [
-    ("1048576", "1048576"), (1048576, "1048576"), ("unlimited", None), (None, None)])
+    ("1048576", limits.NetworkRate(1048576)), (1048576, limits.NetworkRate(1048576)),
+    ("unlimited", None), (None, None)])
 def test_parse_network(value, expected):
     assert limits.parse_network(value) == expected
 
@@ -75,9 +76,11 @@ def test_file_is_merged_applied_and_deleted(setup):
     path.write_text(json.dumps({"network": 1048576, "other": 1}))
     t.step()
     assert state["throttling"] == {"cpu": "50%", "network": "1048576"}
-    path.write_text(json.dumps({"cpu": "50%"}))
+    assert net.calls == [limits.NetworkRate(1048576)]    # the applier gets the parsed value
+    path.write_text(json.dumps({"cpu": "50%", "network": " 1048576 "}))
     t.step()
     assert cpu.calls == ["50%"]          # unchanged: not applied again, not an error
+    assert net.calls == [limits.NetworkRate(1048576)]
     assert "last_message" not in state.data
     path.write_text(json.dumps({"cpu": "unlimited", "network": None}))
     t.step()
@@ -89,7 +92,7 @@ def test_bad_value_reported_and_ignored(setup):
     path.write_text(json.dumps({"cpu": "fast", "network": "2000"}))
     t.step()
     assert not path.exists()
-    assert cpu.calls == [] and net.calls == ["2000"]
+    assert cpu.calls == [] and net.calls == [limits.NetworkRate(2000)]
     assert "cpu" in state["last_message"]["message"]
 
 
@@ -171,5 +174,5 @@ def test_unavailable_limit_not_in_force(setup):
     assert state["throttling"]["cpu"] is None
     assert "need systemd" in state["last_message"]["message"]
     del t.appliers["network"]
-    t.apply({"network": "100"})
+    t.apply({"network": limits.NetworkRate(100)})
     assert state["throttling"]["network"] is None

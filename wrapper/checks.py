@@ -17,8 +17,8 @@ def check_throttling(settings, runner):
     """cpu and outbound network limits decide the answer; the source read's
     limit (virt-v2v's own) is reported on a line of its own."""
     # imported here: every run builds the option list, few run this check
-    from wrapper.throttling import netlimit
-    ok, text = netlimit.check_throttling(settings, runner)
+    from wrapper.throttling import host
+    ok, text = host.check_throttling(settings, runner)
     return ok, text + "\n" + source_read_report(settings, runner)
 
 

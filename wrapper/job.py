@@ -14,13 +14,13 @@ import time
 from urllib.parse import urlsplit
 
 from wrapper import procinfo, targets, v2v, vmname
-from wrapper.throttling import bandwidth
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
-from wrapper.errors import CommandError, ConversionError, JobError, ThrottleError, WrapperError
+from wrapper.errors import ConversionError, JobError, WrapperError
 from wrapper.launch import Gate, Launch
 from wrapper.monitor import Monitor
 from wrapper.throttling.netlimit import NetLimiter
+from wrapper.throttling.network import NetworkLimit
 from wrapper.runner import quote
 from wrapper.security.secrets import AgentDir, SecretDir
 from wrapper.sshagent import SshAgent
@@ -85,8 +85,9 @@ class Job:
         self.clock = clock
         self.sleep = sleep
         self.state = initial_state(config, self.files)
-        self.state["throttling"]["network_directions"] = []
-        self.bandwidth = None        # wrapper.throttling.bandwidth.BandwidthFile when virt-v2v has one
+        self.network = NetworkLimit(self.state, NetLimiter(
+            self.files.tag, runner=runner, cgroup_root=settings.cgroup_root,
+            lock_dir=settings.lock_dir))
         self.state_file = StateFile(self.files.state_file, dir_fd=reserved.state_dir_fd)
         self.paths = None
         self.argv = None
@@ -119,11 +120,13 @@ class Job:
                           for i, (device, key) in enumerate(self.config.luks_keys))
         if isinstance(self.config.source, SshSource):
             sock = self._start_agent()
-        self._open_bandwidth_file(secrets)
+        self.network.open_source_read(self.caps, secrets)
+        # the stack unwinds in reverse: virt-v2v stops before its limits go
+        self.stack.callback(safe(self.network.close, "removing network limits"))
         self.paths = v2v.RunPaths(machine_readable_log=self.files.mr_log,
                                   vmware_password_file=vmware_pw, rhv_password_file=rhv_pw,
                                   luks_key_files=key_files, ssh_auth_sock=sock,
-                                  bandwidth_file=self.bandwidth and self.bandwidth.path)
+                                  bandwidth_file=self.network.source_read_path)
         self.argv = v2v.build_command(self.config, self.caps, self.paths,
                                       virt_v2v=self.settings.virt_v2v_path(),
                                       allocation=self.allocation)
@@ -140,17 +143,6 @@ class Job:
             except OSError as e:
                 raise JobError("--metrics-dir", "%s: cannot create the metrics file: %s"
                                % (self.settings.metrics_dir, e.strerror or e)) from None
-
-    def _open_bandwidth_file(self, secrets):
-        """The source read's limit (both inputs, ssh and vddk, take it), unlimited until
-        the throttler applies the job's limit at the gate."""
-        if not bandwidth.supported(self.caps):
-            log.info("virt-v2v does not report %s: network limits shape only what the "
-                     "conversion sends, the read from the source is not limited",
-                     bandwidth.CAPABILITY)
-            return
-        self.bandwidth = bandwidth.BandwidthFile(secrets)
-        self.stack.callback(safe(self.bandwidth.close, "closing the bandwidth file"))
 
     def _start_agent(self):
         """The agent's socket directory is its own (the agent must create the
@@ -254,10 +246,6 @@ class Job:
             log.info("virt-v2v command: %s", quote(self.argv))
             log.info("virt-v2v environment: %s", " ".join(
                 "%s=%s" % (k, v) for k, v in sorted(self.env.items())))
-            limiter = NetLimiter(self.files.tag, runner=self.runner,
-                                 cgroup_root=self.settings.cgroup_root, lock_dir=self.settings.lock_dir)
-            # ExitStack unwinds in reverse: virt-v2v stops before its limits go
-            self.stack.callback(safe(limiter.close, "removing network limits"))
             self.process = self.launcher_factory(self._launch())
             self.stack.callback(safe(self.process.close, "stopping virt-v2v"))
             unit = getattr(self.process, "unit", None)
@@ -269,7 +257,7 @@ class Job:
                                    child_start=procinfo.start_time(self.process.pid))
             # virt-v2v waits at its gate: an initial network limit classifies
             # its cgroup before it sends a single packet
-            throttler = self._throttler(limiter)
+            throttler = self._throttler()
             self.process.release()
             self.state.set("started", True)
             self.state.set("pid", self.process.pid)
@@ -292,52 +280,14 @@ class Job:
                       log=self.reserved.v2v_log_fd, log_path=self.files.v2v_log, gate=self.gate,
                       tag=self.files.tag)
 
-    def _throttler(self, limiter):
+    def _throttler(self):
         appliers = {"cpu": self.process.set_cpu_quota,
-                    "network": lambda value: self._set_network(limiter, value)}
+                    "network": lambda rate: self.network.set(rate, self.process)}
         throttler = Throttler(self.reserved.state_dir_fd, self.reserved.throttle_name, self.state,
                               appliers, self.allowed_uids)
         if self.config.throttling:
             throttler.apply(self.config.throttling)
         return throttler
-
-    def _set_network(self, limiter, value):
-        """Both directions: the outbound HTB class and, when virt-v2v has one,
-        the bandwidth file (the read from the source).  The limit is in force
-        when at least one took it; the other's failure is a notice."""
-        directions, failures = [], []
-        try:
-            self._set_outbound(limiter, value)
-            directions.append(bandwidth.OUTBOUND)
-        except ThrottleError as e:
-            failures.append(("outbound traffic", e))
-        if self.bandwidth is not None:
-            try:
-                self.bandwidth.set(value)
-                directions.append(bandwidth.SOURCE_READ)
-            except OSError as e:
-                failures.append(("source read", ThrottleError(
-                    "cannot write the bandwidth file: %s" % (e.strerror or e))))
-        if not directions:
-            raise failures[0][1]
-        for what, e in failures:
-            log.warning("throttling: network %s not limited: %s", what, e)
-            self.state.notice("the network limit does not cover the %s: %s" % (what, e))
-        self.state["throttling"]["network_directions"] = directions if value is not None else []
-
-    def _set_outbound(self, limiter, value):
-        """Classification (nft table, cgroup) is set up with the first limit,
-        so a conversion that is never limited leaves the host's firewall
-        alone.  Later, every running process of the conversion is classified:
-        with the unit's own cgroup (or net_cls) their sockets are caught too.
-        Whatever goes wrong here is a limit not applied (docs/contract.md §6: logged and
-        ignored), never the end of the conversion."""
-        try:
-            if value is not None and not limiter.started:
-                limiter.start(self.process.pids(), self.process.dedicated_cgroup)
-            limiter.set_rate(None if value is None else int(value))
-        except (OSError, CommandError) as e:
-            raise ThrottleError(str(e)) from None
 
     def _judge(self, rc, signals):
         if rc == 0 and not signals.received:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration import timings
 from wrapper.throttling import netlimit, tcnft
+from wrapper.throttling.limits import NetworkRate
 from wrapper.errors import ThrottleError
 
 pytestmark = pytest.mark.integration
@@ -135,7 +136,7 @@ def run_limits(manager, pair, rx, limiter, dedicated=True, child=False):
     """1 MiB/s from the first byte, then 8 MiB/s, then unlimited, then 2 MiB/s; asserts each."""
     sender = Gated(manager, "v2vw-send-" + limiter.tag, rx.port, 16, child=child)
     try:
-        limiter.set_rate(1 * MiB)                   # before start(): applied at the gate
+        limiter.set_rate(NetworkRate(1 * MiB))      # before start(): applied at the gate
         limiter.start(sender.host_pid, dedicated_cgroup=dedicated)
         assert limiter.mechanism.available, limiter.mechanism
         t0 = sender.release()
@@ -143,7 +144,7 @@ def run_limits(manager, pair, rx, limiter, dedicated=True, child=False):
         first = rx.rate(t0, t0 + 1.0)
         name = limiter.mechanism.name
         t1 = time.monotonic()
-        limiter.set_rate(8 * MiB)
+        limiter.set_rate(NetworkRate(8 * MiB))
         timings.record("netlimit " + name, "set_rate(8 MiB/s) call", time.monotonic() - t1)
         r8, e8 = in_force(rx, 8 * MiB, t1, "%s 8 MiB/s" % name)
         t2 = time.monotonic()
@@ -153,7 +154,7 @@ def run_limits(manager, pair, rx, limiter, dedicated=True, child=False):
         print("%-28s measured=%9.0f B/s (%.1f MiB/s); first second %.3f MiB/s"
               % (limiter.mechanism.name + " unlimited", free, free / MiB, first / MiB))
         t3 = time.monotonic()
-        limiter.set_rate(2 * MiB)                   # class and root are made again
+        limiter.set_rate(NetworkRate(2 * MiB))                   # class and root are made again
         r2, e2 = in_force(rx, 2 * MiB, t3, "%s 2 MiB/s again" % name)
         assert first <= HI * MiB, "traffic escaped the limit at the start"
         assert LO * MiB <= r1 <= HI * MiB
@@ -192,7 +193,7 @@ def test_cgroup2_limits_and_cleanup(make_test_systemd, netns_pair, receiver, loc
     assert run(["tc", "-j", "qdisc", "show", "dev", "vx"]).out == foreign
     assert tcnft.parse_root_qdisc(run(["tc", "-j", "qdisc", "show", "dev", "va"]).out)[1] == "0:"
     with pytest.raises(ThrottleError, match="closed"):
-        lim.set_rate(MiB)
+        lim.set_rate(NetworkRate(MiB))
 
 
 def test_net_cls_v1_limits_and_cleanup(make_test_systemd, netns_pair, receiver, lock_dir, host_untouched):
@@ -222,8 +223,8 @@ def test_two_concurrent_limiters(make_test_systemd, netns_pair, receiver, lock_d
     sb = Gated(m, "v2vw-cb", rx_b.port, 6)
     own_b = None
     try:
-        a.set_rate(1 * MiB)
-        b.set_rate(3 * MiB)
+        a.set_rate(NetworkRate(1 * MiB))
+        b.set_rate(NetworkRate(3 * MiB))
         a.start(sa.host_pid, dedicated_cgroup=True)
         b.start(sb.host_pid, dedicated_cgroup=False)     # own child cgroup instead of the unit's
         own_b = b._cgroup

@@ -31,22 +31,15 @@ CAPABILITY = "bandwidth-option"
 FILE_NAME = "bandwidth"
 MODE = 0o640
 UNLIMITED = "0"
-OUTBOUND = "outbound"
-SOURCE_READ = "source-read"
 
 
 def supported(caps):
     return caps.has(CAPABILITY)
 
 
-def file_text(value):
-    """A normalised network limit (bytes/s as digits, or None) -> the file's content (bits/s)."""
-    if value is None:
-        return UNLIMITED
-    rate = int(value)
-    if rate <= 0:
-        raise ValueError("a network limit must be positive, not %r" % (value,))
-    return str(rate * 8)
+def file_text(rate):
+    """A :class:`~wrapper.throttling.limits.NetworkRate` (or None) -> the file's content (bits/s)."""
+    return UNLIMITED if rate is None else str(rate.bits_per_second)
 
 
 def file_owner(secret_dir):
@@ -68,10 +61,10 @@ class BandwidthFile:
         self.value = None
         self.set(initial)
 
-    def set(self, value):
-        """Write ``value`` (bytes/s as digits, or None for no limit)."""
-        self._file.write(file_text(value))
-        self.value = value
+    def set(self, rate):
+        """Write ``rate`` (a NetworkRate, or None for no limit)."""
+        self._file.write(file_text(rate))
+        self.value = rate
 
     def close(self):
         self._file.close()

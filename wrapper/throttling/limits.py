@@ -1,11 +1,14 @@
 """Throttling values: parsing and merging (docs/contract.md §6).  Pure functions.
 
-Normalised forms kept in the state file and handed to the limiters:
-``cpu`` is a string like ``"50%"``; ``network`` a string of digits (bytes/s);
-``None`` means unlimited / never set.
+Every value is parsed and bounded here, once, and the rest of the wrapper
+takes the parsed form: ``cpu`` is a string like ``"50%"``; ``network`` a
+:class:`NetworkRate` (bytes/s, with its bits/s for virt-v2v's bandwidth
+file); ``None`` means unlimited / never set.  The state file keeps
+:func:`state_text` of them (the network limit as a string of digits).
 """
 import math
 import re
+from dataclasses import dataclass
 
 from wrapper.errors import ThrottleError
 from wrapper.jobinput import short
@@ -56,34 +59,51 @@ def parse_cpu(value):
     return "%s%%" % (int(number) if number.is_integer() else number)
 
 
+@dataclass(frozen=True)
+class NetworkRate:
+    """A network limit in force: bytes per second on the wire, 0 < n <= MAX_NETWORK.
+
+    The bounds are checked here and nowhere else; the limiters (the outbound
+    class, the bandwidth file) take this type and convert nothing."""
+    bytes_per_second: int
+
+    def __post_init__(self):
+        n = self.bytes_per_second
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise ThrottleError("network limit must be a whole number of bytes per second, not %s"
+                                % short(n))
+        if n <= 0:
+            raise ThrottleError("network limit %s is not a positive number of bytes per second"
+                                % short(n))
+        if n > MAX_NETWORK:
+            raise ThrottleError("network limit %s is too large (at most %d bytes per second)"
+                                % (short(n), MAX_NETWORK))
+
+    @property
+    def bits_per_second(self):
+        return self.bytes_per_second * 8
+
+    def __str__(self):
+        return str(self.bytes_per_second)
+
+
 def parse_network(value):
-    """'1048576', 1048576 -> '1048576'; 'unlimited'/None -> None."""
+    """'1048576', 1048576, 1048576.0 -> NetworkRate(1048576); 'unlimited'/None -> None."""
     if _unlimited(value):
         return None
     if isinstance(value, bool):
         raise ThrottleError("network limit must be bytes per second, not %s" % short(value))
-    if isinstance(value, (int, float)) and not (isinstance(value, float) and not value.is_integer()):
-        # a whole JSON number; bounded before it is ever turned into text
-        if not 0 < value <= MAX_NETWORK:
-            raise ThrottleError("network limit %s must be a positive number of bytes per second, "
-                                "at most %d" % (short(value), MAX_NETWORK))
-        return str(int(value))
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return NetworkRate(int(value))          # a whole JSON number
     if not isinstance(value, str):
         raise ThrottleError("network limit must be bytes per second as digits, not %s" % short(value))
     text = value.strip()
     if not _DIGITS.fullmatch(text):
         raise ThrottleError("network limit %s is not a positive number of bytes per second"
                             % short(value))
-    if len(text) > MAX_NETWORK_TEXT:
+    if len(text) > MAX_NETWORK_TEXT:            # bounded before int() ever sees it
         raise ThrottleError("network limit %s is too long (at most %d digits)" % (short(value), MAX_NETWORK_TEXT))
-    number = int(text)
-    if number <= 0:
-        raise ThrottleError("network limit %s is not a positive number of bytes per second"
-                            % short(value))
-    if number > MAX_NETWORK:
-        raise ThrottleError("network limit %s is too large (at most %d bytes per second)"
-                            % (short(value), MAX_NETWORK))
-    return str(number)
+    return NetworkRate(int(text))
 
 
 PARSERS = {"cpu": parse_cpu, "network": parse_network}
@@ -106,6 +126,12 @@ def parse_limits(data):
             except ThrottleError as e:
                 problems.append((key, str(e)))
     return changes, problems
+
+
+def state_text(value):
+    """A parsed value -> its form in the state file (JSON): the network
+    limit as a string of digits, the cpu limit as it is, None as None."""
+    return str(value) if isinstance(value, NetworkRate) else value
 
 
 def cpu_quota_property(cpu):

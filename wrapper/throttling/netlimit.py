@@ -45,11 +45,12 @@ no tc filter is needed.  That matters: many kernels (this CI's included) have ne
   cgroup) removed.  ``lock_dir`` must be ours alone (anyone can pre-create it in /run/lock):
   files in it are opened by descriptor, never through a symlink, owner files read as untrusted.
 
+What the host offers (cgroup hierarchies, tools, interfaces, root qdiscs) is looked up by
+:mod:`wrapper.throttling.host`; the commands are built by :mod:`wrapper.throttling.tcnft`.
 Everything runs through the injected ``runner`` (``wrapper.runner.run`` signature), so a test
 can wrap it in ``nsenter --net=...``; cgroup files are found under ``cgroup_root``.  Note that
 nft resolves a ``socket cgroupv2`` path under ``/sys/fs/cgroup`` of its own mount namespace.
 """
-import collections
 import contextlib
 import fcntl
 import json
@@ -61,114 +62,13 @@ from wrapper import procinfo
 from wrapper.security import fsafe
 from wrapper.errors import CommandError, ThrottleError
 from wrapper.leases import open_lock_dir
+from wrapper.throttling.host import Mechanism, detect, devices, minors, nft_path, root_of
 from wrapper.throttling.tcnft import (
-    MAX_MINOR, NET_CLS_DIRS, TABLE_PREFIX, classid, net_cls_classid, table_name, cgroup_name,
-    tc_root_add_argv, tc_root_del_argv, tc_class_argv, tc_class_del_argv, match_cgroupv2,
-    match_net_cls, nft_ruleset, nft_delete_argv, parse_links, candidate_devices, parse_root_qdisc,
-    root_owner, parse_classes, parse_proc_cgroup, cgroup_level)
+    MAX_MINOR, classid, net_cls_classid, table_name, cgroup_name, tc_root_add_argv,
+    tc_root_del_argv, tc_class_argv, tc_class_del_argv, match_cgroupv2, match_net_cls,
+    nft_ruleset, nft_delete_argv, parse_proc_cgroup, cgroup_level)
 
 log = logging.getLogger(__name__)
-
-
-Mechanism = collections.namedtuple("Mechanism", "name available reason path")
-Mechanism.__new__.__defaults__ = (None,)
-
-
-# ---- host inspection ------------------------------------------------------------------------
-def find_net_cls(cgroup_root):
-    for d in NET_CLS_DIRS:
-        p = os.path.join(cgroup_root, d)
-        if os.path.exists(os.path.join(p, "net_cls.classid")):
-            return p
-    return None
-
-
-def find_cgroup2(cgroup_root):
-    for p in (cgroup_root, os.path.join(cgroup_root, "unified")):
-        if os.path.exists(os.path.join(p, "cgroup.controllers")):
-            return p
-    return None
-
-
-def _nft_path(cgroup_root, v2dir, path):
-    rel = os.path.relpath(v2dir, cgroup_root)
-    rel = "" if rel == "." else rel + "/"
-    return (rel + path.lstrip("/")).rstrip("/")
-
-
-def _tool_missing(runner, argv):
-    try:
-        runner(argv, check=False)
-    except CommandError as e:
-        return e.rc == 127
-    return False
-
-
-def _nft_check(runner, match):
-    try:
-        r = runner(["nft", "-c", "-f", "-"], input=nft_ruleset(TABLE_PREFIX + "probe", match, 0),
-                   check=False)
-    except CommandError as e:
-        return str(e)
-    if r.rc == 0:
-        return None
-    lines = (r.err or r.out or "rc=%d" % r.rc).strip().splitlines()
-    return lines[0] if lines else "rc=%d" % r.rc
-
-
-def detect(runner, cgroup_root="/sys/fs/cgroup", prefer=None):
-    """Which classification this host supports.  ``prefer`` ('net_cls'/'cgroup2') forces one."""
-    for tool in (["tc", "-V"], ["nft", "--version"], ["ip", "-V"]):
-        if _tool_missing(runner, tool):
-            return Mechanism("none", False, "%s is not installed" % tool[0])
-    net_cls, v2 = find_net_cls(cgroup_root), find_cgroup2(cgroup_root)
-    order = [("net_cls", net_cls), ("cgroup2", v2)]
-    if prefer:
-        order = [o for o in order if o[0] == prefer]
-    problems = []
-    for name, path in order:
-        if not path:
-            continue
-        match = match_net_cls(0) if name == "net_cls" else \
-            match_cgroupv2(_nft_path(cgroup_root, path, "/"), 0)
-        err = _nft_check(runner, match)
-        if err:
-            problems.append("nft cannot match %s: %s" % (name, err))
-            continue
-        how = "nft meta cgroup (net_cls classid)" if name == "net_cls" else "nft socket cgroupv2"
-        return Mechanism(name, True, "%s at %s, %s, tc htb" % (name, path, how), path)
-    if not problems:
-        problems = ["no %s hierarchy under %s" % (" or ".join(n for n, _ in order), cgroup_root)]
-    return Mechanism("none", False, "; ".join(problems))
-
-
-def detect_cpu(cgroup_root="/sys/fs/cgroup", systemd_dir="/run/systemd/system"):
-    if not os.path.isdir(systemd_dir):
-        return Mechanism("none", False, "systemd is not the init system (no %s)" % systemd_dir)
-    v2 = find_cgroup2(cgroup_root)
-    if v2 and v2 == cgroup_root:
-        with open(os.path.join(v2, "cgroup.controllers")) as f:
-            if "cpu" in f.read().split():
-                return Mechanism("cgroup2", True, "systemd CPUQuota through cgroup2 cpu.max", v2)
-        return Mechanism("none", False, "cgroup2 has no cpu controller")
-    for d in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
-        p = os.path.join(cgroup_root, d)
-        if os.path.exists(os.path.join(p, "cpu.cfs_quota_us")):
-            return Mechanism("cpu", True, "systemd CPUQuota through cgroup v1 cpu.cfs_quota_us", p)
-    return Mechanism("none", False, "no cgroup cpu controller under %s" % cgroup_root)
-
-
-def throttling_report(runner, cgroup_root="/sys/fs/cgroup", systemd_dir="/run/systemd/system"):
-    """(both available, text): one line each for cpu and network."""
-    found = (("cpu", detect_cpu(cgroup_root, systemd_dir)), ("network", detect(runner, cgroup_root)))
-    text = "\n".join("%s: %s (%s)" % (what, "available" if m.available else "unavailable", m.reason)
-                     for what, m in found)
-    return all(m.available for _, m in found), text
-
-
-def check_throttling(settings, runner):
-    """``--check-throttling`` (wrapper.checks signature): can CPU and network limits be applied?"""
-    return throttling_report(runner, settings.cgroup_root, settings.systemd_marker)
 
 
 # ---- the limiter ----------------------------------------------------------------------------
@@ -188,7 +88,7 @@ class NetLimiter:
         self.mechanism = None
         self.minor = None
         self.table = None
-        self.rate = None            # in force (bytes/s) or None
+        self.rate = None            # in force (a NetworkRate) or None
         self.devices = []           # interfaces that carry our class now
         self._wanted = None         # asked for before start()
         self._cgroup = None         # cgroup dir we created (removed at close)
@@ -255,7 +155,7 @@ class NetLimiter:
     def _kernel_minors(self):
         used = set()
         for dev in self._devices(shapeable=False):
-            used |= parse_classes(self._run(["tc", "class", "show", "dev", dev], check=False).out)
+            used |= minors(self._run, dev)
         return used
 
     def _allocate(self, dfd):
@@ -305,17 +205,13 @@ class NetLimiter:
 
     # -- interfaces -------------------------------------------------------------------------------
     def _devices(self, shapeable=True):
-        """Interfaces to shape; with shapeable=False every non-loopback one (for removal: an
-        interface that went down or joined a bridge may still carry our class)."""
-        links = parse_links(self._run(["ip", "-j", "link", "show"]).out)
-        return candidate_devices(links) if shapeable else [l.name for l in links if not l.loopback]
+        return devices(self._run, shapeable)
 
     def _root(self, dev):
-        return root_owner(parse_root_qdisc(self._run(["tc", "-j", "qdisc", "show", "dev", dev]).out))
+        return root_of(self._run, dev)
 
     def _drop_root_if_empty(self, dev):
-        if self._root(dev) == "ours" and not parse_classes(
-                self._run(["tc", "class", "show", "dev", dev], check=False).out):
+        if self._root(dev) == "ours" and not minors(self._run, dev):
             self._run(tc_root_del_argv(dev), check=False)
 
     # -- cgroups ----------------------------------------------------------------------------------
@@ -388,7 +284,7 @@ class NetLimiter:
                     # it stays inside whatever subtree the process already lives in
                     self._home = self.mechanism.path + current.rstrip("/")
                     path = self._own_cgroup(self._home, pids)[len(self.mechanism.path):]
-                match = match_cgroupv2(_nft_path(self.cgroup_root, self.mechanism.path, path),
+                match = match_cgroupv2(nft_path(self.cgroup_root, self.mechanism.path, path),
                                        cgroup_level(path))
             self._run(["nft", "-f", "-"], input=nft_ruleset(self.table, match, self.minor))
             self.log.info("network limit: %s; class %s, nft table inet %s",
@@ -401,30 +297,26 @@ class NetLimiter:
             self._closed = False
             self.mechanism = Mechanism(self.mechanism.name, False, "setting up failed: %s" % e)
 
-    def set_rate(self, bytes_per_second):
-        """Limit to ``bytes_per_second`` (int > 0), or remove the limit with None."""
-        if bytes_per_second is not None:
-            if isinstance(bytes_per_second, bool) or not isinstance(bytes_per_second, int) \
-                    or bytes_per_second <= 0:
-                raise ThrottleError("network limit must be a positive number of bytes per second, "
-                                    "not %r" % (bytes_per_second,))
+    def set_rate(self, rate):
+        """Limit to ``rate`` (a :class:`~wrapper.throttling.limits.NetworkRate`), or remove the
+        limit with None."""
         if not self._started:
-            self._wanted = bytes_per_second
+            self._wanted = rate
             return
         if self.mechanism is None or not self.mechanism.available or self.minor is None:
-            if bytes_per_second is None:
+            if rate is None:
                 return
             reason = "the limiter was closed" if self._closed else self.mechanism.reason
             raise ThrottleError("network limits are unavailable on this host: %s" % reason)
         try:
             with self._locked():
-                if bytes_per_second is None:
+                if rate is None:
                     self._remove_classes()
                 else:
-                    self._apply(bytes_per_second)
+                    self._apply(rate.bytes_per_second)
         except CommandError as e:
             raise ThrottleError("could not apply the network limit: %s" % e) from None
-        self.rate = bytes_per_second
+        self.rate = rate
 
     def _apply(self, rate):
         shaped, skipped, failed = [], [], []
@@ -436,7 +328,7 @@ class NetLimiter:
             try:
                 if owner == "none":
                     self._run(tc_root_add_argv(dev))
-                verb = "change" if minor_present(self._run, dev, self.minor) else "add"
+                verb = "change" if self.minor in minors(self._run, dev) else "add"
                 self._run(tc_class_argv(verb, dev, self.minor, rate))
                 shaped.append(dev)
             except CommandError as e:   # e.g. the interface just went away: the others still count
@@ -460,7 +352,7 @@ class NetLimiter:
         for dev in self._devices(shapeable=False):
             if self._root(dev) != "ours":
                 continue
-            if minor_present(self._run, dev, self.minor):
+            if self.minor in minors(self._run, dev):
                 self._run(tc_class_del_argv(dev, self.minor))
             self._drop_root_if_empty(dev)
         self.devices = []
@@ -501,6 +393,3 @@ LOCK_FILE = "netlimit.lock"
 def _owner_name(minor):
     return "netlimit-%x.owner" % minor
 
-
-def minor_present(runner, dev, minor):
-    return minor in parse_classes(runner(["tc", "class", "show", "dev", dev], check=False).out)

@@ -2,8 +2,9 @@
 force, hand each changed limit to its applier, delete it.
 
 Appliers are plain callables ``apply(value)`` keyed by limit name (``cpu``,
-``network``); they raise ThrottleError when a value cannot be applied.  The
-file handling never needs to know how a limit is enforced.
+``network``), given the parsed value (:mod:`wrapper.throttling.limits`); they
+raise ThrottleError when a value cannot be applied.  The file handling never
+needs to know how a limit is enforced.
 """
 import json
 import logging
@@ -44,10 +45,11 @@ class Throttler:
 
     # -- applying ------------------------------------------------------------
     def apply(self, changes):
-        """Apply normalised ``changes`` (key -> value or None)."""
+        """Apply parsed ``changes`` (key -> value of :mod:`limits`, or None); the
+        state file keeps each value in force as :func:`limits.state_text`."""
         in_force = self.state["throttling"]
         for key, value in changes.items():
-            if in_force.get(key) == value:
+            if in_force.get(key) == limits.state_text(value):
                 log.info("throttling: %s already %s", key, value or "unlimited")
                 continue
             applier = self.appliers.get(key)
@@ -62,7 +64,7 @@ class Throttler:
                 self.state.notice("cannot set the %s limit: %s" % (key, e))
                 continue
             self._unavailable_logged.discard(key)
-            in_force[key] = value
+            in_force[key] = limits.state_text(value)
             log.info("throttling: %s set to %s", key, value or "unlimited")
 
     def apply_document(self, data, origin):
