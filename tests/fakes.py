@@ -109,6 +109,7 @@ class Limiter:
         self.started = False
         self.starts = []
         self.rates = []
+        self.closed = 0
 
     def start(self, pids, dedicated):
         if self.fail_start:
@@ -120,3 +121,6 @@ class Limiter:
         if self.fail_rate:
             raise self.fail_rate
         self.rates.append(rate)
+
+    def close(self):
+        self.closed += 1

@@ -15,36 +15,16 @@ from wrapper.throttling import bandwidth
 from wrapper.throttling.limits import NetworkRate
 from wrapper.throttling.network import NetworkLimit
 from wrapper.security.secrets import SecretDir
+from tests.fakes import Limiter
 from tests.test_v2v import CAPS1, CAPS2
 
 MiB = NetworkRate(1048576)
 TWO = NetworkRate(2097152)
 
 
-class Outbound:
-    """A fake NetLimiter: ``fail`` raised by set_rate, ``fail_start`` by start."""
-
-    def __init__(self, fail=None, fail_start=None):
-        self.fail = fail
-        self.fail_start = fail_start
-        self.started = False
-        self.starts = []
-        self.rates = []
-        self.closed = 0
-
-    def start(self, pids, dedicated):
-        if self.fail_start:
-            raise self.fail_start
-        self.started = True
-        self.starts.append((pids, dedicated))
-
-    def set_rate(self, rate):
-        if self.fail:
-            raise self.fail
-        self.rates.append(rate)
-
-    def close(self):
-        self.closed += 1
+def Outbound(fail=None, fail_start=None):
+    """The shared fake NetLimiter; ``fail`` is raised by set_rate."""
+    return Limiter(fail_rate=fail, fail_start=fail_start)
 
 
 class SourceRead:
