@@ -138,7 +138,7 @@ def test_a_failed_limit_keeps_the_directions_of_the_one_in_force():
     out = Outbound()
     limit = NetworkLimit(State(), out, SourceRead())
     limit.set(MiB, CONVERSION)
-    out.fail = ThrottleError("tc went away")
+    out.fail_rate = ThrottleError("tc went away")
     limit.source_read.fail = OSError(errno.EIO, "I/O error")
     with pytest.raises(ThrottleError):
         limit.set(TWO, CONVERSION)
