@@ -18,7 +18,7 @@ from wrapper.throttling import bandwidth
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import CommandError, ConversionError, JobError, ThrottleError, WrapperError
-from wrapper.launch import ChildProcess, Gate
+from wrapper.launch import MACHINE_FD, ChildProcess, Gate
 from wrapper.monitor import Monitor
 from wrapper.throttling.netlimit import NetLimiter
 from wrapper.runner import quote
@@ -125,7 +125,8 @@ class Job:
         if isinstance(self.config.source, SshSource):
             sock = self._start_agent()
         self._open_bandwidth_file(secrets)
-        self.paths = v2v.RunPaths(machine_readable_log=self.files.mr_log,
+        # the log is handed over as a descriptor (launch.gate_script), never by name
+        self.paths = v2v.RunPaths(machine_readable_log="/dev/fd/%d" % MACHINE_FD,
                                   vmware_password_file=vmware_pw, rhv_password_file=rhv_pw,
                                   luks_key_files=key_files, ssh_auth_sock=sock,
                                   bandwidth_file=self.bandwidth and self.bandwidth.path)
@@ -358,4 +359,5 @@ class Job:
 
 
 def child_launcher(job):
-    return ChildProcess(job.argv, job.env, job.reserved.v2v_log_fd, job.user, gate=job.gate)
+    return ChildProcess(job.argv, job.env, job.reserved.v2v_log_fd, job.user, gate=job.gate,
+                        machine_fd=job.reserved.mr_log_fd)

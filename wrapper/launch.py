@@ -23,6 +23,40 @@ from wrapper.runner import as_user_kwargs
 log = logging.getLogger(__name__)
 
 
+# virt-v2v writes its machine-readable log to this descriptor
+# (``--machine-readable=file:/dev/fd/3``): the wrapper created the file, so
+# no privileged process opens it by name in the log directory.
+MACHINE_FD = 3
+
+
+def gate_script(fifo, argv, log=None, machine_log=None, machine_fd=None):
+    """The ``/bin/sh -c`` command line that runs ``argv`` unchanged (``exec "$@"``).
+
+    First the shell, already running as the virt-v2v user, opens what the
+    program writes: ``log`` (stdout and stderr) and ``machine_log`` (on
+    :data:`MACHINE_FD`) by name, or the inherited descriptor ``machine_fd``
+    through ``/dev/fd`` (dash takes single-digit descriptors only in
+    redirections).  Then, with a ``fifo``, it waits for a line on it
+    (:meth:`Gate.open`).  Every value is a positional parameter, never
+    part of the script text (only the integer ``machine_fd`` is)."""
+    params, opens = [], []
+    if log:
+        params.append(log)
+        opens.append('>>"$%d" 2>&1' % len(params))
+    if machine_log:
+        params.append(machine_log)
+        opens.append('%d>>"$%d"' % (MACHINE_FD, len(params)))
+    elif machine_fd is not None and int(machine_fd) != MACHINE_FD:
+        opens.append("%d>>/dev/fd/%d" % (MACHINE_FD, int(machine_fd)))
+    steps = ["exec %s || exit 125" % " ".join(opens)] if opens else []
+    if fifo:
+        steps.append('read _ < "$0" || exit 125')
+    if params:
+        steps.append("shift %d" % len(params))
+    steps.append('exec "$@"')
+    return ["/bin/sh", "-c", "; ".join(steps), fifo or "sh"] + params + list(argv)
+
+
 class Gate:
     """Holds a newly started program until :meth:`open`: a shell blocks
     reading a FIFO, then execs the program (same PID).  Whatever keys on the
@@ -30,9 +64,10 @@ class Gate:
 
     ``open_writer`` opens the FIFO for writing, non-blocking (the FIFO lives
     in the secret directory and is opened through its descriptor); with
-    ``log``, the shell — already running as the virt-v2v user — sends the
-    program's output there (a systemd unit: systemd itself would open the
-    path as root)."""
+    ``log`` and ``machine_log``, the shell — already running as the virt-v2v
+    user — opens the program's logs (a systemd unit: systemd itself would
+    open the paths as root); with ``machine_fd`` (a plain child that
+    inherits it), it puts that descriptor at :data:`MACHINE_FD`."""
 
     def __init__(self, fifo, clock=time.monotonic, sleep=time.sleep, open_writer=None):
         self.fifo = fifo
@@ -41,11 +76,9 @@ class Gate:
         self.opened = False
         self._open_writer = open_writer or (lambda: os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
-    def wrap(self, argv, log=None):
-        if log:
-            return ["/bin/sh", "-c", 'read _ < "$0" || exit 125; l=$1; shift; exec "$@" >>"$l" 2>&1',
-                    self.fifo, log] + list(argv)
-        return ["/bin/sh", "-c", 'read _ < "$0" && exec "$@"', self.fifo] + list(argv)
+    def wrap(self, argv, log=None, machine_log=None, machine_fd=None):
+        return gate_script(self.fifo, argv, log=log, machine_log=machine_log,
+                           machine_fd=machine_fd)
 
     def open(self, poll, timeout=10.0):
         """The shell may not have opened the FIFO yet: a non-blocking writer
@@ -106,9 +139,17 @@ class ChildProcess:
     kind = "child process"
     dedicated_cgroup = False
 
-    def __init__(self, argv, env, log, user, popen=subprocess.Popen, gate=None):
+    def __init__(self, argv, env, log, user, popen=subprocess.Popen, gate=None, machine_fd=None):
+        """``machine_fd``: the machine-readable log's descriptor, inherited
+        by the child and put at :data:`MACHINE_FD`."""
         self.gate = gate
-        self.argv = gate.wrap(argv) if gate else list(argv)
+        self.pass_fds = () if machine_fd is None else (machine_fd,)
+        if gate:
+            self.argv = gate.wrap(argv, machine_fd=machine_fd)
+        elif machine_fd is not None:
+            self.argv = gate_script(None, argv, machine_fd=machine_fd)
+        else:
+            self.argv = list(argv)
         self.env = dict(env)
         self.log = log                  # a descriptor (or a path, in tests)
         self.user = user
@@ -123,6 +164,7 @@ class ChildProcess:
         try:
             self.proc = self._popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
                                     stdout=fd, stderr=subprocess.STDOUT, close_fds=True,
+                                    pass_fds=self.pass_fds,
                                     start_new_session=True, cwd="/",
                                     preexec_fn=parent_death_signal(), **kw)
         except OSError as e:

@@ -252,7 +252,10 @@ class SystemdUnit:
 def unit_launcher(job):
     """Launcher factory for daemon mode (see wrapper.job.Job)."""
     unit = unit_name(job.files.tag)
-    argv = job.gate.wrap(job.argv, log=job.files.v2v_log) if job.gate else job.argv
+    # the gate shell opens both logs as the run-as user (the machine-readable
+    # one at launch.MACHINE_FD): systemd would open them as root
+    argv = job.gate.wrap(job.argv, log=job.files.v2v_log,
+                         machine_log=job.files.mr_log) if job.gate else job.argv
     cmd = run_argv(unit, job.user, job.env, argv, job.files.tag)
     return SystemdUnit(unit, cmd, job.runner, job.settings.cgroup_root, gate=job.gate,
                        clock=job.clock, sleep=job.sleep)
