@@ -1,10 +1,17 @@
-"""Who runs virt-v2v (SPEC §3.4) and who may read our files."""
+"""Who runs virt-v2v (docs/contract.md §3.4) and who may read our files.
+
+virt-v2v never runs as root unless an administrator said so (``--run-as``,
+``VIRT_V2V_WRAPPER_RUN_AS``): by default it runs as ``vdsm:kvm`` where that
+user exists (oVirt hosts), else as the sudo caller, else as whoever invoked
+the wrapper (root only when root itself ran it, without sudo).  See
+docs/security.md, "The run-as user"."""
 import grp
 import os
 import pwd
 
-from wrapper.config import ExportDomainTarget
+from wrapper.config import ExportDomainTarget, is_nfs_share
 from wrapper.errors import JobError
+from wrapper.settings import sudo_caller
 from wrapper.v2v import RunUser
 
 VDSM_USER = "vdsm"
@@ -35,22 +42,47 @@ def is_ovirt_host():
         return False
 
 
-def current():
-    uid = os.geteuid()
+def by_ids(uid, gid):
+    """A RunUser for numeric ids; a uid without a passwd entry gets ``/`` as home."""
     try:
         pw = pwd.getpwuid(uid)
-        return RunUser(uid, os.getegid(), pw.pw_name, pw.pw_dir)
+        return RunUser(uid, gid, pw.pw_name, pw.pw_dir)
     except KeyError:
-        return RunUser(uid, os.getegid(), str(uid), os.environ.get("HOME", "/"))
+        return RunUser(uid, gid, str(uid), "/")
 
 
-def resolve_run_as(settings, target, ovirt_host=None):
-    if settings.run_as:
-        return lookup(settings.run_as)
+def current():
+    return by_ids(os.geteuid(), os.getegid())
+
+
+def needs_root(target):
+    """An export domain on NFS: virt-v2v mounts it, which takes root."""
+    return isinstance(target, ExportDomainTarget) and is_nfs_share(target.path)
+
+
+def default_run_as(settings, ovirt_host=None, euid=None):
+    """Who runs virt-v2v when no administrator chose: never root for a caller."""
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        return current()
     if ovirt_host is None:
         ovirt_host = is_ovirt_host()
-    if ovirt_host and os.geteuid() == 0:
-        if isinstance(target, ExportDomainTarget):
-            return lookup("0:0")       # NFS mounts need root
+    if ovirt_host:
         return lookup("%s:%s" % (VDSM_USER, VDSM_GROUP))
-    return current()
+    sudo = sudo_caller(settings.environ)
+    return by_ids(*sudo) if sudo else current()
+
+
+def resolve_run_as(settings, target, ovirt_host=None, euid=None):
+    """The administrator's choice, else :func:`default_run_as`.  An NFS
+    export domain needs root to be mounted; root is never a default, so
+    without ``--run-as root`` such a job is refused (a local export domain
+    directory runs as the default user, like ``output_dir``)."""
+    if settings.run_as:
+        return lookup(settings.run_as)
+    user = default_run_as(settings, ovirt_host, euid)
+    if needs_root(target) and user.uid != 0:
+        raise JobError("export_domain", "an NFS export domain is mounted by virt-v2v as root, "
+                                        "which only an administrator may allow: run the wrapper "
+                                        "with --run-as root (or VIRT_V2V_WRAPPER_RUN_AS=root)")
+    return user
