@@ -8,9 +8,12 @@ docs/security.md, "The run-as user"."""
 import grp
 import os
 import pwd
+import subprocess
 
-from wrapper.config import ExportDomainTarget, is_nfs_share
+from wrapper.config import ExportDomainTarget, LocalTarget, is_nfs_share
 from wrapper.errors import JobError
+from wrapper.jobinput import oneline
+from wrapper.runner import as_user_kwargs
 from wrapper.settings import sudo_caller
 from wrapper.v2v import RunUser
 
@@ -86,3 +89,40 @@ def resolve_run_as(settings, target, ovirt_host=None, euid=None):
                                         "which only an administrator may allow: run the wrapper "
                                         "with --run-as root (or VIRT_V2V_WRAPPER_RUN_AS=root)")
     return user
+
+
+# run by /bin/sh as the run-as user: the kernel answers, not root reading modes
+WRITABLE_DIR_TEST = 'test -d "$1" && test -w "$1" && test -x "$1"'
+
+
+def writable_dir_as(user, path, run=subprocess.run, timeout=30):
+    """Can ``user`` create files in ``path``?  A short-lived child with that
+    user's uid and gid (and, like the plain-child virt-v2v, no supplementary
+    groups) asks the kernel (``access(W_OK|X_OK)`` on a directory it
+    reaches with its own rights).  A hung path counts as not writable."""
+    try:
+        res = run(["/bin/sh", "-c", WRITABLE_DIR_TEST, "sh", path], env={"PATH": "/usr/bin:/bin"},
+                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  close_fds=True, cwd="/", timeout=timeout, **as_user_kwargs(user))
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return res.returncode == 0
+
+
+def target_dir(target):
+    """The local directory virt-v2v will write for ``target``, or None."""
+    if isinstance(target, LocalTarget):
+        return "output_dir", target.path
+    if isinstance(target, ExportDomainTarget) and not is_nfs_share(target.path):
+        return "export_domain", target.path
+    return None
+
+
+def check_target_dir(user, target, writable=writable_dir_as):
+    """Refuse a job whose output directory the run-as user cannot write,
+    before anything starts.  The message says only what that user could
+    learn itself; virt-v2v, which runs as that user, is the real guard."""
+    found = target_dir(target)
+    if found and not writable(user, found[1]):
+        raise JobError(found[0], "%s is not a directory %s (uid %d) can write"
+                       % (oneline(found[1], 200), oneline(user.name, 60), user.uid))
