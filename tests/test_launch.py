@@ -151,3 +151,46 @@ def test_no_cpu_limits_without_systemd(tmp_path):
 
 def test_exit_status():
     assert exit_status(0) == 0 and exit_status(2) == 2 and exit_status(-15) == 143 and exit_status(-9) == 137
+
+
+def ident(path):
+    st = os.stat(str(path))
+    return (st.st_dev, st.st_ino)
+
+
+@pytest.mark.parametrize("swap", [None, "log", "machine_log"])
+def test_gate_lets_the_program_run_only_on_the_wrappers_log_files(tmp_path, swap):
+    """The shell opens the logs by name (a unit); if someone replaced a name
+    after the wrapper created the file, the program never runs."""
+    fifo = str(tmp_path / "gate")
+    os.mkfifo(fifo)
+    logs = {k: tmp_path / k for k in ("log", "machine_log")}
+    for p in logs.values():
+        p.write_text("")
+    expect = {1: ident(logs["log"]), MACHINE_FD: ident(logs["machine_log"])}
+    if swap:                                       # the name now leads to another file
+        os.rename(str(logs[swap]), str(tmp_path / "moved"))
+        logs[swap].write_text("")
+    marker = tmp_path / "ran"
+    gate = Gate(fifo, expect=expect)
+    p = subprocess.Popen(gate.wrap(["/bin/sh", "-c", 'echo > "$0"', str(marker)],
+                                   log=str(logs["log"]), machine_log=str(logs["machine_log"])))
+    try:
+        if swap:
+            with pytest.raises(ConversionError, match="descriptor %d of its gate shell"
+                               % (1 if swap == "log" else MACHINE_FD)):
+                gate.open(p.poll, pid=p.pid)
+            assert p.wait(timeout=10) == 125 and not marker.exists()
+        else:
+            gate.open(p.poll, pid=p.pid)
+            assert p.wait(timeout=10) == 0 and marker.exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_gate_counts_an_unreadable_descriptor_as_swapped(tmp_path):
+    gate = Gate(str(tmp_path / "none"), expect={1: (0, 0)}, proc=str(tmp_path / "noproc"))
+    assert gate.swapped(12345) == [1]              # nothing to read counts as wrong
+    assert Gate("x").swapped(os.getpid()) == []

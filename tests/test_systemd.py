@@ -221,3 +221,30 @@ def test_run_argv_escapes_every_argument_after_the_separator():
                            ["/bin/sh", "-c", 'exec "$@"', "$VM", "${A}"], "T")
     assert cmd[cmd.index("--"):] == ["--", "/bin/sh", "-c", 'exec "$$@"', "$$VM", "$${A}"]
     assert "--setenv=VIRTIO_WIN=/x/$y" in cmd       # Environment= is not expanded
+
+
+def test_release_opens_the_gate_for_the_units_host_pid():
+    """The gate checks the main process's descriptors (launch.Gate.swapped):
+    it must be given the PID as the host sees it."""
+    seen = []
+
+    class FakeGate:
+        def open(self, poll, pid=None):
+            seen.append(pid)
+
+    unit = systemd.SystemdUnit("u.service", ["systemd-run"], None, "/nonexistent", gate=FakeGate())
+    unit.pid = 4242
+    unit.release()
+    assert seen == [4242]
+
+
+def test_unit_launcher_has_the_gate_shell_open_both_logs():
+    from types import SimpleNamespace
+    from wrapper.launch import Gate
+    job = SimpleNamespace(argv=["virt-v2v", "$VM"], gate=Gate("/s/gate"), user=USER, env={},
+                          files=SimpleNamespace(tag="T", v2v_log="/l/v.log", mr_log="/l/mr $x.log"),
+                          runner=None, settings=Settings(), clock=None, sleep=None)
+    cmd = systemd.unit_launcher(job).run_cmd
+    tail = cmd[cmd.index("--") + 1:]
+    assert tail[:2] == ["/bin/sh", "-c"] and '3>>"$$2"' in tail[2]
+    assert tail[3:] == ["/s/gate", "/l/v.log", "/l/mr $$x.log", "virt-v2v", "$$VM"]

@@ -119,7 +119,8 @@ class Job:
         if isinstance(self.config.target, RhvUploadTarget):
             rhv_pw = secrets.write("rhv_password", self.config.target.password)
         self.gate = Gate(secrets.fifo("gate"), clock=self.clock, sleep=self.sleep,
-                         open_writer=lambda: secrets.open_entry("gate", os.O_WRONLY | os.O_NONBLOCK))
+                         open_writer=lambda: secrets.open_entry("gate", os.O_WRONLY | os.O_NONBLOCK),
+                         expect=self._log_identities())
         key_files = tuple((device, secrets.write("luks_key_%d" % i, key))
                           for i, (device, key) in enumerate(self.config.luks_keys))
         if isinstance(self.config.source, SshSource):
@@ -136,6 +137,15 @@ class Job:
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
+
+    def _log_identities(self):
+        """What virt-v2v's stdout and machine-readable descriptor must be: the
+        files the wrapper created (launch.Gate checks before letting it run)."""
+        idents = {}
+        for number, fd in ((1, self.reserved.v2v_log_fd), (MACHINE_FD, self.reserved.mr_log_fd)):
+            st = os.fstat(fd)
+            idents[number] = (st.st_dev, st.st_ino)
+        return idents
 
     def _attach_metrics(self):
         """--metrics-dir: the state file's every write also rewrites the .prom file."""

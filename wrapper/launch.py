@@ -67,22 +67,44 @@ class Gate:
     ``log`` and ``machine_log``, the shell — already running as the virt-v2v
     user — opens the program's logs (a systemd unit: systemd itself would
     open the paths as root); with ``machine_fd`` (a plain child that
-    inherits it), it puts that descriptor at :data:`MACHINE_FD`."""
+    inherits it), it puts that descriptor at :data:`MACHINE_FD`.
 
-    def __init__(self, fifo, clock=time.monotonic, sleep=time.sleep, open_writer=None):
+    ``expect`` maps a descriptor number of the held program to the
+    ``(st_dev, st_ino)`` of the file the wrapper created for it: the shell
+    opened the logs by name before waiting at the gate, so before letting
+    the program run, :meth:`open` checks through ``/proc/<pid>/fd`` that
+    each is the wrapper's file and not one swapped in under its name; a
+    mismatch closes the gate unopened (the shell exits 125)."""
+
+    def __init__(self, fifo, clock=time.monotonic, sleep=time.sleep, open_writer=None,
+                 expect=None, proc="/proc"):
         self.fifo = fifo
         self.clock = clock
         self.sleep = sleep
         self.opened = False
+        self.expect = dict(expect or {})
+        self.proc = proc
         self._open_writer = open_writer or (lambda: os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
     def wrap(self, argv, log=None, machine_log=None, machine_fd=None):
         return gate_script(self.fifo, argv, log=log, machine_log=machine_log,
                            machine_fd=machine_fd)
 
-    def open(self, poll, timeout=10.0):
+    def swapped(self, pid):
+        """The descriptors of ``pid`` that are not the files expected (a list)."""
+        wrong = []
+        for number, ident in sorted(self.expect.items()):
+            try:
+                st = os.stat("%s/%d/fd/%d" % (self.proc, pid, number))
+                if (st.st_dev, st.st_ino) != tuple(ident):
+                    wrong.append(number)
+            except OSError:
+                wrong.append(number)
+        return wrong
+
+    def open(self, poll, timeout=10.0, pid=None):
         """The shell may not have opened the FIFO yet: a non-blocking writer
-        open fails with ENXIO until it has."""
+        open fails with ENXIO until it has (by then it has opened the logs)."""
         if self.opened:
             return
         deadline = self.clock() + timeout
@@ -95,6 +117,11 @@ class Gate:
                     raise ConversionError("cannot start virt-v2v past its gate: %s" % e) from None
                 self.sleep(0.02)
         try:
+            wrong = self.swapped(pid) if self.expect and pid else []
+            if wrong:
+                raise ConversionError("virt-v2v was not started: descriptor %s of its gate shell "
+                                      "is not the log file the wrapper created (a log's name was "
+                                      "replaced)" % ", ".join(map(str, wrong)))
             os.write(fd, b"go\n")
         finally:
             os.close(fd)
@@ -178,7 +205,7 @@ class ChildProcess:
 
     def release(self):
         if self.gate:
-            self.gate.open(self.poll)
+            self.gate.open(self.poll, pid=self.pid)
 
     def pids(self):
         """Every process of the conversion: virt-v2v's process group."""

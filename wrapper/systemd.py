@@ -210,7 +210,7 @@ class SystemdUnit:
 
     def release(self):
         if self.gate:
-            self.gate.open(self.poll)
+            self.gate.open(self.poll, pid=self.pid)
 
     def pids(self):
         """Every process of the unit, as we see them (main process first)."""
