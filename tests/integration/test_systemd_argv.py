@@ -38,7 +38,7 @@ def dirs():
     os.mkdir(d.target)
     os.chmod(d.target, 0o777)
     # a file anyone could have made, with spaces and an option in its name
-    d.virtio = os.path.join(root, "virtio -oo x $y.iso")
+    d.virtio = os.path.join(root, "virtio -oo x $y ${PATH} %n %%.iso")
     open(d.virtio, "w").close()
     yield d
     shutil.rmtree(root, ignore_errors=True)
