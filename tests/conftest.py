@@ -13,3 +13,30 @@ pytest_plugins = [p for p, f in (
     ("tests.integration.fx_netns", "integration/fx_netns.py"),
     ("tests.ovirt_standin.fixtures", "ovirt_standin/fixtures.py"),
 ) if os.path.exists(os.path.join(HERE, f))]
+
+
+DURATIONS_ENV = "V2VW_DURATIONS_FILE"
+DURATIONS_COUNT = 40
+
+
+def pytest_terminal_summary(terminalreporter):
+    """With V2VW_DURATIONS_FILE set (tests/run-all.sh sets it to
+    docs/test-durations.txt), also write the slowest tests to that file, so
+    the suite's cost is kept with the code and not only scrolled past."""
+    path = os.environ.get(DURATIONS_ENV)
+    if not path:
+        return
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            if getattr(rep, "when", None) and getattr(rep, "duration", None) is not None:
+                rows.append((rep.duration, rep.when, rep.nodeid))
+    rows.sort(reverse=True)
+    total = sum(d for d, _, _ in rows)
+    lines = ["# slowest %d of %d test phases (setup/call/teardown), %.0f s in all"
+             % (min(DURATIONS_COUNT, len(rows)), len(rows), total),
+             "# written by tests/conftest.py (%s); do not edit by hand" % DURATIONS_ENV]
+    lines += ["%9.2fs %-8s %s" % row for row in rows[:DURATIONS_COUNT]]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    terminalreporter.write_line("durations written to %s" % path)

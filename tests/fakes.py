@@ -75,3 +75,48 @@ class RecordingRunner:
         if check and rc != 0:
             raise CommandError(argv, rc, out, err)
         return Result(tuple(argv), rc, out, err)
+
+
+class Clock:
+    """A clock that moves only when told, for code that takes ``clock`` and
+    ``sleep`` seams: calling it reads the time (first advanced by ``tick``,
+    for code that reads it twice to measure something); :meth:`sleep`
+    advances it and records how long, so nothing really waits."""
+
+    def __init__(self, now=0.0, tick=0.0):
+        self.now = now
+        self.tick = tick
+        self.sleeps = []
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+    def sleep(self, seconds):
+        assert seconds >= 0, "sleep(%r)" % (seconds,)
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class Limiter:
+    """Stand-in for the network limiter (:class:`wrapper.throttling.netlimit.NetLimiter`):
+    records ``start`` and every ``set_rate``; ``fail_start`` / ``fail_rate``
+    are raised by those calls instead."""
+
+    def __init__(self, fail_rate=None, fail_start=None):
+        self.fail_rate = fail_rate
+        self.fail_start = fail_start
+        self.started = False
+        self.starts = []
+        self.rates = []
+
+    def start(self, pids, dedicated):
+        if self.fail_start:
+            raise self.fail_start
+        self.starts.append((list(pids), dedicated))
+        self.started = True
+
+    def set_rate(self, rate):
+        if self.fail_rate:
+            raise self.fail_rate
+        self.rates.append(rate)

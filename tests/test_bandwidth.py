@@ -20,7 +20,7 @@ from wrapper.security.secrets import SecretDir
 from wrapper.state import State
 from tests import wrapperrun as wr
 from tests.fake_virt_v2v import CAPABILITIES
-from tests.fakes import RecordingRunner, make_fake_v2v
+from tests.fakes import Limiter, RecordingRunner, make_fake_v2v
 from tests.test_v2v import CAPS1, CAPS2, PATHS, SSH, VDDK, config
 
 NOBODY = 65534
@@ -182,21 +182,6 @@ def _run_as_user_checks(parent):
 
 
 # ---- both directions (Job._set_network) -------------------------------------------------------
-class Limiter:
-    def __init__(self, fail=None):
-        self.fail = fail
-        self.started = False
-        self.rates = []
-
-    def start(self, pids, dedicated):
-        self.started = True
-
-    def set_rate(self, rate):
-        if self.fail:
-            raise self.fail
-        self.rates.append(rate)
-
-
 class FakeFile:
     def __init__(self, fail=None):
         self.fail = fail

@@ -78,7 +78,7 @@ def test_read_untrusted_refuses(d, kind):
     allowed = {os.geteuid() + 1} if kind == "owner" else {os.geteuid()}
     with pytest.raises(OSError):
         fsafe.read_untrusted("x", allowed, max_size=1000, dir_fd=fd)
-    assert time.monotonic() - start < 2                # a FIFO never blocks
+    assert time.monotonic() - start < 30               # a FIFO never blocks (it would: forever)
 
 
 def test_read_untrusted_reads(d):

@@ -1,4 +1,12 @@
-"""A seeded fuzzer: mutated jobs through the real command line (``python3 -m wrapper``).
+"""A seeded fuzzer: mutated jobs through the command line.
+
+Most jobs go through :func:`wrapper.cli.main` in this process with nothing real started
+(tests/inprocess.py: a fake capability probe, virt-v2v, ssh-agent and pre-flight probes, and
+the daemon staying in this process); a seeded sample of them (``FUZZ_REAL``, default 100),
+and every job whose meaning depends on being a process of its own (a relative path, read
+from the job's working directory; ``/proc/self``), go through the real command line
+(``python3 -m wrapper``), whose fake virt-v2v converts in a fraction of a second.  A fresh
+interpreter per job made 2000 jobs take some 1000 s.
 
 Every job, however broken, must end in one of two ways:
 
@@ -10,12 +18,17 @@ Every job, however broken, must end in one of two ways:
   waited for), no secret directory left behind;
 
 never a traceback, a "Logging error", another exit code or a hang.  At the end
-no process started for the fuzz may be left.  The fake virt-v2v converts in a
-fraction of a second.  Network limits are never left valid in a job (they would
-shape this host's interfaces).
+no process started for the fuzz may be left.  Network limits are never left valid in a
+job (they would shape this host's interfaces).  In this process: a daemonized job's
+caller side is not run (the daemon is this process), so its stdout is empty and its state
+file is found in the state directory; the announcement of daemonized jobs is checked on
+the real command line's sample; no command but the capability probe may be run, and no
+exception may leave ``main()``.  A hang in this process ends the test run (faulthandler
+prints where it hung).
 
 Environment: ``FUZZ_SEED`` (default below, printed), ``FUZZ_COUNT`` (default
-2000), ``FUZZ_ONLY`` (comma-separated case numbers, to replay some),
+2000), ``FUZZ_REAL`` (how many through the real command line, default 100; ``all``: every
+job, as before), ``FUZZ_ONLY`` (comma-separated case numbers, to replay some),
 ``FUZZ_REPORT`` (a file to write every failure to, not only the first 20).
 """
 import concurrent.futures
@@ -34,6 +47,7 @@ from typing import Optional
 
 import pytest
 
+from tests import inprocess
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v, rhv_upload_path
 from wrapper.throttling import limits
@@ -43,6 +57,7 @@ DEFAULT_SEED = 20260301
 SEED = int(os.environ.get("FUZZ_SEED", DEFAULT_SEED))
 COUNT = int(os.environ.get("FUZZ_COUNT", 2000))
 ONLY = {int(n) for n in os.environ.get("FUZZ_ONLY", "").split(",") if n.strip()}
+REAL = os.environ.get("FUZZ_REAL", "100")
 WORKERS = 4
 TIMEOUT = 20
 PREFIX = "virt-v2v-wrapper: error: "
@@ -83,6 +98,7 @@ class Result:
     stdout: str = ""
     stderr: str = ""
     seconds: float = 0.0
+    real: bool = True             # through the real command line (else cli.main in-process)
 
 
 # -- the world the jobs live in ---------------------------------------------------------
@@ -433,21 +449,64 @@ def _leftovers(state_dir):
                   if n.startswith(("v2v-wrapper-secrets-", "v2v-wrapper-agent-")) or n.endswith(".tmp"))
 
 
-def run_case(world, case, baseline=None):
+def run_case(world, case, baseline=None, real=True):
     started = time.monotonic()
-    result = _run_case(world, case, baseline or {})
+    result = (_run_case if real else _run_case_in_process)(world, case, baseline or {})
     result.seconds = time.monotonic() - started
+    result.real = real
     return result
 
 
-def _run_case(world, case, baseline):
+def needs_a_process(case):
+    """A job whose meaning depends on being a process of its own: a relative path (read
+    from the working directory, world.shared for the real command line) or /proc/self."""
+    return case.mutation.startswith("relative-path") or b"/proc/self" in case.raw
+
+
+def real_sample(cases, count=REAL):
+    """The indexes to run through the real command line: a seeded sample of ``count``
+    (``all``: every one) and every case that needs a process of its own."""
+    if count == "all":
+        return {c.index for c in cases}
+    rng = random.Random("real-sample-%d" % SEED)
+    picked = rng.sample(range(len(cases)), min(int(count), len(cases)))
+    return {cases[i].index for i in picked} | {c.index for c in cases if needs_a_process(c)}
+
+
+def _job_dirs(world, case):
     base = os.path.join(world.jobs, "%s" % case.index)
     state, logs, home = (os.path.join(base, d) for d in ("state", "logs", "home"))
     os.makedirs(state)
     os.makedirs(logs)
     _prepare_home(world, home, case.home)
-    argv = wr.wrapper_cmd("--state-dir", state, "--log-dir", logs, "--virt-v2v", world.virt_v2v,
-                          "--iso-domain-root", world.iso_root)
+    return state, logs, home
+
+
+def _wrapper_args(world, state, logs):
+    return ["--state-dir", state, "--log-dir", logs, "--virt-v2v", world.virt_v2v,
+            "--iso-domain-root", world.iso_root]
+
+
+def _run_case_in_process(world, case, baseline):
+    state, logs, home = _job_dirs(world, case)
+    o = inprocess.run_main(_wrapper_args(world, state, logs), case.raw, _environment(world, home),
+                           world.virt_v2v, hang_after=3 * TIMEOUT)
+    result = Result(case, "refused" if o.returncode == 1 else "accepted", [], o.returncode,
+                    o.stdout, o.stderr + (o.escaped or ""), real=False)
+    if o.other_commands:
+        result.problems.append("ran %s (only the capability probe may run)"
+                               % "; ".join(" ".join(c) for c in o.other_commands))
+    if o.escaped:
+        result.problems.append("an exception left main(): %s" % o.escaped.strip().splitlines()[-1])
+        result.outcome = "escaped"
+        return result
+    _judge(case, result, state, logs, baseline, daemonized=o.daemonized)
+    return result
+
+
+def _run_case(world, case, baseline):
+    state, logs, home = _job_dirs(world, case)
+    argv = wr.wrapper_cmd(*_wrapper_args(world, state, logs))
     try:
         p = subprocess.run(argv, input=case.raw, capture_output=True, timeout=TIMEOUT, cwd=world.shared,
                            env=_environment(world, home))
@@ -457,18 +516,25 @@ def _run_case(world, case, baseline):
                       stderr=(e.stderr or b"").decode("utf-8", "replace"))
     out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
     result = Result(case, "refused" if p.returncode == 1 else "accepted", [], p.returncode, out, err)
+    _judge(case, result, state, logs, baseline)
+    return result
+
+
+def _judge(case, result, state, logs, baseline, daemonized=False):
+    """The properties every job's end must have, whichever way it ran."""
     problems = result.problems
     for word in ("Traceback", "Logging error"):
-        if word in out or word in err:
+        if word in result.stdout or word in result.stderr:
             problems.append("%r in the output" % word)
-    if p.returncode not in (0, 1, 2):
-        problems.append("exit code %s" % p.returncode)
+    if result.returncode not in (0, 1, 2):
+        problems.append("exit code %s" % result.returncode)
         result.outcome = "bad-exit"
-    elif p.returncode == 1:
+    elif result.returncode == 1:
         _check_refused(case, result, state, logs, baseline.get(case.seed))
+    elif daemonized:
+        _check_daemon_in_process(case, result, state)
     else:
         _check_accepted(case, result, state)
-    return result
 
 
 def _check_refused(case, result, state, logs, seed_refusal):
@@ -509,11 +575,28 @@ def _check_accepted(case, result, state_dir):
     if not isinstance(doc, dict) or sorted(doc) != ANNOUNCED:
         problems.append("stdout is not one JSON line announcing %s" % ", ".join(ANNOUNCED))
         return
+    _check_finished(result, doc["state_file"], state_dir)
+
+
+def _check_daemon_in_process(case, result, state_dir):
+    """In this process the daemon side ran (no caller side): nothing on stdout, and the
+    one state file in the state directory."""
+    if result.stdout:
+        result.problems.append("the daemon wrote to stdout")
+    states = [n for n in os.listdir(state_dir) if n.endswith(".state")]
+    if len(states) != 1:
+        result.problems.append("not one state file in the state dir: %s" % ", ".join(states))
+        return
+    _check_finished(result, os.path.join(state_dir, states[0]), state_dir)
+
+
+def _check_finished(result, state_file, state_dir):
+    problems = result.problems
     deadline = time.monotonic() + TIMEOUT
     state = None
     while time.monotonic() < deadline:
         try:
-            state = wr.read_state(doc["state_file"])
+            state = wr.read_state(state_file)
         except (OSError, ValueError):
             state = None
         if state is not None and state.get("finished") is True:
@@ -562,8 +645,9 @@ def processes_mentioning(text):
 def _describe(result):
     case = result.case
     raw = case.raw if len(case.raw) <= 300 else case.raw[:300] + b"...(%d bytes)" % len(case.raw)
-    return ("#%d seed %s, mutation %s%s: %s\n    job: %r\n    exit %s; stderr: %s" % (
-        case.index, case.seed, case.mutation, ", default vault %s" % case.home if case.home else "",
+    return ("#%s (%s) seed %s, mutation %s%s: %s\n    job: %r\n    exit %s; stderr: %s" % (
+        case.index, "real command line" if result.real else "in-process", case.seed, case.mutation,
+        ", default vault %s" % case.home if case.home else "",
         "; ".join(result.problems), raw, result.returncode, _short_text(result.stderr)))
 
 
@@ -587,19 +671,33 @@ def test_fuzz_the_command_line(tmp_path_factory, capsys, fuzz_engine):
     cases = make_cases(world)
     if ONLY:
         cases = [c for c in cases if c.index in ONLY]
+    real = real_sample(cases)
     started = time.monotonic()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-        # the seeds as they are first: how each is refused, if it is (this host may lack
-        # something a seed needs, e.g. keys in ~/.ssh), is the baseline of its mutants
-        seeds = [Case("seed-" + name, name, "none", json.dumps(job).encode())
-                 for name, job in sorted(world.seeds().items())]
+    self_before = resource.getrusage(resource.RUSAGE_SELF)
+    # the seeds as they are first, both ways: how each is refused, if it is (this host may
+    # lack something a seed needs, e.g. keys in ~/.ssh), is the baseline of its mutants
+    seeds = [Case("seed-" + name, name, "none", json.dumps(job).encode())
+             for name, job in sorted(world.seeds().items())]
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool, \
+            inprocess.nothing_real_starts(world.ssh_key):
         seed_results = list(pool.map(lambda c: run_case(world, c), seeds))
-        baseline = {r.case.seed: r.stderr for r in seed_results if r.outcome == "refused"}
-        results = list(pool.map(lambda c: run_case(world, c, baseline), cases))
+        seed_results += [run_case(world, Case("in-process-" + c.index, c.seed, c.mutation, c.raw), real=False)
+                         for c in seeds]
+        baseline = {True: {}, False: {}}
+        for r in seed_results:
+            if r.outcome == "refused":
+                baseline[r.real][r.case.seed] = r.stderr
+        # the sample through the real command line in the pool, the rest in this thread
+        futures = [pool.submit(run_case, world, c, baseline[True]) for c in cases if c.index in real]
+        results = [run_case(world, c, baseline[False], real=False) for c in cases if c.index not in real]
+        results += [f.result() for f in futures]
+    results.sort(key=lambda r: r.case.index)
     elapsed = time.monotonic() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    self_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_self = (self_after.ru_utime + self_after.ru_stime) - (self_before.ru_utime + self_before.ru_stime)
     deadline = time.monotonic() + 15
     left = processes_mentioning(world.root)
     while left and time.monotonic() < deadline:
@@ -615,15 +713,24 @@ def test_fuzz_the_command_line(tmp_path_factory, capsys, fuzz_engine):
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
     failures = [r for r in seed_results + results if r.problems]
     slowest = sorted(results, key=lambda r: -r.seconds)[:3]
-    summary = ("fuzz: seed %d (FUZZ_SEED), %d jobs (+%d seeds) in %.1fs with %d workers (%.0f CPU-seconds "
-               "in the processes); outcomes: %s; %d with problems; slowest: %s"
-               % (SEED, len(results), len(seed_results), elapsed, WORKERS, cpu,
+    n_real = sum(r.real for r in results)
+    per_mode = "; ".join("%s %.1f s in all, %.2f s a job" % (
+        name, sum(r.seconds for r in rs), sum(r.seconds for r in rs) / len(rs))
+        for name, rs in (("real command line", [r for r in results if r.real]),
+                         ("in-process", [r for r in results if not r.real])) if rs)
+    summary = ("fuzz: seed %d (FUZZ_SEED), %d jobs (+%d seeds; %d through the real command line with "
+               "%d workers, %d in-process) in %.1fs (%.0f CPU-seconds in the processes, %.0f in this one); "
+               "outcomes: "
+               "%s; %d with problems; slowest: %s"
+               % (SEED, len(results), len(seed_results), n_real, WORKERS, len(results) - n_real,
+                  elapsed, cpu, cpu_self,
                   ", ".join("%s %d" % kv for kv in sorted(outcomes.items())), len(failures),
                   ", ".join("#%s %.1fs" % (r.case.index, r.seconds) for r in slowest)))
-    seed_lines = ["  seed %s: %s%s" % (r.case.seed, r.outcome, (" (%s)" % r.stderr.strip()[:200])
+    seed_lines = ["  seed %s (%s): %s%s" % (r.case.seed, "real" if r.real else "in-process", r.outcome,
+                                           (" (%s)" % r.stderr.strip()[:200])
                                       if r.outcome == "refused" else "") for r in seed_results]
     with capsys.disabled():
-        print("\n" + summary + "\n" + "\n".join(seed_lines))
+        print("\n" + summary + "\n  time per job: " + per_mode + "\n" + "\n".join(seed_lines))
     report = [summary]
     report += [_describe(r) for r in failures[:MAX_REPORTED]]
     if os.environ.get("FUZZ_REPORT"):

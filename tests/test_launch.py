@@ -5,8 +5,8 @@ import time
 import pytest
 
 from wrapper.errors import ConversionError, ThrottleError
-from wrapper.launch import MACHINE_FD, ChildProcess, Gate, exit_status, gate_script
-from wrapper.v2v import RunUser
+from wrapper.launch import MACHINE_FD, ChildProcess, Gate, Launch, child_launcher, exit_status, gate_script
+from wrapper.users import RunUser
 
 ME = RunUser(os.geteuid(), os.getegid(), "me", "/")
 
@@ -194,3 +194,32 @@ def test_gate_counts_an_unreadable_descriptor_as_swapped(tmp_path):
     gate = Gate(str(tmp_path / "none"), expect={1: (0, 0)}, proc=str(tmp_path / "noproc"))
     assert gate.swapped(12345) == [1]              # nothing to read counts as wrong
     assert Gate("x").swapped(os.getpid()) == []
+
+
+def _launch(tmp_path, argv, gate=None):
+    log_path = str(tmp_path / "v2v.log")
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    return Launch(argv=tuple(argv), env={"PATH": "/usr/bin:/bin", "WHO": "child"}, user=ME, log=fd,
+                  log_path=log_path, gate=gate, tag="20270101T000000-7"), log_path
+
+
+def test_child_launcher_runs_the_record_with_its_env_and_log(tmp_path):
+    launch, log_path = _launch(tmp_path, ["/bin/sh", "-c", 'echo "ran as $WHO"; exit 3'])
+    try:
+        handle = child_launcher(launch).start()
+        assert handle.proc.wait(timeout=10) is not None and handle.poll() == 3
+    finally:
+        os.close(launch.log)
+    assert open(log_path).read() == "ran as child\n"
+
+
+def test_unit_launcher_names_the_unit_after_the_tag_and_logs_through_the_gate(tmp_path):
+    from wrapper import systemd
+    gate = Gate(str(tmp_path / "gate"))
+    launch, log_path = _launch(tmp_path, ["virt-v2v", "-v"], gate=gate)
+    os.close(launch.log)
+    unit = systemd.unit_launcher(runner=None, cgroup_root=str(tmp_path))(launch)
+    assert unit.unit == "v2v-import-20270101T000000-7.service" and unit.gate is gate
+    assert unit.run_cmd[unit.run_cmd.index("--") + 1:] == systemd.exec_argv(
+        gate.wrap(["virt-v2v", "-v"], log=log_path))
+    assert "--setenv=WHO=child" in unit.run_cmd and "--uid=%d" % ME.uid in unit.run_cmd

@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from fakes import RecordingRunner
+from tests.fakes import RecordingRunner
 from tests import test_procinfo as pt
 from wrapper import leases, procinfo
 from wrapper.security import fsafe

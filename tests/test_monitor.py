@@ -1,5 +1,6 @@
 import os
 
+from tests.fakes import Clock
 from wrapper.monitor import LogTail, Monitor, SignalFlag
 from wrapper.state import State, StateFile
 
@@ -29,17 +30,6 @@ class FakeProcess:
     def kill(self):
         self.calls.append("KILL")
         self.status = 137
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, s):
-        self.now += s
 
 
 def monitor(tmp_path, process, signals=None, clock=None):

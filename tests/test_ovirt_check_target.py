@@ -1,6 +1,7 @@
 """wrapper.ovirt.api.check_target: the engine half of the rhv_url pre-flight,
 with the real SDK against the stand-in engine (tests/ovirt_standin)."""
 import os
+import threading
 import time
 
 import pytest
@@ -98,10 +99,12 @@ def test_sparse_on_file_storage(engine, ovirt_access):
 def test_an_engine_that_stops_answering_after_the_login_is_bounded(engine, ovirt_access,
                                                                    monkeypatch):
     real = engine.handle
+    answered = threading.Event()
 
     def slow(method, path, query, headers, body):
         if path.endswith("/vms"):
             time.sleep(8)
+            answered.set()
         return real(method, path, query, headers, body)
 
     monkeypatch.setattr(engine, "handle", slow)
@@ -110,7 +113,8 @@ def test_an_engine_that_stops_answering_after_the_login_is_bounded(engine, ovirt
         check(ovirt_access, timeout=2.0)
     took = time.monotonic() - t0
     assert e.value.key == "rhv_url" and "did not answer" in str(e.value)
-    assert took < 6, took        # 2 s, and 2 s for the logout: not when the engine answered
+    print("gave up after %.1f s (timeout 2 s, the engine answers after 8 s)" % took)
+    assert not answered.is_set()     # it gave up, rather than waiting for the answer
 
 
 def test_a_url_curl_cannot_send_is_a_job_error(engine, ovirt_pki):

@@ -14,6 +14,7 @@ import tempfile
 
 import pytest
 
+from tests.fakes import Clock
 from wrapper import runner
 from wrapper.ovirt import preflight
 from wrapper.config import Config, RhvUploadTarget, SshSource, VddkSource
@@ -22,7 +23,7 @@ from wrapper.ovirt.api import TargetFacts
 from wrapper.runner import Result
 from wrapper.security.secrets import Secret
 from wrapper.settings import Settings
-from wrapper.v2v import RunUser
+from wrapper.users import RunUser
 
 VENV_BIN = os.path.dirname(sys.executable)
 ROOT_USER = RunUser(0, 0, "root", "/root")
@@ -116,25 +117,7 @@ SSH = SshSource(key=None)
 VDDK = VddkSource(uri="esx://h", password=Secret("p"), fingerprint="AB")
 
 
-@pytest.mark.parametrize("source,vm_name,expected", [
-    (VDDK, "My VM", "My VM"),
-    (SSH, "ssh://root@10.0.0.1/vmfs/volumes/ds1/tg-mini/tg-mini.vmx", "tg-mini"),
-    (SSH, "ssh://root@10.0.0.1:2222/vmfs/volumes/ds1/web%20one/web%20one.VMX", "web one"),
-])
-def test_vm_name_virt_v2v_will_use(source, vm_name, expected):
-    assert preflight.vm_name_on_target(_config(source, vm_name=vm_name)) == expected
-
-
 # ---------------------------------------------------------------- check(): all problems, one line
-
-class Clock:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        self.t += 0.25
-        return self.t
-
 
 def test_every_problem_in_one_error_the_first_ones_key(caplog):
     calls = []
@@ -151,7 +134,7 @@ def test_every_problem_in_one_error_the_first_ones_key(caplog):
     caplog.set_level(logging.INFO)
     with pytest.raises(JobError) as e:
         preflight.check(_config(VDDK), Settings(), ROOT_USER, {"PATH": "/p"}, object(),
-                        run_as=run_as, check_target=check_target, clock=Clock())
+                        run_as=run_as, check_target=check_target, clock=Clock(now=100.0, tick=0.25))
     assert e.value.key == "rhv_cafile"
     text = str(e.value)
     assert "\n" not in text and "; also nbdkit is not installed" in text

@@ -140,7 +140,16 @@ def test_zombie_is_not_alive(spawn):
     wait_until(zombie)
     assert procinfo.start_time(p.pid) == start                  # still there, but dead
     assert not procinfo.alive(p.pid, start)
+    assert not procinfo.running(p.pid)
     assert not procinfo.signal_checked(p.pid, signal.SIGKILL, lambda s: True)
+
+
+def test_running_needs_no_start_time(spawn, tmp_path):
+    p = spawn(["sleep", "60"])
+    assert procinfo.running(p.pid) and procinfo.running(1)       # pid 1 is not ours: still running
+    for bad in (None, True, 0, -1, "1", 2 ** 40):
+        assert not procinfo.running(bad)
+    assert not procinfo.running(p.pid, str(tmp_path))           # no such entry under that /proc
 
 
 def test_signal_checked_spares_another_process(spawn):

@@ -1,6 +1,7 @@
 """Rate and time-left maths (wrapper/rate.py): steady, bursty, stalled, finished."""
 import pytest
 
+from tests.fakes import Clock
 from wrapper import progress as ev
 from wrapper import rate
 from wrapper.state import State, apply
@@ -92,14 +93,6 @@ def test_reports_closer_than_min_interval_merge():
 
 
 # -- Throughput on a State --------------------------------------------------------
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
 def copy_state(sizes):
     state = State()
     apply(state, ev.CopyingDisk(0, len(sizes)))

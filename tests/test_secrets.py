@@ -11,7 +11,7 @@ import pytest
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v, rhv_upload_path
 from tests.ovirt_standin.engine import StandinEngine
-from wrapper.security.secrets import Secret, SecretDir, secret_dir
+from wrapper.security.secrets import Secret, SecretDir
 
 FP = ":".join(["AB"] * 20)
 
@@ -28,7 +28,7 @@ def test_secret_prints_masked():
 
 
 def test_secret_dir_files(tmp_path):
-    with secret_dir(str(tmp_path)) as d:
+    with SecretDir(str(tmp_path)) as d:
         path = d.write("pw", Secret("abc"))
         assert open(path).read() == "abc"          # no trailing newline
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -14,7 +14,7 @@ import pytest
 
 import wrapper as wrapper_pkg
 
-from fakes import RecordingRunner
+from tests.fakes import Clock, RecordingRunner
 from wrapper import cli, leases, rate
 from wrapper.observe import status
 from wrapper.security import fsafe
@@ -405,22 +405,17 @@ def test_status_terminal_mode_without_watch(tmp_path):
 
 
 # -- watching ----------------------------------------------------------------------
-class Script:
-    """A fake clock + sleep that rewrites the state file at each tick."""
+class Script(Clock):
+    """A fake clock whose sleep rewrites the state file at each tick."""
 
     def __init__(self, path, states):
+        super().__init__(now=T0)
         self.path = path
         self.states = list(states)
-        self.now = T0
-        self.sleeps = 0
         write(path, self.states.pop(0))
 
-    def clock(self):
-        return self.now
-
     def sleep(self, seconds):
-        self.sleeps += 1
-        self.now += seconds
+        super().sleep(seconds)
         if self.states:
             nxt = self.states.pop(0)
             if nxt is not None:
@@ -431,8 +426,8 @@ def test_watch_plain_appends_a_snapshot_per_change_until_finished(tmp_path):
     path = str(tmp_path / "v2v-import-a.state")
     script = Script(path, [make_state("fresh"), None, make_state("copying"), None, None,
                            make_state("finished")])
-    rc, out, _ = run_status(["--watch", path], clock=script.clock, sleep=script.sleep)
-    assert rc == 0 and script.sleeps == 5
+    rc, out, _ = run_status(["--watch", path], clock=script, sleep=script.sleep)
+    assert rc == 0 and len(script.sleeps) == 5
     assert not ANSI.search(out)
     snapshots = out.split("virt-v2v-wrapper status  ")[1:]
     # three distinct states, unchanged ticks print nothing
@@ -448,7 +443,7 @@ def test_watch_terminal_redraws_in_place(tmp_path):
                            make_state("failed")])
     tty = FakeTty()
     rc, _, _ = run_status(["--watch", "--interval", "0.5", path], stdout=tty, tty=True,
-                          clock=script.clock, sleep=script.sleep,
+                          clock=script, sleep=script.sleep,
                           term_size=lambda: os.terminal_size((100, 50)))
     text = tty.getvalue()
     assert rc == 0
@@ -461,7 +456,7 @@ def test_watch_terminal_redraws_in_place(tmp_path):
 def test_watch_json_lines(tmp_path):
     path = str(tmp_path / "v2v-import-a.state")
     script = Script(path, [make_state("copying"), make_state("finished")])
-    rc, out, _ = run_status(["--watch", "--json", path], clock=script.clock, sleep=script.sleep)
+    rc, out, _ = run_status(["--watch", "--json", path], clock=script, sleep=script.sleep)
     docs = [json.loads(line) for line in out.splitlines()]
     assert rc == 0 and [d["conversions"][0]["outcome"] for d in docs] == ["running", "finished"]
 
@@ -478,15 +473,9 @@ def test_watch_stops_on_stale_and_missing(tmp_path):
 def test_watch_waits_for_a_torn_file_then_gives_up(tmp_path):
     path = tmp_path / "v2v-import-a.state"
     path.write_text('{"disks"')
-    clock = {"now": os.stat(path).st_mtime}
-    ticks = []
-
-    def sleep(seconds):
-        ticks.append(seconds)
-        clock["now"] += seconds
-
-    rc, out, _ = run_status(["--watch", str(path)], clock=lambda: clock["now"], sleep=sleep)
-    assert rc == 1 and len(ticks) == int(status.TORN_GRACE)
+    clock = Clock(now=os.stat(path).st_mtime)
+    rc, out, _ = run_status(["--watch", str(path)], clock=clock, sleep=clock.sleep)
+    assert rc == 1 and len(clock.sleeps) == int(status.TORN_GRACE)
     assert out.count("[INVALID]") == 1          # unchanged snapshots are not repeated
 
 

@@ -2,11 +2,11 @@ import os
 
 import pytest
 
-from tests.fakes import RecordingRunner
+from tests.fakes import Clock, RecordingRunner
 from wrapper import systemd
 from wrapper.errors import ConversionError, ThrottleError
 from wrapper.settings import Settings
-from wrapper.v2v import RunUser
+from wrapper.users import RunUser
 
 USER = RunUser(36, 36, "vdsm", "/var/lib/vdsm")
 
@@ -114,18 +114,15 @@ def test_close_kills_a_unit_that_ignores_sigterm(tmp_path):
     me = os.getpid()
     fake_cgroup(tmp_path, "/system.slice/u.service", [me])
     fs = FakeSystemd(tmp_path, [running(me)])
-    now = [0.0]
-
-    def sleep(s):
-        now[0] += s
+    clock = Clock()
     unit = systemd.SystemdUnit("u.service", ["systemd-run"], fs.runner, str(tmp_path),
-                               clock=lambda: now[0], sleep=sleep)
+                               clock=clock, sleep=clock.sleep)
     unit.start()
     unit.close(grace=5)
     kills = [c for c in fs.runner.calls if c[:2] == ["systemctl", "kill"]]
     assert kills == [["systemctl", "kill", "--signal=SIGTERM", "--kill-who=main", "u.service"],
                      ["systemctl", "kill", "--signal=SIGKILL", "--kill-who=all", "u.service"]]
-    assert now[0] >= 5
+    assert clock.now >= 5
 
 
 def test_systemd_run_failure_is_a_conversion_error(tmp_path):
@@ -239,12 +236,10 @@ def test_release_opens_the_gate_for_the_units_host_pid():
 
 
 def test_unit_launcher_has_the_gate_shell_open_both_logs():
-    from types import SimpleNamespace
-    from wrapper.launch import Gate
-    job = SimpleNamespace(argv=["virt-v2v", "$VM"], gate=Gate("/s/gate"), user=USER, env={},
-                          files=SimpleNamespace(tag="T", v2v_log="/l/v.log", mr_log="/l/mr $x.log"),
-                          runner=None, settings=Settings(), clock=None, sleep=None)
-    cmd = systemd.unit_launcher(job).run_cmd
+    from wrapper.launch import Gate, Launch
+    launch = Launch(argv=("virt-v2v", "$VM"), env={}, user=USER, log=-1, log_path="/l/v.log",
+                    gate=Gate("/s/gate"), tag="T", machine_log=-1, machine_log_path="/l/mr $x.log")
+    cmd = systemd.unit_launcher(runner=None, cgroup_root="/nonexistent")(launch).run_cmd
     tail = cmd[cmd.index("--") + 1:]
     assert tail[:2] == ["/bin/sh", "-c"] and '3>>"$$2"' in tail[2]
     assert tail[3:] == ["/s/gate", "/l/v.log", "/l/mr $$x.log", "virt-v2v", "$$VM"]

@@ -10,7 +10,7 @@ from wrapper import users
 from wrapper.config import ExportDomainTarget, LocalTarget
 from wrapper.errors import JobError
 from wrapper.settings import Settings
-from wrapper.v2v import RunUser
+from wrapper.users import RunUser
 
 NFS = ExportDomainTarget("nfs.example:/export")
 LOCAL = LocalTarget("/var/tmp")

@@ -1,6 +1,6 @@
 import pytest
 
-from wrapper import config as cfg, v2v
+from wrapper import config as cfg, users, v2v
 from wrapper.security.secrets import Secret
 
 CAPS2 = v2v.parse_capabilities(open("tests/data/virt-v2v--machine-readable.txt").read())
@@ -81,7 +81,7 @@ def test_no_secret_on_the_command_line():
 
 
 def test_env_is_minimal_and_secret_free():
-    user = v2v.RunUser(36, 36, "vdsm", "/var/lib/vdsm")
+    user = users.RunUser(36, 36, "vdsm", "/var/lib/vdsm")
     environ = {"PATH": "/usr/bin", "HOME": "/root", "USER": "root", "XDG_RUNTIME_DIR": "/run/user/0",
                "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg", "SECRET": "x", "SUDO_USER": "a"}
     c = config(SSH, virtio_win="/iso/virtio-win.iso", install_drivers=True)

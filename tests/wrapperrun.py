@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from wrapper import procinfo
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -78,15 +80,7 @@ def secret_dirs(state_dir):
 
 
 def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    return procinfo.running(pid)
 
 
 def wait_gone(pid, timeout=10):

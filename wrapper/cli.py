@@ -1,4 +1,4 @@
-"""Command line, stdin/stdout and exit codes (SPEC §2, §4).
+"""Command line, stdin/stdout and exit codes (docs/contract.md §2, §4).
 
 The only place that wires real parts together.  ``main()`` returns the exit
 status; only :func:`console_main` calls ``sys.exit``.
@@ -12,6 +12,7 @@ import sys
 from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, logsetup,
                      reclaim, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
+from wrapper.launch import child_launcher
 from wrapper.monitor import SignalFlag
 from wrapper.runner import run as default_runner
 from wrapper.settings import LOCATIONS, SWITCHES, env_name, resolve, sudo_caller, switch_problem
@@ -151,29 +152,35 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
 
 
 def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, caller_fds):
-    sudo = sudo_caller(settings.environ)
+    """Accept the job (or refuse it: one line, exit 1), then run it in the
+    foreground or detach and run it in the daemon (docs/contract.md §2, §4)."""
     signals = SignalFlag().install()
+    accepted = _accept(job, settings, runner, launcher_factory, signals)
+    if isinstance(accepted, WrapperError):
+        return _refuse(stderr, accepted)
+    answer = accepted.files.announcement() + "\n"
+    if not accepted.config.daemonize:
+        return _run_in_foreground(accepted, answer, stdout, stderr, signals)
+    return _detach_and_run(accepted, answer, stdout, stderr, signals, detach, caller_fds)
+
+
+def _accept(job, settings, runner, launcher_factory, signals):
+    """The prepared :class:`wrapper.job.Job`, or the WrapperError that refused
+    it (everything undone: no state file, no secret, no log of virt-v2v)."""
     log_dir = jobfiles.log_dir_for(settings, job)
     try:
-        state_fd, log_fd = _open_dirs(settings, log_dir, sudo)
+        state_fd, log_fd = _open_dirs(settings, log_dir, sudo_caller(settings.environ))
         reserved = jobfiles.reserve(settings, log_dir, state_fd, log_fd)
     except JobError as e:
-        return _refuse(stderr, e)
+        return e
     logsetup.setup(reserved.wrapper_log_fd)
     log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())
     book = reclaim.reclaim_at(settings, default_runner, log)
-    job_obj = None
     stack = contextlib.ExitStack()
+    job_obj = None
     try:
-        config = jobconfig.parse_job(job, settings)
-        if settings.foreground and config.daemonize:
-            log.info("--foreground: staying in the foreground (the job's \"daemonize\" is ignored)")
-            config = jobconfig.in_foreground(config)
+        config = _config(job, settings)
         from wrapper.job import Job   # the conversion's machinery, once the job is accepted
-        if config.ignored_keys:
-            log.info("ignoring unknown job keys: %s", ", ".join(config.ignored_keys))
-        for note in config.notes:
-            log.info("%s", note)
         user = users.resolve_run_as(settings, config.target)
         log.info("job: vm %s, transport %s, target %s, virt-v2v runs as %s (%d:%d)",
                  config.vm_name, config.source.name, config.target.name, user.name, user.uid, user.gid)
@@ -183,31 +190,56 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
                                       env=dict(settings.environ, LANG="C"))
         log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
-                      launcher_factory or _default_launcher(config, settings),
+                      launcher_factory or _default_launcher(config, settings, runner),
                       settings.trusted_uids(), leases=book)
         job_obj.prepare()
         if signals.received:
             raise JobError(None, "interrupted by %s before the conversion started" % signals.received)
+        return job_obj
     except BaseException as e:
-        if isinstance(e, WrapperError):
-            log.error("job refused: %s", e)
-        else:
-            log.exception("job refused: internal error")
-            e = "internal error (%s: %s); details in %s" % (type(e).__name__, e, reserved.files.wrapper_log)
         if job_obj is not None:
             job_obj.refuse()
         else:
             stack.close()
             reserved.give_back()
-        return _refuse(stderr, e)
-    answer = reserved.files.announcement() + "\n"
-    if not config.daemonize:
-        why = _write_answer(stdout, answer)
-        if why:
-            job_obj.abort("the answer could not be written to stdout (%s): nothing was started" % why)
-            return _refuse(stderr, "cannot write the answer to stdout: %s" % why)
-        logsetup.to_stderr(stderr)
-        return EXIT_OK if job_obj.run(signals) else EXIT_FAILED
+        return _refusal(e, reserved.files.wrapper_log)
+
+
+def _config(job, settings):
+    """The job's Config, with what the wrapper log should say about it."""
+    config = jobconfig.parse_job(job, settings)
+    if settings.foreground and config.daemonize:
+        log.info("--foreground: staying in the foreground (the job's \"daemonize\" is ignored)")
+        config = jobconfig.in_foreground(config)
+    if config.ignored_keys:
+        log.info("ignoring unknown job keys: %s", ", ".join(config.ignored_keys))
+    for note in config.notes:
+        log.info("%s", note)
+    return config
+
+
+def _refusal(e, wrapper_log):
+    """The error to refuse a job with: a WrapperError as it is; anything else
+    (a bug) as one line pointing at the wrapper log, which has the traceback."""
+    if isinstance(e, WrapperError):
+        log.error("job refused: %s", e)
+        return e
+    log.exception("job refused: internal error")
+    return WrapperError("internal error (%s: %s); details in %s" % (type(e).__name__, e, wrapper_log))
+
+
+def _run_in_foreground(job_obj, answer, stdout, stderr, signals):
+    why = _write_answer(stdout, answer)
+    if why:
+        job_obj.abort("the answer could not be written to stdout (%s): nothing was started" % why)
+        return _refuse(stderr, "cannot write the answer to stdout: %s" % why)
+    logsetup.to_stderr(stderr)
+    return EXIT_OK if job_obj.run(signals) else EXIT_FAILED
+
+
+def _detach_and_run(job_obj, answer, stdout, stderr, signals, detach, caller_fds):
+    """Fork the daemon; the caller prints the answer, then the daemon runs
+    the job (it starts nothing until the caller says the answer went out)."""
     role = detach(caller_fds, before_ready=job_obj.daemon_started)
     if role.is_daemon:
         if not role.wait_for_go():
@@ -225,17 +257,16 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
     if why:
         role.abandon()
         return _refuse(stderr, "cannot write the answer to stdout: %s" % why)
-    role.release()
-    os._exit(EXIT_OK)       # the daemon owns the job now: no cleanup here
+    role.hand_over(EXIT_OK)     # the daemon owns the job now: no cleanup here
+    return EXIT_OK              # (only a stand-in for the caller's side comes back)
 
 
-def _default_launcher(config, settings):
+def _default_launcher(config, settings, runner):
     """Daemon mode runs virt-v2v in a transient systemd unit when systemd runs."""
-    from wrapper.job import child_launcher
     if not config.daemonize:
         return child_launcher
     if systemd.available(settings):
-        return systemd.unit_launcher
+        return systemd.unit_launcher(runner, settings.cgroup_root)
     log.info("systemd is not running (no %s): running virt-v2v as a plain child process",
              settings.systemd_marker)
     return child_launcher

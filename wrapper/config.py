@@ -1,5 +1,5 @@
 """The job: parse and validate the JSON object from stdin into a frozen Config
-(SPEC §3).  Types are checked, never coerced.  Problems are collected so
+(docs/contract.md §3).  Types are checked, never coerced.  Problems are collected so
 ``--validate`` can report them all; :func:`parse_job` raises the first.
 
 Every string of the job, nested ones too, passes the rules of

@@ -1,4 +1,4 @@
-"""Detaching from the caller (SPEC §4): double fork, new session, stdio on
+"""Detaching from the caller (docs/contract.md §4): double fork, new session, stdio on
 /dev/null, none of the caller's file descriptors kept — and a handshake, so
 the caller answers only once the daemon exists, and the daemon starts the
 conversion only once the caller has answered.
@@ -68,6 +68,12 @@ class Caller:
         except OSError:
             pass
         self._close()
+
+    def hand_over(self, status=0):
+        """:meth:`release`, then leave at once with ``status``: the daemon
+        owns the job, so this process runs no cleanup (``os._exit``)."""
+        self.release()
+        os._exit(status)
 
     def abandon(self):
         """The answer could not be given: the daemon cleans up; wait (bounded

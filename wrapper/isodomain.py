@@ -1,4 +1,4 @@
-"""Finding a Windows drivers ISO in the host's ISO storage domain (SPEC §3.5)."""
+"""Finding a Windows drivers ISO in the host's ISO storage domain (docs/contract.md §3.5)."""
 import glob
 import logging
 import os
@@ -39,7 +39,7 @@ def rank(name):
 
 
 def best_iso(names):
-    """Pick the best ISO name out of ``names`` (SPEC §3.5), or None."""
+    """Pick the best ISO name out of ``names`` (docs/contract.md §3.5), or None."""
     ranked = [(rank(n), n) for n in names]
     ranked = [(r, n) for r, n in ranked if r is not None]
     if not ranked:

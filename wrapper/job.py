@@ -13,12 +13,12 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import procinfo, targets, v2v
+from wrapper import procinfo, targets, v2v, vmname
 from wrapper.throttling import bandwidth
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import CommandError, ConversionError, JobError, ThrottleError, WrapperError
-from wrapper.launch import MACHINE_FD, ChildProcess, Gate
+from wrapper.launch import MACHINE_FD, Gate, Launch
 from wrapper.monitor import Monitor
 from wrapper.throttling.netlimit import NetLimiter
 from wrapper.runner import quote
@@ -44,16 +44,9 @@ def describe_target(target):
     return str(target)
 
 
-def short_vm_name(vm_name):
-    if vm_name.startswith("ssh://"):
-        base = os.path.basename(urlsplit(vm_name).path)
-        return base[:-4] if base.endswith(".vmx") else base
-    return vm_name
-
-
 def initial_state(config, files):
     return State(config.source_disks, extra={
-        "vm": short_vm_name(config.vm_name),
+        "vm": vmname.display_name(config.vm_name, config.source.name),
         "target": describe_target(config.target),
         "transport": config.source.name,
         "wrapper_pid": os.getpid(),
@@ -109,7 +102,9 @@ class Job:
         self._attach_metrics()
         self._open_lease()
         if hasattr(self.hooks, "prepare"):
-            self.allocation = self.hooks.prepare(self.config, self) or self.allocation
+            env = v2v.build_env(self.config, self.settings.environ, self.user)
+            self.allocation = self.hooks.prepare(self.config, self.settings, self.user, env) \
+                or self.allocation
         secrets = SecretDir(self.settings.state_dir, self.user.uid, self.user.gid)
         self.stack.callback(safe(secrets.remove, "removing the secret directory"))
         self._lease_update(secret_dir=secrets.name, secret_ident=list(secrets.identity))
@@ -274,7 +269,7 @@ class Job:
                                  cgroup_root=self.settings.cgroup_root, lock_dir=self.settings.lock_dir)
             # ExitStack unwinds in reverse: virt-v2v stops before its limits go
             self.stack.callback(safe(limiter.close, "removing network limits"))
-            self.process = self.launcher_factory(self)
+            self.process = self.launcher_factory(self._launch())
             self.stack.callback(safe(self.process.close, "stopping virt-v2v"))
             unit = getattr(self.process, "unit", None)
             if unit:                 # named before it exists: a death in between still leaves it found
@@ -301,7 +296,13 @@ class Job:
             self.state.error(str(e))
         self._judge(rc, signals)
         if self.state.get("failed") and hasattr(self.hooks, "on_failure"):
-            self.hooks.on_failure(self.config, self)
+            self.hooks.on_failure(self.config.target, tuple(self.state.disk_ids), self.settings)
+
+    def _launch(self):
+        return Launch(argv=tuple(self.argv), env=dict(self.env), user=self.user,
+                      log=self.reserved.v2v_log_fd, log_path=self.files.v2v_log, gate=self.gate,
+                      tag=self.files.tag, machine_log=self.reserved.mr_log_fd,
+                      machine_log_path=self.files.mr_log)
 
     def _throttler(self, limiter):
         appliers = {"cpu": self.process.set_cpu_quota,
@@ -341,7 +342,7 @@ class Job:
         so a conversion that is never limited leaves the host's firewall
         alone.  Later, every running process of the conversion is classified:
         with the unit's own cgroup (or net_cls) their sockets are caught too.
-        Whatever goes wrong here is a limit not applied (SPEC §6: logged and
+        Whatever goes wrong here is a limit not applied (docs/contract.md §6: logged and
         ignored), never the end of the conversion."""
         try:
             if value is not None and not limiter.started:
@@ -367,7 +368,3 @@ class Job:
             self.state.error("virt-v2v did not run")
         self.state.explain()
 
-
-def child_launcher(job):
-    return ChildProcess(job.argv, job.env, job.reserved.v2v_log_fd, job.user, gate=job.gate,
-                        machine_fd=job.reserved.mr_log_fd)

@@ -1,4 +1,4 @@
-"""The files of one job (SPEC §4): where they go, and taking their names
+"""The files of one job (docs/contract.md §4): where they go, and taking their names
 safely in directories other users may write.
 
 The tag ``<YYYYmmddTHHMMSS>-<pid>`` is predictable, so any local user can
@@ -35,7 +35,7 @@ class JobFiles:
     throttle_file: str
 
     def announcement(self):
-        """The one JSON line printed on stdout (SPEC §4)."""
+        """The one JSON line printed on stdout (docs/contract.md §4)."""
         return json.dumps({"v2v_log": self.v2v_log, "wrapper_log": self.wrapper_log,
                            "state_file": self.state_file, "throttling_file": self.throttle_file})
 
@@ -66,7 +66,7 @@ def open_job_dir(path, option, mode, owner=None):
     """Open (creating it if missing) one of the wrapper's directories.
 
     A directory the wrapper creates gets ``mode``/``owner`` (the state
-    directory must let the sudo caller create the throttling file, SPEC §4).
+    directory must let the sudo caller create the throttling file, docs/contract.md §4).
     A symlink is followed only if root or we own it.  Problems are JobErrors
     naming ``option``.
     """

@@ -4,6 +4,9 @@
   mode, and the fallback when systemd is not running).
 * ``wrapper.systemd.SystemdUnit``: a transient systemd unit (daemon mode).
 
+A launcher is a function ``Launch -> handle``: it gets a :class:`Launch`,
+the few things starting virt-v2v needs, never the whole job.
+
 A handle offers ``start()``, ``pid`` (as seen from the host), ``poll()``
 (exit status or None; 128+N for signal N, like a shell), ``terminate()``,
 ``kill()``, ``set_cpu_quota()`` and ``close()`` (never leaves virt-v2v
@@ -15,10 +18,11 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 from wrapper import procinfo
 from wrapper.errors import ConversionError, ThrottleError
-from wrapper.runner import as_user_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,26 @@ class Gate:
         self.opened = True
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What a launcher needs to start virt-v2v (built by wrapper.job)."""
+    argv: tuple                  # virt-v2v's command line (no secrets: paths to secret files)
+    env: Mapping[str, str]
+    user: Any                    # wrapper.users.RunUser
+    log: int                     # descriptor of the virt-v2v log, for a plain child
+    log_path: str                # its path, opened by the gate shell as ``user`` (systemd)
+    gate: Optional[Gate]
+    tag: str                     # the job's tag (names the systemd unit)
+    machine_log: Optional[int] = None       # descriptor of the machine-readable log (a child
+    machine_log_path: Optional[str] = None  # inherits it); its path, for the gate shell (systemd)
+
+
+def child_launcher(launch, popen=subprocess.Popen):
+    """A plain child process (foreground, or no systemd)."""
+    return ChildProcess(launch.argv, launch.env, launch.log, launch.user, popen=popen,
+                        gate=launch.gate, machine_fd=launch.machine_log)
+
+
 def parent_death_signal(sig=signal.SIGTERM):
     """A preexec_fn: the child gets ``sig`` when the wrapper dies, even by
     SIGKILL, so a plain-child virt-v2v never outlives it (the setting
@@ -185,7 +209,7 @@ class ChildProcess:
         self.pid = None
 
     def start(self):
-        kw = as_user_kwargs(self.user)
+        kw = self.user.popen_kwargs()
         fd = self.log if isinstance(self.log, int) else os.open(
             self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

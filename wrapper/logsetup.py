@@ -64,14 +64,3 @@ def to_stderr(stderr, name="wrapper"):
     handler.setLevel(logging.INFO)
     logging.getLogger(name).addHandler(handler)
     return handler
-
-
-def log_fds(name="wrapper"):
-    """Descriptors the wrapper's log handlers write to (kept when detaching)."""
-    fds = []
-    for h in logging.getLogger(name).handlers:
-        try:
-            fds.append(h.stream.fileno())
-        except (AttributeError, OSError, ValueError):
-            pass
-    return fds

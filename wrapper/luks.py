@@ -1,4 +1,4 @@
-"""The LUKS keys vault (SPEC §7).
+"""The LUKS keys vault (docs/contract.md §7).
 
 The vault is a file the caller names (or ``$HOME/.v2v_luks_keys_vault.json``),
 read by root: it is opened the way every untrusted file is

@@ -55,6 +55,12 @@ def boot_id(proc_root="/proc"):
         return None
 
 
+def running(pid, proc_root="/proc"):
+    """True if ``pid`` exists and is not a zombie, whoever it belongs to (a
+    recorded PID with no start time: prefer :func:`alive`)."""
+    return _is_pid(pid) and _running_start(pid, proc_root) is not None
+
+
 def alive(pid, start, proc_root="/proc"):
     """True only if ``pid`` exists, is not a zombie and started at ``start``."""
     if start is None or not _is_pid(pid):

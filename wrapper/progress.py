@@ -1,6 +1,6 @@
 """virt-v2v output -> typed events.  Pure: bytes in, events out.
 
-Two dialects (SPEC §5):
+Two dialects (docs/contract.md §5):
 * 1.x: ``Copying disk 1/2 to /path (raw)``, ``    (12.34/100%)``,
   ``nbdkit: [prefix: ]debug: Opening file <path> (...)`` (vddk) and
   ``overlay source qemu URI: json:{ ... "file.path": "..." }`` (ssh).
@@ -15,6 +15,8 @@ line in Python: it finds a handful of marker strings with ``bytes.find``
 """
 import json
 import re
+
+from wrapper import stages
 from dataclasses import dataclass
 from typing import Optional
 
@@ -99,7 +101,7 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 # Each marker is a literal found with bytes.find (memchr for one byte); its
 # regexes run only on the lines that contain it.  Long or single-byte
 # needles search fastest, which is why some look odd.
-_R_COPYING = re.compile(r"Copying disk (\d+)/(\d+)")
+_R_COPYING = re.compile(re.escape(stages.COPYING) + r" (\d+)/(\d+)")
 _R_BAR = re.compile(r"(\d{1,3})% \[")
 _R_PERCENT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 _R_NBDKIT = re.compile(r"'--unix' '[^']*/in(\d+)'.*?'(?:file|path)=((?:[^']|'\\'')*)'")
@@ -137,11 +139,11 @@ _COMMON = (
 )
 _V2 = (
     # 2.x stage lines always carry the "[  52.1] " timestamp in the verbose log
-    (b"] Copying disk ", ((_R_COPYING, "copying"),)),
+    (b"] %s " % stages.COPYING.encode(), ((_R_COPYING, "copying"),)),
     (b"' '--unix' '", ((_R_NBDKIT, "nbdkit"),)),
 )
 _V1 = (
-    (b"Copying disk ", ((_R_COPYING, "copying"),)),
+    (b"%s " % stages.COPYING.encode(), ((_R_COPYING, "copying"),)),
     (b"Opening file ", ((_R_V1VDDK, "v1vddk"),)),
     (b"overlay source qemu URI", ((_R_V1SSH, "v1ssh"),)),
 )

@@ -17,7 +17,7 @@ over all disks would stay optimistic for a while after a fast small disk.
 Everything takes the time as a parameter (a monotonic clock).
 
 :class:`Throughput` watches a :class:`wrapper.state.State` and puts the
-figures in its ``copy`` key (SPEC §5 allows extra keys)::
+figures in its ``copy`` key (docs/contract.md §5 allows extra keys)::
 
     "copy": {"at": <unix time of the estimate>,
              "bytes_copied": int, "size": int or null (all disk sizes known),

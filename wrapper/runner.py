@@ -4,7 +4,6 @@ Everything that runs a command takes a ``runner`` with the signature of
 :func:`run`, so tests inject a recording fake instead of patching modules.
 """
 import logging
-import os
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -51,23 +50,14 @@ def run(argv, *, input=None, env=None, timeout=60, check=True, quiet=False):
     return res
 
 
-def as_user_kwargs(user):
-    """``subprocess`` arguments that run a child as ``user`` (a RunUser):
-    its uid and gid and no supplementary groups (root's must not leak into
-    it); nothing when that is who we already are."""
-    if user.uid != os.geteuid() or user.gid != os.getegid():
-        return {"user": user.uid, "group": user.gid, "extra_groups": []}
-    return {}
-
-
 def run_as(user, argv, *, env, timeout=30):
-    """:func:`run` as ``user``, never raising for the program's exit status:
+    """:func:`run` as ``user`` (a wrapper.users.RunUser), never raising for the program's exit status:
     a :class:`Result` with rc 127 when it cannot be started, 124 on timeout."""
     argv = [str(a) for a in argv]
     try:
         proc = subprocess.run(argv, env=env, timeout=timeout, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, errors="replace",
-                              close_fds=True, cwd="/", **as_user_kwargs(user))
+                              close_fds=True, cwd="/", **user.popen_kwargs())
     except (FileNotFoundError, PermissionError) as e:
         return Result(tuple(argv), 127, "", e.strerror or str(e))
     except subprocess.TimeoutExpired:

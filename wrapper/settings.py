@@ -1,4 +1,4 @@
-"""Where things live: options, environment variables and defaults (SPEC §2).
+"""Where things live: options, environment variables and defaults (docs/contract.md §2).
 
 Every location the wrapper touches is a field here so tests can redirect it.
 The option wins over the environment variable, which wins over the default.
@@ -36,6 +36,8 @@ SWITCHES = (
     ("foreground", "foreground",
      "stay in the foreground whatever the job's \"daemonize\" says (containers)"),
 )
+# The CA an oVirt host trusts for its engine: rhv_cafile's default (one owner).
+VDSM_CA = "/etc/pki/vdsm/certs/cacert.pem"
 TRUE_WORDS = ("1", "yes", "true", "on")
 FALSE_WORDS = ("0", "no", "false", "off", "")
 
@@ -45,7 +47,7 @@ HIDDEN = (
     ("SYSTEMD_MARKER", "systemd_marker", "/run/systemd/system"),
     ("CGROUP_ROOT", "cgroup_root", "/sys/fs/cgroup"),
     ("LOCK_DIR", "lock_dir", "/run/lock/virt-v2v-wrapper"),
-    ("VDSM_CA", "vdsm_ca", "/etc/pki/vdsm/certs/cacert.pem"),
+    ("VDSM_CA", "vdsm_ca", VDSM_CA),
     ("OVIRT_CLEANUP_TIMEOUT", "ovirt_cleanup_timeout", "300"),
     ("OVIRT_PREFLIGHT_TIMEOUT", "ovirt_preflight_timeout", "30"),
     ("METRICS_KEEP", "metrics_keep", "3600"),
@@ -67,7 +69,7 @@ class Settings:
     systemd_marker: str = "/run/systemd/system"
     cgroup_root: str = "/sys/fs/cgroup"
     lock_dir: str = "/run/lock/virt-v2v-wrapper"
-    vdsm_ca: str = "/etc/pki/vdsm/certs/cacert.pem"
+    vdsm_ca: str = VDSM_CA
     ovirt_cleanup_timeout: str = "300"
     ovirt_preflight_timeout: str = "30"
     metrics_keep: str = "3600"

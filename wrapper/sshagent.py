@@ -1,4 +1,4 @@
-"""The ssh-agent virt-v2v authenticates through (SPEC §3.1).
+"""The ssh-agent virt-v2v authenticates through (docs/contract.md §3.1).
 
 Started as the user that runs virt-v2v, loaded with the job's ``ssh_key``
 (through ssh-add's stdin: the key never touches a command line or a file) or
@@ -20,7 +20,6 @@ import time
 
 from wrapper import procinfo
 from wrapper.errors import ConversionError, JobError
-from wrapper.runner import as_user_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +40,13 @@ class SshAgent:
         self._tie = None
 
     def _env(self):
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.user.home,
-                "USER": self.user.name, "LOGNAME": self.user.name, "SSH_AUTH_SOCK": self.socket}
-
-    def _as_user(self):
-        return as_user_kwargs(self.user)
+        return dict(self.user.identity_env(), PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+                    SSH_AUTH_SOCK=self.socket)
 
     def _run(self, argv, input_text=None):
         proc = self._popen(argv, stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env(),
-                           text=True, close_fds=True, start_new_session=True, **self._as_user())
+                           text=True, close_fds=True, start_new_session=True, **self.user.popen_kwargs())
         try:
             out, err = proc.communicate(input_text, timeout=60)
         except subprocess.TimeoutExpired:
@@ -64,7 +60,7 @@ class SshAgent:
             tie = self._popen(["ssh-agent", "-a", self.socket, "/bin/sh", "-c", TIE_SCRIPT],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=self._env(), close_fds=True, start_new_session=True,
-                              **self._as_user())
+                              **self.user.popen_kwargs())
         except OSError as e:
             raise ConversionError("cannot start ssh-agent: %s" % (e.strerror or e)) from None
         self._tie = tie

@@ -1,4 +1,4 @@
-"""The state file (SPEC §5): a State record, ``apply(state, event)`` folding
+"""The state file (docs/contract.md §5): a State record, ``apply(state, event)`` folding
 parser events into it, and an atomic writer.
 """
 import copy
@@ -8,14 +8,11 @@ import os
 import re
 import time
 
-from wrapper import progress as ev
+from wrapper import progress as ev, stages
 from wrapper.security import fsafe
 
 log = logging.getLogger(__name__)
 
-# Stage after which the disk being copied is complete even if the last bar
-# frame (100 %) was never printed.
-_AFTER_COPY_STAGES = ("Creating output metadata", "Finishing off")
 _SEE_EARLIER = re.compile(r",? see earlier errors?(?: messages)?\.?$")
 
 
@@ -139,7 +136,7 @@ def apply(state, event):
             state.set_progress(state.current, 100)
         state.current = event.index
         state.data["disk_count"] = event.count
-        state.data["stage"] = "Copying disk %d/%d" % (event.index + 1, event.count)
+        state.data["stage"] = stages.copying(event.index, event.count)
         state._slot(event.index)
         state._overall()
     elif isinstance(event, ev.DiskProgress):
@@ -172,9 +169,9 @@ def apply(state, event):
 def _apply_message(state, event):
     if event.type == "message":
         text = event.text.strip()
-        if not text.startswith("Copying disk"):      # the verbose log drives copying
+        if not stages.is_copying(text):      # the verbose log drives copying
             state.data["stage"] = text
-        if text.startswith(_AFTER_COPY_STAGES) and state.current is not None:
+        if stages.is_after_copy(text) and state.current is not None:
             state.set_progress(state.current, 100)
     elif event.type == "error":
         state.error(first_paragraph(event.text))

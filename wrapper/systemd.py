@@ -1,4 +1,4 @@
-"""virt-v2v in a transient systemd unit (SPEC §4, daemon mode).
+"""virt-v2v in a transient systemd unit (docs/contract.md §4, daemon mode).
 
 The unit name is chosen here (``v2v-import-<tag>.service``), never scraped
 from systemd-run's output.  ``RemainAfterExit=yes`` keeps the unit loaded
@@ -249,13 +249,15 @@ class SystemdUnit:
         self.started = False
 
 
-def unit_launcher(job):
-    """Launcher factory for daemon mode (see wrapper.job.Job)."""
-    unit = unit_name(job.files.tag)
-    # the gate shell opens both logs as the run-as user (the machine-readable
-    # one at launch.MACHINE_FD): systemd would open them as root
-    argv = job.gate.wrap(job.argv, log=job.files.v2v_log,
-                         machine_log=job.files.mr_log) if job.gate else job.argv
-    cmd = run_argv(unit, job.user, job.env, argv, job.files.tag)
-    return SystemdUnit(unit, cmd, job.runner, job.settings.cgroup_root, gate=job.gate,
-                       clock=job.clock, sleep=job.sleep)
+def unit_launcher(runner, cgroup_root, clock=time.monotonic, sleep=time.sleep):
+    """The launcher of daemon mode: ``Launch`` (wrapper.launch) -> a
+    :class:`SystemdUnit` that systemd-run starts through ``runner``."""
+    def launch(spec):
+        unit = unit_name(spec.tag)
+        # the gate shell opens both logs as the run-as user (the machine-readable
+        # one at launch.MACHINE_FD): systemd would open them as root
+        argv = spec.gate.wrap(spec.argv, log=spec.log_path,
+                              machine_log=spec.machine_log_path) if spec.gate else spec.argv
+        cmd = run_argv(unit, spec.user, spec.env, argv, spec.tag)
+        return SystemdUnit(unit, cmd, runner, cgroup_root, gate=spec.gate, clock=clock, sleep=sleep)
+    return launch

@@ -1,24 +1,51 @@
-"""Who runs virt-v2v (docs/contract.md §3.4) and who may read our files.
+"""Who runs virt-v2v (docs/contract.md §3.4) and how a child is started as them.
+
+:class:`RunUser` is the one owner of the run-as user's process arguments:
+every program started as that user (virt-v2v as a child, ssh-agent and
+ssh-add, the pre-flight's probes through ``wrapper.runner.run_as``) takes its
+``subprocess`` arguments from :meth:`RunUser.popen_kwargs` and its identity
+variables from :meth:`RunUser.identity_env`.
 
 virt-v2v never runs as root unless an administrator said so (``--run-as``,
 ``VIRT_V2V_WRAPPER_RUN_AS``): by default it runs as ``vdsm:kvm`` where that
 user exists (oVirt hosts), else as the sudo caller, else as whoever invoked
 the wrapper (root only when root itself ran it, without sudo).  See
-docs/security.md, "The run-as user"."""
+docs/security.md, rules 15 and 16.
+"""
 import grp
 import os
 import pwd
 import subprocess
+from dataclasses import dataclass
 
 from wrapper.config import ExportDomainTarget, LocalTarget, is_nfs_share
 from wrapper.errors import JobError
 from wrapper.jobinput import oneline
-from wrapper.runner import as_user_kwargs
 from wrapper.settings import sudo_caller
-from wrapper.v2v import RunUser
 
 VDSM_USER = "vdsm"
 VDSM_GROUP = "kvm"
+
+
+@dataclass(frozen=True)
+class RunUser:
+    uid: int
+    gid: int
+    name: str
+    home: str
+    groups: tuple = ()        # supplementary groups: none unless named (root's must not leak)
+
+    def popen_kwargs(self):
+        """``subprocess`` arguments that run a child as this user: its uid,
+        gid and only its own supplementary groups; nothing when that is who
+        the wrapper already is."""
+        if self.uid != os.geteuid() or self.gid != os.getegid():
+            return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
+        return {}
+
+    def identity_env(self):
+        """HOME, USER and LOGNAME of this user (never the caller's)."""
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
 
 
 def lookup(spec, key="run_as"):
@@ -103,7 +130,7 @@ def writable_dir_as(user, path, run=subprocess.run, timeout=30):
     try:
         res = run(["/bin/sh", "-c", WRITABLE_DIR_TEST, "sh", path], env={"PATH": "/usr/bin:/bin"},
                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                  close_fds=True, cwd="/", timeout=timeout, **as_user_kwargs(user))
+                  close_fds=True, cwd="/", timeout=timeout, **user.popen_kwargs())
     except (OSError, subprocess.SubprocessError):
         return False
     return res.returncode == 0

@@ -1,4 +1,4 @@
-"""virt-v2v: its capabilities and the command line built from a job (SPEC §3.4).
+"""virt-v2v: its capabilities and the command line built from a job (docs/contract.md §3.4).
 
 :func:`build_command` is pure: same Config, capabilities and paths -> same
 argv and environment, compared as exact lists in the tests.
@@ -65,14 +65,6 @@ class RunPaths:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RunUser:
-    uid: int
-    gid: int
-    name: str
-    home: str
-
-
 def source_args(config, paths):
     src = config.source
     if isinstance(src, VddkSource):
@@ -125,8 +117,8 @@ def build_env(config, environ, user, paths=None):
     ``paths``: what the programs it runs get before the job's files exist
     (the rhv-upload pre-flight)."""
     env = {"LANG": "C", "LC_ALL": "C", "LIBGUESTFS_BACKEND": "direct",
-           "PATH": environ.get("PATH") or DEFAULT_PATH,
-           "HOME": user.home, "USER": user.name, "LOGNAME": user.name}
+           "PATH": environ.get("PATH") or DEFAULT_PATH}
+    env.update(user.identity_env())
     for name, value in environ.items():
         if name in PASSED_ENV or name.startswith(PASSED_ENV_PREFIXES):
             env[name] = value

@@ -12,7 +12,7 @@ import logging
 import os
 import stat
 
-from wrapper import config as jobconfig
+from wrapper import config as jobconfig, vmname
 from wrapper.security import fsafe
 from wrapper.errors import JobError, WrapperError
 from wrapper.jobinput import oneline
@@ -109,9 +109,10 @@ def check(job, settings, resolve_user=None):
 
 
 def describe(config):
-    from wrapper.job import describe_target, short_vm_name
+    from wrapper.job import describe_target
+    name = vmname.display_name(config.vm_name, config.source.name)
     return oneline("vm %s, transport %s, target %s" % (
-        short_vm_name(config.vm_name), config.source.name, describe_target(config.target)), 1000)
+        name, config.source.name, describe_target(config.target)), 1000)
 
 
 def report(job, settings, stdout, resolve_user=None):

@@ -195,6 +195,20 @@ class Receiver:
                 return t - t_change
         return None
 
+    def took_effect(self, t_change, target, window=0.25, deadline=20.0):
+        """Seconds from ``t_change`` until two ``window``s in a row whose rate is within
+        0.5-1.5x ``target`` (the new limit is in force: clearly off the old one, with
+        room for the meter's 50 ms jitter; two, so that one burst does not count),
+        polling the meter; None if that did not happen within ``deadline`` s."""
+        t = t_change
+        while t + 2 * window <= t_change + deadline:
+            self.wait_until(t + 2 * window)
+            if all(0.5 * target <= self.rate(u, u + window) <= 1.5 * target
+                   for u in (t, t + window)):
+                return t - t_change
+            t += 0.05                 # the meter's sampling interval
+        return None
+
     def stop(self):
         if self.proc is None:
             return

@@ -178,7 +178,7 @@ PREFLIGHT_HOST_HALF = """
 import tempfile
 from wrapper import runner
 from wrapper.ovirt import preflight
-from wrapper.v2v import RunUser
+from wrapper.users import RunUser
 user, env = RunUser(0, 0, "root", "/root"), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 problems = preflight.read_probe(runner.run_as(user, preflight.probe_argv(None), env=env),
                                 user, env["PATH"], None)[0]

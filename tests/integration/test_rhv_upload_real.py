@@ -28,7 +28,7 @@ from tests.integration.guestimage import default_cache_dir
 from tests.ovirt_standin.engine import parse_ovf
 from tests.ovirt_standin.v2vpython import ensure_v2v_python
 from tests.ovirt_standin.fixtures import standin_world
-from wrapper.v2v import RunUser
+from wrapper.users import RunUser
 
 pytestmark = pytest.mark.integration
 

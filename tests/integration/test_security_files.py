@@ -1,6 +1,6 @@
 """Attacks on the files the root wrapper creates, reads and removes in
 directories other users can write: real users, real racing processes, real
-symlinks, FIFOs and hard links (docs/security.md, SPEC §4-§7).
+symlinks, FIFOs and hard links (docs/security.md, docs/contract.md §4-§7).
 
 Actors: the run-as user (runs virt-v2v), the sudo caller (SUDO_UID of a real
 user), another local user.  The wrapper runs as root unless said otherwise,

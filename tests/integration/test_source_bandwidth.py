@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests import wrapperrun as wr
+from tests.integration import timings
 
 try:
     from . import fake_esxi as fx
@@ -276,7 +277,9 @@ def _conversion(run, host, v2v_env):
     assert command and str(L1) not in command[0] and str(L1 * 8) not in command[0]
     assert LO * L1 <= r1 <= HI * L1, "L1: %.0f B/s is %.1f %%" % (r1, 100.0 * r1 / L1)
     assert LO * L2 <= r2 <= HI * L2, "L2: %.0f B/s is %.1f %%" % (r2, 100.0 * r2 / L2)
-    assert effect2 is not None and effect2 <= 2.0, "L2 took effect after %s s" % effect2
+    timings.record("source read L2", "file -> reading at the new rate", effect2)
+    timings.record("source read L2", "file -> state", picked2)
+    assert effect2 is not None, "L2 never took effect"     # how soon: recorded, not asserted
     assert r3 >= 5 * L1, "unlimited %.0f B/s is not 5x the limit %d" % (r3, L1)
 
 

@@ -27,7 +27,7 @@ import os
 import stat
 import time
 
-from wrapper import jobfiles
+from wrapper import jobfiles, stages
 from wrapper.observe import status
 from wrapper.security import fsafe
 
@@ -39,7 +39,6 @@ PHASES = ("starting", "converting", "copying", "finishing", "succeeded", "failed
 KEEP = 3600.0            # default: finished conversions' files stay this long
 ABANDONED = 86400.0      # a file nobody rewrote for this long is a dead wrapper's
 MAX_PROM = 1 << 20       # a file bigger than this is not ours to parse
-_AFTER_COPY = ("Creating output metadata", "Finishing off")
 _END = "v2v_conversion_end_timestamp_seconds"
 
 # name, type, help
@@ -100,9 +99,9 @@ def phase(s):
     if s.get("pid") is None:
         return "starting"
     stage = s.get("stage") or ""
-    if stage.startswith("Copying disk"):
+    if stages.is_copying(stage):
         return "copying"
-    if stage.startswith(_AFTER_COPY):
+    if stages.is_after_copy(stage):
         return "finishing"
     return "converting"
 

@@ -1,4 +1,4 @@
-"""``virt-v2v-wrapper status``: a human view of the state files (SPEC §5).
+"""``virt-v2v-wrapper status``: a human view of the state files (docs/contract.md §5).
 
 Reading is kept apart from drawing: :func:`read_state` turns a path into a
 :class:`Reading` (never raises), :func:`summarize` turns a reading into a
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from wrapper import rate, reclaim
+from wrapper import procinfo, rate, reclaim, stages
 from wrapper.security import fsafe
 from wrapper.runner import run
 from wrapper.settings import resolve
@@ -96,20 +96,8 @@ def scan(state_dir):
 
 
 def pid_alive(pid):
-    """True if ``pid`` exists and is not a zombie (signal 0 probes without killing)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:            # EPERM: it exists but belongs to someone else
-        pass
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    """True if ``pid`` exists and is not a zombie (wrapper.procinfo.running)."""
+    return procinfo.running(pid)
 
 
 # -- summarizing ----------------------------------------------------------------
@@ -194,7 +182,7 @@ def summarize(reading, now, alive=pid_alive):
         last.get("message"), str) else None
     stage = _str(data, "stage")
     if stage is None:
-        stage = "Starting" if data.get("started") is not True else "Started"
+        stage = stages.STARTING if data.get("started") is not True else stages.STARTED
     base.update({
         "outcome": outcome,
         "tag": _str(data, "tag"),
@@ -260,13 +248,11 @@ def format_duration(seconds):
 
 def format_rate(value):
     try:
-        rate = int(value)
+        n = int(value)
     except (TypeError, ValueError):
         return str(value)
-    for unit, size in (("GiB/s", 1 << 30), ("MiB/s", 1 << 20), ("KiB/s", 1 << 10)):
-        if rate >= size:
-            return "%s B/s (%.1f %s)" % (rate, rate / size, unit)
-    return "%d B/s" % rate
+    speed = rate.format_speed(n)          # the one byte-rate text: wrapper.rate
+    return "%d B/s" % n if speed.endswith(" B/s") else "%d B/s (%s)" % (n, speed)
 
 
 def format_throttling(t):

@@ -5,13 +5,11 @@ which is an optional extra imported only here and only when needed:
 
 * :func:`check_target`: the pre-flight's questions (wrapper.ovirt.preflight): the
   storage domain and the cluster in one data center, no VM of that name, and
-  the storage type that gives the allocation (SPEC §3.3: ``preallocated`` for
+  the storage type that gives the allocation (docs/contract.md §3.3: ``preallocated`` for
   block-like storage domains, ``sparse`` otherwise); the job uses this one;
-* :func:`allocation_for_storage_domain`: the allocation alone, from a search of
-  the storage domains (no longer called by the job: kept with its tests);
 * :func:`remove_created_disks`: after a failed or cancelled upload, cancel the
   image transfers of the disks this conversion created and remove those disks,
-  bounded in time, reporting problems instead of raising (SPEC §8).
+  bounded in time, reporting problems instead of raising (docs/contract.md §8).
 
 Secrets: the password is a :class:`wrapper.security.secrets.Secret`, revealed only
 when handed to the SDK.  The SDK is never given ``debug=True`` nor a ``log``:
@@ -32,6 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from wrapper.errors import JobError, WrapperError
 from wrapper.security.secrets import MASK, Secret
+from wrapper.settings import VDSM_CA
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,10 @@ SDK_MISSING = "the oVirt SDK (ovirt-engine-sdk-python) is needed for rhv_url job
 # virt-v2v-output-rhv(1), "-oc": "If the username is not specified then
 # virt-v2v defaults to using admin@internal".
 DEFAULT_USERNAME = "admin@internal"
-# SPEC §3.2: the VDSM CA, present on every oVirt host.
-DEFAULT_CAFILE = "/etc/pki/vdsm/certs/cacert.pem"
+# docs/contract.md §3.2: the VDSM CA, present on every oVirt host.
+DEFAULT_CAFILE = VDSM_CA                 # wrapper.settings owns it
 
-# SPEC §3.3: FCP, iSCSI, Cinder, GlusterFS, POSIX -> preallocated.  Values of
+# docs/contract.md §3.3: FCP, iSCSI, Cinder, GlusterFS, POSIX -> preallocated.  Values of
 # ovirtsdk4.types.StorageType.
 BLOCK_STORAGE_TYPES = frozenset({"fcp", "iscsi", "cinder", "glusterfs", "posixfs"})
 
@@ -250,42 +249,6 @@ def _close(conn, logout=True, timeout=30.0):
         log.warning("closing the oVirt engine connection failed: %s", type(e).__name__)
 
 
-def allocation_for_storage_domain(access, name, *, timeout=60.0):
-    """``'preallocated'`` or ``'sparse'`` for the storage domain ``name``.
-
-    Searched like virt-v2v's own precheck (``name=<name>``, case sensitive)
-    and then matched exactly, so a name with search wildcards never picks
-    another domain.  No match or several -> JobError on ``rhv_storage``.
-    """
-    sdk = _sdk()
-    conn = connect(access, timeout=timeout)
-    try:
-        domains = conn.system_service().storage_domains_service().list(
-            search="name=%s" % name, case_sensitive=True)
-    except sdk.Error as e:
-        raise _explain(sdk, access, e, False) from None
-    finally:
-        _close(conn)
-    matches = [sd for sd in domains if sd.name == name]
-    if not matches:
-        raise JobError("rhv_storage", "no storage domain named %r on the oVirt engine at %s"
-                       % (name, access.url))
-    if len(matches) > 1:
-        raise JobError("rhv_storage", "%d storage domains are named %r on the oVirt engine "
-                       "at %s; cannot tell which one to use" % (len(matches), name, access.url))
-    domain = matches[0]
-    storage = domain.storage
-    stype = storage.type.value if storage is not None and storage.type is not None else None
-    allocation = allocation_for_type(stype)
-    if stype is None:
-        log.warning("the oVirt engine does not tell the storage type of domain %s; "
-                    "using %s allocation", name, allocation)
-    else:
-        log.info("storage domain %s (%s) has storage type %s: %s allocation",
-                 name, domain.id, stype, allocation)
-    return allocation
-
-
 @dataclasses.dataclass(frozen=True)
 class TargetFacts:
     """What the engine said about the job's target in :func:`check_target`."""
@@ -302,7 +265,7 @@ class TargetFacts:
 
 
 def allocation_for_type(storage_type):
-    """SPEC §3.3: block-like storage domains get preallocated disks."""
+    """docs/contract.md §3.3: block-like storage domains get preallocated disks."""
     return "preallocated" if storage_type in BLOCK_STORAGE_TYPES else "sparse"
 
 

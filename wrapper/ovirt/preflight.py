@@ -1,5 +1,5 @@
 """Pre-flight for ``rhv_url`` jobs: what virt-v2v ``-o rhv-upload`` needs,
-checked before the caller gets its answer (SPEC §4 step 1).
+checked before the caller gets its answer (docs/contract.md §4 step 3).
 
 virt-v2v 2.2 contacts the engine, and runs the programs the upload needs,
 only after the whole guest conversion: a minute here, hours on a big guest.
@@ -24,15 +24,12 @@ import json
 import logging
 import os
 import re
-import posixpath
 import textwrap
 import time
-from urllib.parse import unquote, urlsplit
 
 from wrapper.ovirt import api as ovirt_api
 from wrapper.security import fsafe
-from wrapper import runner as runner_mod
-from wrapper.config import SshSource
+from wrapper import runner as runner_mod, vmname
 from wrapper.errors import JobError, WrapperError
 from wrapper.jobinput import oneline
 from wrapper.security.secrets import PrivateDir
@@ -182,16 +179,6 @@ def run_nbdkit_probe(state_dir, user, env, run_as):
                       timeout=PROBE_TIMEOUT)
 
 
-def vm_name_on_target(config):
-    """The name virt-v2v will give the VM on the engine: the libvirt domain
-    name (vddk); for ``-i vmx``, its ``displayName``, which VMware keeps
-    equal to the .vmx file's name, the one the job shows (so that is used)."""
-    if isinstance(config.source, SshSource):
-        base = posixpath.basename(unquote(urlsplit(config.vm_name).path))
-        return base[:-len(".vmx")] if base.lower().endswith(".vmx") else base
-    return config.vm_name
-
-
 def host_problems(config, env, user, state_dir, run_as=runner_mod.run_as):
     """The python3 and nbdkit checks, as ``user`` with virt-v2v's ``env``
     (the probe plugin in a directory of its own under ``state_dir``)."""
@@ -218,7 +205,8 @@ def check(config, settings, user, env, access, *, run_as=runner_mod.run_as,
     target = config.target
     check_target = check_target or ovirt_api.check_target
     try:
-        facts = check_target(access, target.storage, target.cluster, vm_name_on_target(config),
+        name = vmname.display_name(config.vm_name, config.source.name)
+        facts = check_target(access, target.storage, target.cluster, name,
                              timeout=float(settings.ovirt_preflight_timeout))
     except WrapperError as e:       # JobErrors name the key; SDK_MISSING names the package
         problems.append(e if isinstance(e, JobError) else JobError(None, str(e)))

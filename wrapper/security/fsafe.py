@@ -321,7 +321,7 @@ class AtomicFile:
     given ``reserve`` bytes with ``posix_fallocate``: it is filled, fsync-ed,
     fchmod-ed, renamed over ``name``, and the next temporary file is reserved.
     When the disk fills up, the reserved one is still there for the final
-    ``finished`` (SPEC §5, §8).  ``owner`` (uid, gid; -1 keeps one) is set
+    ``finished`` (docs/contract.md §5, §8).  ``owner`` (uid, gid; -1 keeps one) is set
     on each temporary file when it is created, before anything is in it.
     """
 

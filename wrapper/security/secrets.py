@@ -1,7 +1,6 @@
 """Secrets: a type that never prints its value, and the private directory
 where secret files live for the lifetime of one job.
 """
-import contextlib
 import logging
 import os
 import stat
@@ -98,7 +97,7 @@ class PrivateDir:
 
 
 class SecretDir(PrivateDir):
-    """The private directory holding one file per secret (SPEC §7).
+    """The private directory holding one file per secret (docs/contract.md §7).
 
     The directory belongs to the wrapper (root), never to the user that runs
     virt-v2v: that user may traverse it (group ``gid``, mode 0710) but cannot
@@ -165,12 +164,3 @@ class AgentDir(PrivateDir):
         if uid is not None and uid != os.geteuid():
             owner = (uid, -1 if gid is None else gid)
         super().__init__(parent, 0o700, owner)
-
-
-@contextlib.contextmanager
-def secret_dir(parent=None, uid=None, gid=None):
-    d = SecretDir(parent, uid, gid)
-    try:
-        yield d
-    finally:
-        d.remove()

@@ -1,9 +1,31 @@
 """Output targets: each module knows its virt-v2v arguments and its needs.
 
 A target module provides ``output_args(target, paths, allocation) -> list``
-and may provide hooks the job runner calls: ``prepare(target, config, ctx)``
-(before the conversion starts, may refine the config) and
-``on_failure(target, state, ctx)`` (after a failed conversion).
+and may provide hooks the job runner calls, with explicit arguments (never
+the job itself):
+
+* ``prepare(config, settings, user, env) -> allocation or None``: before the
+  caller gets its answer (``user`` a wrapper.users.RunUser, ``env`` the
+  environment virt-v2v's helpers get); a JobError refuses the job;
+* ``on_failure(target, disk_ids, settings)``: after a failed conversion,
+  with the ids of the disks it created on the target; never raises.
+
+No target module imports wrapper.v2v (which imports this package).
+
+The targets wing (docs/contract.md §3.2; the arguments of §3.4) owns what
+differs between the three outputs.  Modules:
+
+* ``rhv_upload``    -- ``rhv_url``: ``-o rhv-upload``; its ``prepare`` runs the
+  pre-flight and picks the allocation, its ``on_failure`` removes the disks
+  a failed upload created (both through the ``wrapper.ovirt`` wing).
+* ``export_domain`` -- ``export_domain``: ``-o rhv`` (virt-v2v runs as root).
+* ``local``         -- ``output_dir``: ``-o local``.
+
+Imports: the standard library, ``wrapper.config``'s target records, the
+ovirt and security wings, the core's leaf modules.  Never ``wrapper.cli``,
+``job`` or ``monitor``, nor ``wrapper.v2v``, which imports this package
+(issue 19: hooks take explicit arguments, so no circle remains).  The core
+(``v2v`` for the arguments, ``job`` for the hooks) imports it.
 """
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget
 from wrapper.targets import export_domain, local, rhv_upload

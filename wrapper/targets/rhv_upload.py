@@ -25,13 +25,12 @@ def _access(target):
     return ovirt_api.access_from_url(target.url, target.password, target.cafile, target.insecure)
 
 
-def prepare(config, job):
-    """The pre-flight checks (wrapper.ovirt.preflight), then the allocation: the
-    job's, or the one the storage domain's type calls for (SPEC §3.3)."""
-    from wrapper import v2v
+def prepare(config, settings, user, env):
+    """The pre-flight checks (wrapper.ovirt.preflight) as ``user`` with
+    virt-v2v's environment ``env``, then the allocation: the job's, or the one
+    the storage domain's type calls for (docs/contract.md §3.3)."""
     from wrapper.ovirt import preflight
-    env = v2v.build_env(config, job.settings.environ, job.user)
-    facts = preflight.check(config, job.settings, job.user, env, _access(config.target))
+    facts = preflight.check(config, settings, user, env, _access(config.target))
     if config.allocation:
         return config.allocation
     log.info("allocation %s chosen from the type of storage domain %s (%s)", facts.allocation,
@@ -39,17 +38,17 @@ def prepare(config, job):
     return facts.allocation
 
 
-def on_failure(config, job):
-    """Remove what a failed upload left on the target; never raises."""
-    disk_ids = list(job.state.disk_ids)
+def on_failure(target, disk_ids, settings):
+    """Remove the disks ``disk_ids`` a failed upload created on ``target``; never raises."""
+    disk_ids = list(disk_ids)
     if not disk_ids:
         log.info("no disk was created on the target: nothing to clean up")
         return
     log.info("conversion failed: removing the disks it created: %s", ", ".join(disk_ids))
     try:
         from wrapper.ovirt import api as ovirt_api
-        timeout = float(job.settings.ovirt_cleanup_timeout)
-        problems = ovirt_api.remove_created_disks(_access(config.target), disk_ids, timeout=timeout)
+        timeout = float(settings.ovirt_cleanup_timeout)
+        problems = ovirt_api.remove_created_disks(_access(target), disk_ids, timeout=timeout)
     except Exception as e:      # cleanup must never mask the original error
         problems = ["cleanup of the created disks failed: %s" % e]
     for problem in problems:

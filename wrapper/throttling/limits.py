@@ -1,4 +1,4 @@
-"""Throttling values: parsing and merging (SPEC §6).  Pure functions.
+"""Throttling values: parsing and merging (docs/contract.md §6).  Pure functions.
 
 Normalised forms kept in the state file and handed to the limiters:
 ``cpu`` is a string like ``"50%"``; ``network`` a string of digits (bytes/s);

@@ -1,4 +1,4 @@
-"""The throttling file (SPEC §6): pick it up, merge it into the limits in
+"""The throttling file (docs/contract.md §6): pick it up, merge it into the limits in
 force, hand each changed limit to its applier, delete it.
 
 Appliers are plain callables ``apply(value)`` keyed by limit name (``cpu``,
@@ -23,7 +23,7 @@ MAX_SIZE = 64 * 1024
 
 class Throttler:
     """``dir_fd``/``name``: the throttling file, in a directory other users
-    may write (SPEC §6).  It is never opened by name through a path: each
+    may write (docs/contract.md §6).  It is never opened by name through a path: each
     step looks at the entry (lstat), opens it with O_NOFOLLOW|O_NONBLOCK
     (no symlink, no FIFO can block us) and checks the descriptor — a regular
     file with one link, owned by an allowed user, small — and that it is the
