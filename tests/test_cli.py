@@ -87,8 +87,10 @@ def test_foreground_success(dirs):
     assert os.stat(doc["state_file"]).st_mode & 0o777 == 0o644
     assert wr.secret_dirs(dirs.state) == []
     rec = json.load(open(os.path.join(dirs.root, "record.json")))
-    assert rec["argv"][:5] == ["-v", "-x", "--machine-readable=file:" + doc["v2v_log"][:-4] + "-mr.log",
-                               "--root", "first"]
+    assert rec["argv"][:5] == ["-v", "-x", "--machine-readable=file:/dev/fd/3", "--root", "first"]
+    # written through the inherited descriptor into the file the wrapper created
+    mr = open(doc["v2v_log"][:-4] + "-mr.log").read().splitlines()
+    assert mr and all(json.loads(line)["type"] for line in mr)
 
 
 def test_foreground_failure_reports_virt_v2v_error(dirs):

@@ -149,3 +149,97 @@ def test_process_that_exits_at_once(tmp_path):
     unit = systemd.SystemdUnit("u.service", ["systemd-run"], fs.runner, str(tmp_path), sleep=lambda s: None)
     unit.start()
     assert unit.poll() == 203 and unit.pid == 4242
+
+
+# What systemd 252 does to an ExecStart argument of a transient unit, as
+# measured (tests/integration/test_systemd_argv.py checks the real one): an
+# argument that is exactly $NAME becomes the variable's words (none when unset),
+# ${NAME} anywhere its value, $$ a single $; % specifiers are left alone.
+def systemd_expands(args, env):
+    import re
+    out = []
+    for a in args:
+        whole = re.fullmatch(r"\$([A-Za-z0-9_]+)", a)          # "$0" too, measured
+        if whole:
+            out += env.get(whole.group(1), "").split()
+            continue
+        out.append(re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
+                          lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), ""), a))
+    return out
+
+
+HOSTILE = [
+    ("$VIRTIO_WIN", "$$VIRTIO_WIN"),
+    ("${VIRTIO_WIN}", "$${VIRTIO_WIN}"),
+    ("$NOSUCHVAR", "$$NOSUCHVAR"),
+    ("$$", "$$$$"),
+    ("a$$b", "a$$$$b"),
+    ("pre${PATH}post", "pre$${PATH}post"),
+    ("$", "$$"),
+    ("x$", "x$$"),
+    ("$0", "$$0"),
+    ("\\$HOME", "\\$$HOME"),
+    ("%n", "%n"),
+    ("%%", "%%"),
+    ("%i %u %h", "%i %u %h"),
+    ("a b\tc", "a b\tc"),
+    ("'single'", "'single'"),
+    ('"double"', '"double"'),
+    ("back\\slash\\", "back\\slash\\"),
+    ("line\nbreak", "line\nbreak"),
+    (";&|<>`*?", ";&|<>`*?"),
+    ("", ""),
+    ("ünïcødé $€", "ünïcødé $$€"),
+]
+
+
+@pytest.mark.parametrize("raw,expanded", [
+    ("$VIRTIO_WIN", ["/tmp/a", "b", "-oo", "x"]), ("$NOSUCHVAR", []), ("$0", []),
+    ("${PATH}x", ["/binx"]), ("a$$b", ["a$b"]), ("%n", ["%n"])])
+def test_the_model_of_systemd_bites(raw, expanded):
+    """Without the escaping, the job's bytes are rewritten (what issue 20 found)."""
+    env = {"VIRTIO_WIN": "/tmp/a b -oo x", "PATH": "/bin"}
+    assert systemd_expands([raw], env) == expanded
+
+
+@pytest.mark.parametrize("given,escaped", HOSTILE)
+def test_exec_arg_table(given, escaped):
+    assert systemd.exec_arg(given) == escaped
+
+
+@pytest.mark.parametrize("given", [g for g, _ in HOSTILE])
+def test_exec_arg_survives_the_expansion(given):
+    env = {"VIRTIO_WIN": "/tmp/a b -oo x", "PATH": "/bin", "HOME": "/root"}
+    assert systemd_expands(systemd.exec_argv(["virt-v2v", given]), env) == ["virt-v2v", given]
+
+
+def test_run_argv_escapes_every_argument_after_the_separator():
+    cmd = systemd.run_argv("u.service", USER, {"VIRTIO_WIN": "/x/$y"},
+                           ["/bin/sh", "-c", 'exec "$@"', "$VM", "${A}"], "T")
+    assert cmd[cmd.index("--"):] == ["--", "/bin/sh", "-c", 'exec "$$@"', "$$VM", "$${A}"]
+    assert "--setenv=VIRTIO_WIN=/x/$y" in cmd       # Environment= is not expanded
+
+
+def test_release_opens_the_gate_for_the_units_host_pid():
+    """The gate checks the main process's descriptors (launch.Gate.swapped):
+    it must be given the PID as the host sees it."""
+    seen = []
+
+    class FakeGate:
+        def open(self, poll, pid=None):
+            seen.append(pid)
+
+    unit = systemd.SystemdUnit("u.service", ["systemd-run"], None, "/nonexistent", gate=FakeGate())
+    unit.pid = 4242
+    unit.release()
+    assert seen == [4242]
+
+
+def test_unit_launcher_has_the_gate_shell_open_both_logs():
+    from wrapper.launch import Gate, Launch
+    launch = Launch(argv=("virt-v2v", "$VM"), env={}, user=USER, log=-1, log_path="/l/v.log",
+                    gate=Gate("/s/gate"), tag="T", machine_log=-1, machine_log_path="/l/mr $x.log")
+    cmd = systemd.unit_launcher(runner=None, cgroup_root="/nonexistent")(launch).run_cmd
+    tail = cmd[cmd.index("--") + 1:]
+    assert tail[:2] == ["/bin/sh", "-c"] and '3>>"$$2"' in tail[2]
+    assert tail[3:] == ["/s/gate", "/l/v.log", "/l/mr $$x.log", "virt-v2v", "$$VM"]

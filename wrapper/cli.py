@@ -184,6 +184,7 @@ def _accept(job, settings, runner, launcher_factory, signals):
         user = users.resolve_run_as(settings, config.target)
         log.info("job: vm %s, transport %s, target %s, virt-v2v runs as %s (%d:%d)",
                  config.vm_name, config.source.name, config.target.name, user.name, user.uid, user.gid)
+        users.check_target_dir(user, config.target)
         reserved.hand_logs_to(user.uid, user.gid)
         caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner,
                                       env=dict(settings.environ, LANG="C"))

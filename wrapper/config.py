@@ -43,6 +43,11 @@ _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _NFS = re.compile(r"[^:/]+:/")
 
 
+def is_nfs_share(path):
+    """``<host>:/<path>``: an export domain virt-v2v mounts itself (as root)."""
+    return bool(path and _NFS.match(path))
+
+
 @dataclass(frozen=True)
 class VddkSource:
     uri: str

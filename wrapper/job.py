@@ -17,7 +17,7 @@ from wrapper import procinfo, targets, v2v, vmname
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import ConversionError, JobError, WrapperError
-from wrapper.launch import Gate, Launch
+from wrapper.launch import MACHINE_FD, Gate, Launch
 from wrapper.monitor import Monitor
 from wrapper.throttling.netlimit import NetLimiter
 from wrapper.throttling.network import NetworkLimit
@@ -115,7 +115,8 @@ class Job:
         if isinstance(self.config.target, RhvUploadTarget):
             rhv_pw = secrets.write("rhv_password", self.config.target.password)
         self.gate = Gate(secrets.fifo("gate"), clock=self.clock, sleep=self.sleep,
-                         open_writer=lambda: secrets.open_entry("gate", os.O_WRONLY | os.O_NONBLOCK))
+                         open_writer=lambda: secrets.open_entry("gate", os.O_WRONLY | os.O_NONBLOCK),
+                         expect=self._log_identities())
         key_files = tuple((device, secrets.write("luks_key_%d" % i, key))
                           for i, (device, key) in enumerate(self.config.luks_keys))
         if isinstance(self.config.source, SshSource):
@@ -123,7 +124,8 @@ class Job:
         self.network.open_source_read(self.caps, secrets)
         # the stack unwinds in reverse: virt-v2v stops before its limits go
         self.stack.callback(safe(self.network.close, "removing network limits"))
-        self.paths = v2v.RunPaths(machine_readable_log=self.files.mr_log,
+        # the log is handed over as a descriptor (launch.gate_script), never by name
+        self.paths = v2v.RunPaths(machine_readable_log="/dev/fd/%d" % MACHINE_FD,
                                   vmware_password_file=vmware_pw, rhv_password_file=rhv_pw,
                                   luks_key_files=key_files, ssh_auth_sock=sock,
                                   bandwidth_file=self.network.source_read_path)
@@ -133,6 +135,15 @@ class Job:
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
+
+    def _log_identities(self):
+        """What virt-v2v's stdout and machine-readable descriptor must be: the
+        files the wrapper created (launch.Gate checks before letting it run)."""
+        idents = {}
+        for number, fd in ((1, self.reserved.v2v_log_fd), (MACHINE_FD, self.reserved.mr_log_fd)):
+            st = os.fstat(fd)
+            idents[number] = (st.st_dev, st.st_ino)
+        return idents
 
     def _attach_metrics(self):
         """--metrics-dir: the state file's every write also rewrites the .prom file."""
@@ -278,7 +289,8 @@ class Job:
     def _launch(self):
         return Launch(argv=tuple(self.argv), env=dict(self.env), user=self.user,
                       log=self.reserved.v2v_log_fd, log_path=self.files.v2v_log, gate=self.gate,
-                      tag=self.files.tag)
+                      tag=self.files.tag, machine_log=self.reserved.mr_log_fd,
+                      machine_log_path=self.files.mr_log)
 
     def _throttler(self):
         appliers = {"cpu": self.process.set_cpu_quota,

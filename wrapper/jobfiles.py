@@ -119,9 +119,9 @@ class Reserved:
         self._idents = idents
 
     def hand_logs_to(self, uid, gid):
-        """virt-v2v (as the run-as user) writes the machine-readable log by
-        name and, in a systemd unit, its output log: give them to that user
-        through our descriptors."""
+        """virt-v2v (as the run-as user) reopens the machine-readable log
+        through ``/dev/fd`` and, in a systemd unit, the gate shell opens both
+        logs by name as that user: give them to it through our descriptors."""
         if uid != os.geteuid():
             for fd in (self.v2v_log_fd, self.mr_log_fd):
                 os.fchown(fd, uid, gid)

@@ -27,6 +27,40 @@ from wrapper.errors import ConversionError, ThrottleError
 log = logging.getLogger(__name__)
 
 
+# virt-v2v writes its machine-readable log to this descriptor
+# (``--machine-readable=file:/dev/fd/3``): the wrapper created the file, so
+# no privileged process opens it by name in the log directory.
+MACHINE_FD = 3
+
+
+def gate_script(fifo, argv, log=None, machine_log=None, machine_fd=None):
+    """The ``/bin/sh -c`` command line that runs ``argv`` unchanged (``exec "$@"``).
+
+    First the shell, already running as the virt-v2v user, opens what the
+    program writes: ``log`` (stdout and stderr) and ``machine_log`` (on
+    :data:`MACHINE_FD`) by name, or the inherited descriptor ``machine_fd``
+    through ``/dev/fd`` (dash takes single-digit descriptors only in
+    redirections).  Then, with a ``fifo``, it waits for a line on it
+    (:meth:`Gate.open`).  Every value is a positional parameter, never
+    part of the script text (only the integer ``machine_fd`` is)."""
+    params, opens = [], []
+    if log:
+        params.append(log)
+        opens.append('>>"$%d" 2>&1' % len(params))
+    if machine_log:
+        params.append(machine_log)
+        opens.append('%d>>"$%d"' % (MACHINE_FD, len(params)))
+    elif machine_fd is not None and int(machine_fd) != MACHINE_FD:
+        opens.append("%d>>/dev/fd/%d" % (MACHINE_FD, int(machine_fd)))
+    steps = ["exec %s || exit 125" % " ".join(opens)] if opens else []
+    if fifo:
+        steps.append('read _ < "$0" || exit 125')
+    if params:
+        steps.append("shift %d" % len(params))
+    steps.append('exec "$@"')
+    return ["/bin/sh", "-c", "; ".join(steps), fifo or "sh"] + params + list(argv)
+
+
 class Gate:
     """Holds a newly started program until :meth:`open`: a shell blocks
     reading a FIFO, then execs the program (same PID).  Whatever keys on the
@@ -34,26 +68,47 @@ class Gate:
 
     ``open_writer`` opens the FIFO for writing, non-blocking (the FIFO lives
     in the secret directory and is opened through its descriptor); with
-    ``log``, the shell — already running as the virt-v2v user — sends the
-    program's output there (a systemd unit: systemd itself would open the
-    path as root)."""
+    ``log`` and ``machine_log``, the shell — already running as the virt-v2v
+    user — opens the program's logs (a systemd unit: systemd itself would
+    open the paths as root); with ``machine_fd`` (a plain child that
+    inherits it), it puts that descriptor at :data:`MACHINE_FD`.
 
-    def __init__(self, fifo, clock=time.monotonic, sleep=time.sleep, open_writer=None):
+    ``expect`` maps a descriptor number of the held program to the
+    ``(st_dev, st_ino)`` of the file the wrapper created for it: the shell
+    opened the logs by name before waiting at the gate, so before letting
+    the program run, :meth:`open` checks through ``/proc/<pid>/fd`` that
+    each is the wrapper's file and not one swapped in under its name; a
+    mismatch closes the gate unopened (the shell exits 125)."""
+
+    def __init__(self, fifo, clock=time.monotonic, sleep=time.sleep, open_writer=None,
+                 expect=None, proc="/proc"):
         self.fifo = fifo
         self.clock = clock
         self.sleep = sleep
         self.opened = False
+        self.expect = dict(expect or {})
+        self.proc = proc
         self._open_writer = open_writer or (lambda: os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
-    def wrap(self, argv, log=None):
-        if log:
-            return ["/bin/sh", "-c", 'read _ < "$0" || exit 125; l=$1; shift; exec "$@" >>"$l" 2>&1',
-                    self.fifo, log] + list(argv)
-        return ["/bin/sh", "-c", 'read _ < "$0" && exec "$@"', self.fifo] + list(argv)
+    def wrap(self, argv, log=None, machine_log=None, machine_fd=None):
+        return gate_script(self.fifo, argv, log=log, machine_log=machine_log,
+                           machine_fd=machine_fd)
 
-    def open(self, poll, timeout=10.0):
+    def swapped(self, pid):
+        """The descriptors of ``pid`` that are not the files expected (a list)."""
+        wrong = []
+        for number, ident in sorted(self.expect.items()):
+            try:
+                st = os.stat("%s/%d/fd/%d" % (self.proc, pid, number))
+                if (st.st_dev, st.st_ino) != tuple(ident):
+                    wrong.append(number)
+            except OSError:
+                wrong.append(number)
+        return wrong
+
+    def open(self, poll, timeout=10.0, pid=None):
         """The shell may not have opened the FIFO yet: a non-blocking writer
-        open fails with ENXIO until it has."""
+        open fails with ENXIO until it has (by then it has opened the logs)."""
         if self.opened:
             return
         deadline = self.clock() + timeout
@@ -66,6 +121,11 @@ class Gate:
                     raise ConversionError("cannot start virt-v2v past its gate: %s" % e) from None
                 self.sleep(0.02)
         try:
+            wrong = self.swapped(pid) if self.expect and pid else []
+            if wrong:
+                raise ConversionError("virt-v2v was not started: descriptor %s of its gate shell "
+                                      "is not the log file the wrapper created (a log's name was "
+                                      "replaced)" % ", ".join(map(str, wrong)))
             os.write(fd, b"go\n")
         finally:
             os.close(fd)
@@ -82,12 +142,14 @@ class Launch:
     log_path: str                # its path, opened by the gate shell as ``user`` (systemd)
     gate: Optional[Gate]
     tag: str                     # the job's tag (names the systemd unit)
+    machine_log: Optional[int] = None       # descriptor of the machine-readable log (a child
+    machine_log_path: Optional[str] = None  # inherits it); its path, for the gate shell (systemd)
 
 
 def child_launcher(launch, popen=subprocess.Popen):
     """A plain child process (foreground, or no systemd)."""
     return ChildProcess(launch.argv, launch.env, launch.log, launch.user, popen=popen,
-                        gate=launch.gate)
+                        gate=launch.gate, machine_fd=launch.machine_log)
 
 
 def parent_death_signal(sig=signal.SIGTERM):
@@ -128,9 +190,17 @@ class ChildProcess:
     kind = "child process"
     dedicated_cgroup = False
 
-    def __init__(self, argv, env, log, user, popen=subprocess.Popen, gate=None):
+    def __init__(self, argv, env, log, user, popen=subprocess.Popen, gate=None, machine_fd=None):
+        """``machine_fd``: the machine-readable log's descriptor, inherited
+        by the child and put at :data:`MACHINE_FD`."""
         self.gate = gate
-        self.argv = gate.wrap(argv) if gate else list(argv)
+        self.pass_fds = () if machine_fd is None else (machine_fd,)
+        if gate:
+            self.argv = gate.wrap(argv, machine_fd=machine_fd)
+        elif machine_fd is not None:
+            self.argv = gate_script(None, argv, machine_fd=machine_fd)
+        else:
+            self.argv = list(argv)
         self.env = dict(env)
         self.log = log                  # a descriptor (or a path, in tests)
         self.user = user
@@ -145,6 +215,7 @@ class ChildProcess:
         try:
             self.proc = self._popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
                                     stdout=fd, stderr=subprocess.STDOUT, close_fds=True,
+                                    pass_fds=self.pass_fds,
                                     start_new_session=True, cwd="/",
                                     preexec_fn=parent_death_signal(), **kw)
         except OSError as e:
@@ -158,7 +229,7 @@ class ChildProcess:
 
     def release(self):
         if self.gate:
-            self.gate.open(self.poll)
+            self.gate.open(self.poll, pid=self.pid)
 
     def pids(self):
         """Every process of the conversion: virt-v2v's process group."""

@@ -17,8 +17,9 @@ LOCATIONS = (
      "log files (default /var/log/vdsm/import for oVirt/RHV targets, else /var/log/virt-v2v)", None),
     ("virt-v2v", "virt_v2v", "PATH", "the virt-v2v program (default: virt-v2v on PATH)", None),
     ("run-as", "run_as", "USER[:GROUP]",
-     "user that runs virt-v2v (default vdsm:kvm on oVirt hosts, root for export domains, "
-     "else the invoking user)", None),
+     "user that runs virt-v2v (default vdsm:kvm on oVirt hosts, else the sudo caller, else the "
+     "invoking user; never root unless given here: an NFS export_domain needs --run-as root)",
+     None),
     ("metrics-dir", "metrics_dir", "DIR",
      "keep a Prometheus textfile v2v-import-<tag>.prom per conversion here, for node_exporter's "
      "textfile collector (default: none)", None),

@@ -35,12 +35,33 @@ def unit_name(tag):
     return "v2v-import-%s.service" % tag
 
 
+def exec_arg(arg):
+    """One argument as systemd must be given it to pass it on unchanged.
+
+    systemd (252) rewrites ExecStart arguments when it starts the unit: an
+    argument that is exactly ``$NAME`` is replaced by that variable's words
+    (none when unset), ``${NAME}`` anywhere is replaced by its value, and
+    ``$$`` becomes ``$``.  Doubling every ``$`` undoes all three.  Nothing
+    else is touched for a transient unit: the argv travels over D-Bus as a
+    list (no quoting, backslashes, spaces or newlines to escape) and ``%``
+    specifiers are not expanded in it (measured on 252:
+    tests/integration/test_systemd_argv.py).  Not for ``--setenv`` values,
+    which systemd does not expand."""
+    return str(arg).replace("$", "$$")
+
+
+def exec_argv(argv):
+    """Every argument through :func:`exec_arg`: what virt-v2v receives is ``argv``."""
+    return [exec_arg(a) for a in argv]
+
+
 def run_argv(unit, user, env, argv, tag):
     """The systemd-run command.  ``env`` must be secret-free: unit properties are public.
 
     No ``StandardOutput=append:<log>``: systemd would open that path as root,
     in a log directory the run-as user may own; the gate shell opens it as
-    the run-as user instead (see :class:`wrapper.launch.Gate`)."""
+    the run-as user instead (see :class:`wrapper.launch.Gate`).  ``argv`` is
+    what the unit's process must receive, byte for byte (:func:`exec_argv`)."""
     cmd = ["systemd-run", "--unit=%s" % unit, "--description=virt-v2v conversion %s" % tag,
            "--uid=%d" % user.uid, "--gid=%d" % user.gid,
            "--property=RemainAfterExit=yes",
@@ -51,7 +72,7 @@ def run_argv(unit, user, env, argv, tag):
            "--property=KillMode=control-group",
            "--property=TimeoutStopSec=30"]
     cmd += ["--setenv=%s=%s" % (k, v) for k, v in sorted(env.items())]
-    return cmd + ["--"] + list(argv)
+    return cmd + ["--"] + exec_argv(argv)
 
 
 def parse_show(text):
@@ -189,7 +210,7 @@ class SystemdUnit:
 
     def release(self):
         if self.gate:
-            self.gate.open(self.poll)
+            self.gate.open(self.poll, pid=self.pid)
 
     def pids(self):
         """Every process of the unit, as we see them (main process first)."""
@@ -233,7 +254,10 @@ def unit_launcher(runner, cgroup_root, clock=time.monotonic, sleep=time.sleep):
     :class:`SystemdUnit` that systemd-run starts through ``runner``."""
     def launch(spec):
         unit = unit_name(spec.tag)
-        argv = spec.gate.wrap(spec.argv, log=spec.log_path) if spec.gate else spec.argv
+        # the gate shell opens both logs as the run-as user (the machine-readable
+        # one at launch.MACHINE_FD): systemd would open them as root
+        argv = spec.gate.wrap(spec.argv, log=spec.log_path,
+                              machine_log=spec.machine_log_path) if spec.gate else spec.argv
         cmd = run_argv(unit, spec.user, spec.env, argv, spec.tag)
         return SystemdUnit(unit, cmd, runner, cgroup_root, gate=spec.gate, clock=clock, sleep=sleep)
     return launch

@@ -5,14 +5,23 @@ every program started as that user (virt-v2v as a child, ssh-agent and
 ssh-add, the pre-flight's probes through ``wrapper.runner.run_as``) takes its
 ``subprocess`` arguments from :meth:`RunUser.popen_kwargs` and its identity
 variables from :meth:`RunUser.identity_env`.
+
+virt-v2v never runs as root unless an administrator said so (``--run-as``,
+``VIRT_V2V_WRAPPER_RUN_AS``): by default it runs as ``vdsm:kvm`` where that
+user exists (oVirt hosts), else as the sudo caller, else as whoever invoked
+the wrapper (root only when root itself ran it, without sudo).  See
+docs/security.md, rules 15 and 16.
 """
 import grp
 import os
 import pwd
+import subprocess
 from dataclasses import dataclass
 
-from wrapper.config import ExportDomainTarget
+from wrapper.config import ExportDomainTarget, LocalTarget, is_nfs_share
 from wrapper.errors import JobError
+from wrapper.jobinput import oneline
+from wrapper.settings import sudo_caller
 
 VDSM_USER = "vdsm"
 VDSM_GROUP = "kvm"
@@ -63,22 +72,84 @@ def is_ovirt_host():
         return False
 
 
-def current():
-    uid = os.geteuid()
+def by_ids(uid, gid):
+    """A RunUser for numeric ids; a uid without a passwd entry gets ``/`` as home."""
     try:
         pw = pwd.getpwuid(uid)
-        return RunUser(uid, os.getegid(), pw.pw_name, pw.pw_dir)
+        return RunUser(uid, gid, pw.pw_name, pw.pw_dir)
     except KeyError:
-        return RunUser(uid, os.getegid(), str(uid), os.environ.get("HOME", "/"))
+        return RunUser(uid, gid, str(uid), "/")
 
 
-def resolve_run_as(settings, target, ovirt_host=None):
-    if settings.run_as:
-        return lookup(settings.run_as)
+def current():
+    return by_ids(os.geteuid(), os.getegid())
+
+
+def needs_root(target):
+    """An export domain on NFS: virt-v2v mounts it, which takes root."""
+    return isinstance(target, ExportDomainTarget) and is_nfs_share(target.path)
+
+
+def default_run_as(settings, ovirt_host=None, euid=None):
+    """Who runs virt-v2v when no administrator chose: never root for a caller."""
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        return current()
     if ovirt_host is None:
         ovirt_host = is_ovirt_host()
-    if ovirt_host and os.geteuid() == 0:
-        if isinstance(target, ExportDomainTarget):
-            return lookup("0:0")       # NFS mounts need root
+    if ovirt_host:
         return lookup("%s:%s" % (VDSM_USER, VDSM_GROUP))
-    return current()
+    sudo = sudo_caller(settings.environ)
+    return by_ids(*sudo) if sudo else current()
+
+
+def resolve_run_as(settings, target, ovirt_host=None, euid=None):
+    """The administrator's choice, else :func:`default_run_as`.  An NFS
+    export domain needs root to be mounted; root is never a default, so
+    without ``--run-as root`` such a job is refused (a local export domain
+    directory runs as the default user, like ``output_dir``)."""
+    if settings.run_as:
+        return lookup(settings.run_as)
+    user = default_run_as(settings, ovirt_host, euid)
+    if needs_root(target) and user.uid != 0:
+        raise JobError("export_domain", "an NFS export domain is mounted by virt-v2v as root, "
+                                        "which only an administrator may allow: run the wrapper "
+                                        "with --run-as root (or VIRT_V2V_WRAPPER_RUN_AS=root)")
+    return user
+
+
+# run by /bin/sh as the run-as user: the kernel answers, not root reading modes
+WRITABLE_DIR_TEST = 'test -d "$1" && test -w "$1" && test -x "$1"'
+
+
+def writable_dir_as(user, path, run=subprocess.run, timeout=30):
+    """Can ``user`` create files in ``path``?  A short-lived child with that
+    user's uid and gid (and, like the plain-child virt-v2v, no supplementary
+    groups) asks the kernel (``access(W_OK|X_OK)`` on a directory it
+    reaches with its own rights).  A hung path counts as not writable."""
+    try:
+        res = run(["/bin/sh", "-c", WRITABLE_DIR_TEST, "sh", path], env={"PATH": "/usr/bin:/bin"},
+                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  close_fds=True, cwd="/", timeout=timeout, **user.popen_kwargs())
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return res.returncode == 0
+
+
+def target_dir(target):
+    """The local directory virt-v2v will write for ``target``, or None."""
+    if isinstance(target, LocalTarget):
+        return "output_dir", target.path
+    if isinstance(target, ExportDomainTarget) and not is_nfs_share(target.path):
+        return "export_domain", target.path
+    return None
+
+
+def check_target_dir(user, target, writable=writable_dir_as):
+    """Refuse a job whose output directory the run-as user cannot write,
+    before anything starts.  The message says only what that user could
+    learn itself; virt-v2v, which runs as that user, is the real guard."""
+    found = target_dir(target)
+    if found and not writable(user, found[1]):
+        raise JobError(found[0], "%s is not a directory %s (uid %d) can write"
+                       % (oneline(found[1], 200), oneline(user.name, 60), user.uid))

@@ -286,6 +286,30 @@ def test_ssh_to_output_dir_daemonized(fake_esxi, v2v_env, runs):
         announced["v2v_log"], errors="replace").read()
 
 
+def test_ssh_to_output_dir_in_a_real_systemd_unit(fake_esxi, v2v_env, runs, test_systemd):
+    """Daemon mode as on a host with systemd: the real virt-v2v runs in a
+    transient unit of the test systemd 252, gets its machine-readable log as
+    descriptor 3 from the gate shell, and writes into an output directory
+    whose name systemd would have rewritten without the escaping (issue 20)."""
+    run = runs("unit")
+    out = os.path.join(run.out, "o $HOME ${PATH} %n")
+    os.mkdir(out)
+    base_env = run.env
+    run.env = lambda v2v: dict(base_env(v2v), PATH=test_systemd.bin + os.pathsep + os.environ["PATH"],
+                               VIRT_V2V_WRAPPER_SYSTEMD_MARKER=test_systemd.rundir)
+    announced = run.start(ssh_job(fake_esxi, "testvm", output_dir=out), v2v_env)
+    assert run.proc.wait(timeout=60) == 0
+    state = run.wait_finished()
+    run.print_sequence()
+    assert_succeeded(run, state)
+    log = open(announced["wrapper_log"]).read()
+    assert "virt-v2v started in systemd unit v2v-import-%s.service" % state["tag"] in log
+    assert "--machine-readable=file:/dev/fd/3" in log
+    assert "<name>testvm</name>" in open(os.path.join(out, "testvm.xml")).read()
+    mr = announced["v2v_log"][:-4] + "-mr.log"
+    assert any(json.loads(line).get("type") == "message" for line in open(mr))
+
+
 # ---------------------------------------------------------------- 2. two disks, shuffled
 
 def test_two_disks_shuffled_source_disks(fake_esxi, v2v_env, runs):
