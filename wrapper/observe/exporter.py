@@ -16,17 +16,20 @@ local user cannot make up a conversion.  Every file is still read as hostile
 (wrapper/observe/summary.py bounds sizes, depth, numbers and counts).
 
 Connections are hostile too (docs/security.md): at most
-:data:`MAX_CONNECTIONS` are served at once (more are closed at once); a
-request's line and headers may take :data:`MAX_REQUEST` bytes and must all
-arrive within :data:`REQUEST_TIMEOUT` seconds, however slowly they drip
-(:class:`BoundedReader`); one scrape reads the state files at a time.  So
-memory stays bounded whatever local users connect; what they can still do
-is hold the slots (a scrape may then be refused until they time out).
+:data:`MAX_CONNECTIONS` are served at once, a thread each; when they are all
+taken, the one that has been sending its request longest is cut off to make
+room (a scraper sends its request at once, a slow client is the one that
+goes).  A request's line and headers may take :data:`MAX_REQUEST` bytes and
+must all arrive within :data:`REQUEST_TIMEOUT` seconds, however slowly they
+drip (:class:`BoundedReader`); one scrape reads the state files at a time.
+So memory stays bounded whatever local users connect, and a scrape is still
+answered while they do.
 """
 import http.server
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -41,7 +44,8 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 REQUEST_TIMEOUT = 10.0       # seconds for a whole request to arrive, and for the answer
 MAX_REQUEST = 8 << 10        # bytes of request line and headers
-MAX_CONNECTIONS = 32         # served at once
+MAX_CONNECTIONS = 64         # served at once
+SLOT_WAIT = 2.0              # seconds a new connection waits for the one cut off to go
 
 
 def build_parser():
@@ -147,6 +151,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(431, "request headers too large")
             return False
         self.connection.settimeout(REQUEST_TIMEOUT)      # for the answer
+        self.server.request_read(self.connection)
         return True
 
     def _answer(self, code, body, content_type="text/plain; charset=utf-8", head=False, extra=()):
@@ -195,22 +200,27 @@ class Server(http.server.ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, address, collector, max_connections=MAX_CONNECTIONS):
-        host = address[0]
-        if ":" in host:
-            import socket
+        if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._reading = {}           # connection -> when it came, while its request arrives
+        self._lock = threading.Lock()
         super().__init__(address, Handler)
         self.collector = collector
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
-            log.debug("%s: too many connections, closed", client_address[0])
-            self.shutdown_request(request)
-            return
+            self._cut_off_slowest()
+            if not self._slots.acquire(timeout=SLOT_WAIT):
+                log.debug("%s: too many connections, closed", client_address[0])
+                self.shutdown_request(request)
+                return
+        with self._lock:
+            self._reading[request] = time.monotonic()
         try:
             super().process_request(request, client_address)
         except BaseException:
+            self.request_read(request)
             self._slots.release()
             raise
 
@@ -218,7 +228,27 @@ class Server(http.server.ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.request_read(request)
             self._slots.release()
+
+    def request_read(self, request):
+        """``request``'s connection is past its request: it cannot be cut off any more."""
+        with self._lock:
+            self._reading.pop(request, None)
+
+    def _cut_off_slowest(self):
+        with self._lock:
+            if not self._reading:
+                return
+            slowest = min(self._reading, key=self._reading.get)
+            del self._reading[slowest]
+        try:
+            slowest.shutdown(socket.SHUT_RDWR)   # its thread sees the end and lets go
+        except OSError:
+            pass
+
+    def handle_error(self, request, client_address):
+        log.debug("%s: connection failed", client_address[0], exc_info=True)
 
 
 def _stop(signum, _frame):

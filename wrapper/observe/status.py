@@ -34,11 +34,15 @@ _LABELS = {STALE: "stale (wrapper gone)"}
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
                           "\ud800-\udfff]")
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
 
 def printable(text):
     """``text`` with every control character written as an escape (``\\x1b``,
     ``\\n``, ``\\u2028``): what a file says can never act on the terminal."""
     def escape(m):
+        if m.group() in _NAMED:
+            return _NAMED[m.group()]
         c = ord(m.group())
         if 0xdc80 <= c <= 0xdcff:          # an undecodable byte of a file name
             return "\\x%02x" % (c - 0xdc00)
