@@ -282,11 +282,11 @@ class Scratch:
             try:
                 with open(state) as f:
                     s = json.load(f)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):     # planted files too
                 continue
             for key in ("wrapper_pid", "pid"):
-                pid = s.get(key)
-                if pid_alive(pid) and ("wrapper" in cmdline(pid) or self.root in cmdline(pid)):
+                pid = s.get(key) if isinstance(s, dict) else None
+                if type(pid) is int and 0 < pid < 1 << 22 and pid_alive(pid) and ("wrapper" in cmdline(pid) or self.root in cmdline(pid)):
                     pids.add(pid)
         pids.update(procs_mentioning(self.root))
         for pid in pids:
