@@ -286,7 +286,9 @@ class Scratch:
                 continue
             for key in ("wrapper_pid", "pid"):
                 pid = s.get(key) if isinstance(s, dict) else None
-                if type(pid) is int and 0 < pid < 1 << 22 and pid_alive(pid) and ("wrapper" in cmdline(pid) or self.root in cmdline(pid)):
+                if type(pid) is not int or not 0 < pid < 1 << 22:     # a planted file's
+                    continue
+                if pid_alive(pid) and ("wrapper" in cmdline(pid) or self.root in cmdline(pid)):
                     pids.add(pid)
         pids.update(procs_mentioning(self.root))
         for pid in pids:
