@@ -101,7 +101,7 @@ def test_a_huge_file_is_refused_unread(tmp_path):
 def test_texts_lists_and_keys_are_bounded(tmp_path):
     disks = [{"path": "d%d" % i, "progress": 1} for i in range(5000)]
     data = {"vm": "v" * 5000, "disks": disks, "copy": {"disks": [{"size": 1}] * 5000},
-            **{"k%d" % i: i for i in range(200)}}
+            **{"k%d" % i: i for i in range(400)}}
     path = plant(tmp_path, STATE, json.dumps(data))
     s = lib.summarize(lib.read_state(path), T0, alive_all)
     assert len(s["vm"]) == lib.MAX_TEXT and len(s["disks"]) == lib.MAX_DISKS

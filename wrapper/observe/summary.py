@@ -38,7 +38,7 @@ STATE_MAX = 256 << 10        # a bigger "state file" is not one (a real one is a
 MAX_DEPTH = 16               # a state file nests 4 levels deep
 MAX_TEXT = 1000              # characters kept of a text (a path, a message)
 MAX_DISKS = 256              # disks kept of a conversion (what a hypervisor can attach)
-MAX_KEYS = 64                # keys kept of an object
+MAX_KEYS = 256               # keys kept of an object (a state file has about 25)
 MAX_FILES = 512              # state files shown at once (the newest)
 MAX_NUMBER = 1 << 62         # larger is not a size, a time or a count
 
