@@ -25,6 +25,6 @@ decides when a reclaim runs.  It may import the standard library, the
 security wing and the core's leaf modules (``errors``, ``settings``,
 ``runner``, ``rate``, ``jobfiles``); never ``wrapper.cli``, ``job``,
 ``monitor`` or another wing (checked: .importlinter).  The core imports it
-in two places only:
-``cli`` (the subcommands) and ``job`` (the textfile, through ``metrics``).
+in two places only: ``cli`` (the subcommands) and ``job`` (the textfile,
+through ``metrics``).
 """
