@@ -39,12 +39,15 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # kubernetes-validate (with PyYAML): the Kubernetes schemas the manifest is checked against;
 # prometheus_client: its parser checks the exposition text in the tests (not a runtime need)
-.venv/bin/python -m pip install -q pytest jsonschema ruff kubernetes-validate prometheus_client
+# import-linter: checks the import contracts in .importlinter (lint step, tests/test_import_contracts.py)
+.venv/bin/python -m pip install -q pytest jsonschema ruff kubernetes-validate prometheus_client \
+    import-linter
 bash .ci/deps-ovirt.sh "$ROOT/.venv/bin/python"
 .venv/bin/python -m pip install -q -e .
 
 step "lint"
 .venv/bin/python -m ruff check wrapper tests bench tools
+.venv/bin/lint-imports --no-cache .importlinter
 
 step "tests"
 # libguestfs on this kind of machine: no libvirtd, and KVM does not work

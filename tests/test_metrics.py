@@ -14,7 +14,8 @@ import pytest
 from test_status import T0, alive_all, make_state, write
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
-from wrapper.observe import exporter, metrics, status
+from wrapper.observe import exporter, metrics
+from wrapper.observe import summary as lib
 from wrapper.security import fsafe
 from wrapper import progress as ev
 from wrapper import rate
@@ -37,7 +38,7 @@ def families(text):
 
 
 def summary(state, now=T0 + 60, mtime=T0 + 59, alive=alive_all):
-    return status.summarize(status.Reading("/s/v2v-import-%s.state" % TAG, data=state.data,
+    return lib.summarize(lib.Reading("/s/v2v-import-%s.state" % TAG, data=state.data,
                                            mtime=mtime), now, alive)
 
 

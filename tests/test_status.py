@@ -16,7 +16,7 @@ import wrapper as wrapper_pkg
 
 from tests.fakes import Clock, RecordingRunner
 from wrapper import cli, leases, rate
-from wrapper.observe import status
+from wrapper.observe import status, summary
 from wrapper.security import fsafe
 from wrapper.state import State, StateFile
 
@@ -91,17 +91,17 @@ def run_status(argv, environ=None, **kw):
 
 # -- reading ------------------------------------------------------------------
 @pytest.mark.parametrize("content, kind, words", [
-    (None, status.MISSING, "no such file"),
-    (b"", status.INVALID, "empty"),
-    (b'{"disks": [{"path": "a", "prog', status.INVALID, "half-written"),
-    (b"\xff\xfe\x00garbage", status.INVALID, "not complete JSON"),
-    (b"[1, 2]", status.INVALID, "not a JSON object"),
+    (None, summary.MISSING, "no such file"),
+    (b"", summary.INVALID, "empty"),
+    (b'{"disks": [{"path": "a", "prog', summary.INVALID, "half-written"),
+    (b"\xff\xfe\x00garbage", summary.INVALID, "not complete JSON"),
+    (b"[1, 2]", summary.INVALID, "not a JSON object"),
 ])
 def test_read_state_problems(tmp_path, content, kind, words):
     path = tmp_path / "v2v-import-x.state"
     if content is not None:
         path.write_bytes(content)
-    r = status.read_state(str(path))
+    r = summary.read_state(str(path))
     assert r.data is None
     assert r.kind == kind
     assert words in r.problem
@@ -111,13 +111,13 @@ def test_read_state_unreadable(tmp_path):
     # a directory where a file should be: unreadable even for root
     path = tmp_path / "v2v-import-dir.state"
     path.mkdir()
-    r = status.read_state(str(path))
-    assert r.kind == status.UNREADABLE and r.problem.startswith("cannot read")
+    r = summary.read_state(str(path))
+    assert r.kind == summary.UNREADABLE and r.problem.startswith("cannot read")
 
 
 def test_read_state_ok(tmp_path):
     path = write(tmp_path / "a.state", make_state("copying"))
-    r = status.read_state(path)
+    r = summary.read_state(path)
     assert r.problem is None and r.data["vm"] == "vm1" and r.mtime > 0
 
 
@@ -126,12 +126,12 @@ def summary_of(tmp_path, state, now=T0 + 60, alive=alive_all, mtime=None):
     path = write(tmp_path / "s.state", state)
     if mtime is not None:
         set_mtime(path, mtime)
-    return status.summarize(status.read_state(path), now, alive)
+    return summary.summarize(summary.read_state(path), now, alive)
 
 
 def test_summary_fresh(tmp_path):
     s = summary_of(tmp_path, make_state("fresh"))
-    assert s["outcome"] == status.RUNNING
+    assert s["outcome"] == summary.RUNNING
     assert s["stage"] == "Starting"
     assert [d["progress"] for d in s["disks"]] == [0, 0]
     assert s["pid"] is None and s["elapsed"] == 60.0
@@ -139,7 +139,7 @@ def test_summary_fresh(tmp_path):
 
 def test_summary_copying(tmp_path):
     s = summary_of(tmp_path, make_state("copying", throttling={"cpu": "50%", "network": "1048576"}))
-    assert s["outcome"] == status.RUNNING
+    assert s["outcome"] == summary.RUNNING
     assert s["stage"] == "Copying disk 2/2"
     assert [d["progress"] for d in s["disks"]] == [100, 50]
     assert s["progress"] == 75
@@ -148,7 +148,7 @@ def test_summary_copying(tmp_path):
 
 def test_summary_finished(tmp_path):
     s = summary_of(tmp_path, make_state("finished"), now=T0 + 99999)
-    assert s["outcome"] == status.FINISHED
+    assert s["outcome"] == summary.FINISHED
     assert s["elapsed"] == 3723       # from finished_at, not from now
     assert s["return_code"] == 0 and s["vm_id"].startswith("c9a8")
     assert s["message"] is None
@@ -156,7 +156,7 @@ def test_summary_finished(tmp_path):
 
 def test_summary_failed(tmp_path):
     s = summary_of(tmp_path, make_state("failed"))
-    assert s["outcome"] == status.FAILED
+    assert s["outcome"] == summary.FAILED
     assert s["message"] == "virt-v2v: error: nbdcopy command failed"
 
 
@@ -164,25 +164,25 @@ def test_summary_failing_but_not_finished_is_still_running(tmp_path):
     st = make_state("copying", failed=True)
     st.error("boom")
     s = summary_of(tmp_path, st)
-    assert s["outcome"] == status.RUNNING and s["message"] == "boom"
+    assert s["outcome"] == summary.RUNNING and s["message"] == "boom"
 
 
 def test_summary_stale_when_wrapper_and_v2v_are_gone(tmp_path):
     s = summary_of(tmp_path, make_state("copying"), now=T0 + 600, alive=alive_none, mtime=T0 + 30)
-    assert s["outcome"] == status.STALE
+    assert s["outcome"] == summary.STALE
     assert s["elapsed"] == 30          # until the wrapper last wrote, not until now
 
 
 def test_summary_not_stale_while_one_process_lives(tmp_path):
     s = summary_of(tmp_path, make_state("copying"), now=T0 + 600, mtime=T0 + 30,
                    alive=lambda pid: pid == 200)
-    assert s["outcome"] == status.RUNNING
+    assert s["outcome"] == summary.RUNNING
 
 
 def test_summary_not_stale_within_grace(tmp_path):
     # right after detaching, wrapper_pid may still name the caller's process
     s = summary_of(tmp_path, make_state("fresh"), now=T0 + 1, alive=alive_none, mtime=T0)
-    assert s["outcome"] == status.RUNNING
+    assert s["outcome"] == summary.RUNNING
 
 
 def test_summary_tolerates_wrong_types(tmp_path):
@@ -190,8 +190,8 @@ def test_summary_tolerates_wrong_types(tmp_path):
     path.write_text(json.dumps({"disks": [{"path": 5, "progress": "x"}, "junk", {"progress": 250}],
                                 "disk_count": "2", "throttling": [], "started_at": "yesterday",
                                 "last_message": "not an object", "pid": True, "stage": 7}))
-    s = status.summarize(status.read_state(str(path)), T0, alive_all)
-    assert s["outcome"] == status.RUNNING
+    s = summary.summarize(summary.read_state(str(path)), T0, alive_all)
+    assert s["outcome"] == summary.RUNNING
     assert [d["path"] for d in s["disks"]] == ["disk 1", "disk 2", "disk 3"]
     assert [d["progress"] for d in s["disks"]] == [0, 0, 100]
     assert s["pid"] is None and s["elapsed"] is None and s["message"] is None
@@ -201,11 +201,11 @@ def test_summary_tolerates_wrong_types(tmp_path):
 
 
 def test_pid_alive(tmp_path):
-    assert status.pid_alive(os.getpid())
-    assert not status.pid_alive(0) and not status.pid_alive(None) and not status.pid_alive(True)
+    assert summary.pid_alive(os.getpid())
+    assert not summary.pid_alive(0) and not summary.pid_alive(None) and not summary.pid_alive(True)
     child = subprocess.Popen(["true"])
     child.wait()
-    assert not status.pid_alive(child.pid)
+    assert not summary.pid_alive(child.pid)
 
 
 def test_pid_alive_zombie_counts_as_gone():
@@ -219,7 +219,7 @@ def test_pid_alive_zombie_counts_as_gone():
             time.sleep(0.01)
         else:
             pytest.fail("the child never became a zombie")
-        assert not status.pid_alive(child.pid)
+        assert not summary.pid_alive(child.pid)
     finally:
         child.wait()
 
@@ -263,7 +263,7 @@ def test_render_stale(tmp_path):
 
 
 def test_render_file_problem():
-    s = status.summarize(status.read_state("/nonexistent/v2v-import-x.state"), T0)
+    s = summary.summarize(summary.read_state("/nonexistent/v2v-import-x.state"), T0)
     lines = status.render_block(s, status.Style())
     assert lines == ["v2v-import-x.state  [MISSING]",
                      "  file       /nonexistent/v2v-import-x.state",
@@ -475,7 +475,7 @@ def test_watch_waits_for_a_torn_file_then_gives_up(tmp_path):
     path.write_text('{"disks"')
     clock = Clock(now=os.stat(path).st_mtime)
     rc, out, _ = run_status(["--watch", str(path)], clock=clock, sleep=clock.sleep)
-    assert rc == 1 and len(clock.sleeps) == int(status.TORN_GRACE)
+    assert rc == 1 and len(clock.sleeps) == int(summary.TORN_GRACE)
     assert out.count("[INVALID]") == 1          # unchanged snapshots are not repeated
 
 
@@ -526,13 +526,20 @@ def dead_wrapper(tmp_path, **record):
     return d, state, d / secret, lock, env
 
 
+def run_cli_status(argv, environ, runner):
+    """``virt-v2v-wrapper status`` through the command line, which decides about reclaiming."""
+    out, err = io.StringIO(), io.StringIO()
+    rc = cli.main(["status"] + argv, stdout=out, stderr=err, environ=environ, runner=runner)
+    return rc, out.getvalue(), err.getvalue()
+
+
 def test_status_reclaims_dead_wrappers_first(tmp_path):
     d, state, secret, lock, env = dead_wrapper(tmp_path, unit="v2v-import-%s.service" % TAG)
     runner = RecordingRunner()
-    rc, out, err = run_status(["--json"], environ=env, runner=runner)
+    rc, out, err = run_cli_status(["--json"], env, runner)
     conv = json.loads(out)["conversions"][0]
     assert rc == 0 and err == ""
-    assert conv["outcome"] == status.FAILED and "died before the conversion finished" in conv["message"]
+    assert conv["outcome"] == summary.FAILED and "died before the conversion finished" in conv["message"]
     assert runner.calls == [["systemctl", "stop", "v2v-import-%s.service" % TAG],
                             ["systemctl", "reset-failed", "v2v-import-%s.service" % TAG]]
     assert not secret.exists() and os.listdir(lock / "jobs") == []
@@ -541,16 +548,26 @@ def test_status_reclaims_dead_wrappers_first(tmp_path):
 def test_status_leaves_a_lease_directory_it_does_not_own_alone(tmp_path):
     d, state, secret, lock, env = dead_wrapper(tmp_path)
     os.chown(lock, 65534, 65534)
-    rc, out, err = run_status(["--json"], environ=env, runner=RecordingRunner())
+    rc, out, err = run_cli_status(["--json"], env, RecordingRunner())
     assert rc == 0 and err == ""
-    assert json.loads(out)["conversions"][0]["outcome"] == status.RUNNING
+    assert json.loads(out)["conversions"][0]["outcome"] == summary.RUNNING
     assert secret.exists() and sorted(os.listdir(lock / "jobs")) == [TAG + ".lease", TAG + ".lock"]
 
 
 def test_status_creates_no_lease_directory(tmp_path):
     env = {"VIRT_V2V_WRAPPER_LOCK_DIR": str(tmp_path / "lock")}
-    rc, out, _ = run_status(["--state-dir", str(tmp_path)], environ=env)
+    rc, out, _ = run_cli_status(["--state-dir", str(tmp_path)], env, RecordingRunner())
     assert rc == 0 and not (tmp_path / "lock").exists()
+
+
+def test_the_status_view_itself_never_reclaims(tmp_path):
+    """Reclaiming is the command line's decision: status.main alone changes nothing."""
+    d, state, secret, lock, env = dead_wrapper(tmp_path)
+    before = pathlib.Path(state).read_bytes()
+    rc, out, err = run_status(["--json"], environ=env, alive=alive_all)
+    assert rc == 0 and json.loads(out)["conversions"][0]["outcome"] == summary.RUNNING
+    assert pathlib.Path(state).read_bytes() == before and secret.exists()
+    assert sorted(os.listdir(lock / "jobs")) == [TAG + ".lease", TAG + ".lock"]
 
 
 def test_status_as_another_user_is_silent(tmp_path):

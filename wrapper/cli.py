@@ -105,6 +105,15 @@ def _open_dirs(settings, log_dir, sudo):
     return state_fd, log_fd
 
 
+def reclaim_for_status(environ, runner):
+    """Before ``status`` shows anything, clean up after wrappers that died
+    without doing so, when this user owns the lease directory (normally
+    root); silent otherwise.  Decided here: the view never changes anything."""
+    book = reclaim.reclaim_at(resolve({}, environ), runner, log, create=False)
+    if book is not None:
+        book.close()
+
+
 def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=default_runner,
          launcher_factory=None, detach=None):
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -115,6 +124,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
     caller_fds = daemon.inherited_fds()
     if argv and argv[0] == "status":
         from wrapper.observe import status
+        reclaim_for_status(environ, runner)
         return status.main(argv[1:], stdout=stdout, stderr=stderr, environ=environ)
     if argv and argv[0] == "metrics":
         from wrapper.observe import exporter

@@ -13,7 +13,7 @@ import signal
 import stat
 import time
 
-from wrapper import leases, procinfo, systemd
+from wrapper import leases, procinfo, state, systemd
 from wrapper.security import fsafe
 from wrapper.leases import LOCK, abs_dir, remove_files, take_lock
 
@@ -203,13 +203,7 @@ class Leftovers:
         if isinstance(earlier, dict) and isinstance(earlier.get("message"), str) \
                 and earlier["message"]:
             message += "; before that: " + earlier["message"]
-        data.update(failed=True, last_message={"message": message, "type": "error"})
-        data.update(finished=True, finished_at=self.now())
-        out = fsafe.AtomicFile(fd, name, 0o644)
-        try:
-            out.write(json.dumps(data) + "\n")
-        finally:
-            out.close()
+        state.write_dead(fd, name, data, message, self.now())
         self._info("state file %s marked failed and finished", name)
 
 

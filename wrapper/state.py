@@ -182,6 +182,19 @@ def first_paragraph(text, limit=500):
     return para if len(para) <= limit else para[:limit - 1] + "…"
 
 
+def write_dead(dir_fd, name, data, message, finished_at):
+    """Mark a dead wrapper's state ``data`` (read from ``name`` in the
+    directory ``dir_fd``) failed and finished with ``message``, atomically
+    through fsafe.AtomicFile on the descriptor (wrapper/reclaim.py)."""
+    data = dict(data, failed=True, last_message={"message": message, "type": "error"},
+                finished=True, finished_at=finished_at)
+    out = fsafe.AtomicFile(dir_fd, name, 0o644)
+    try:
+        out.write(json.dumps(data) + "\n")
+    finally:
+        out.close()
+
+
 class StateFile:
     """Writes the state atomically, mode 0644, only when it changed.
 

@@ -282,10 +282,12 @@ class Scratch:
             try:
                 with open(state) as f:
                     s = json.load(f)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):     # planted files too
                 continue
             for key in ("wrapper_pid", "pid"):
-                pid = s.get(key)
+                pid = s.get(key) if isinstance(s, dict) else None
+                if type(pid) is not int or not 0 < pid < 1 << 22:     # a planted file's
+                    continue
                 if pid_alive(pid) and ("wrapper" in cmdline(pid) or self.root in cmdline(pid)):
                     pids.add(pid)
         pids.update(procs_mentioning(self.root))

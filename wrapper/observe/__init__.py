@@ -7,20 +7,24 @@ treated as hostile (no link followed, no FIFO waited on, sizes bounded).
 
 Modules:
 
-* ``status``   -- ``virt-v2v-wrapper status``: reads state files, draws the
-  text, ``--watch`` and ``--json`` views.
-* ``metrics``  -- Prometheus exposition text, the textfile rewritten with the
-  state file, pruning of finished conversions' textfiles.
+* ``summary``  -- the library: reads state files as hostile input (bounded
+  size, JSON depth, numbers, counts) and says what a conversion is (VM,
+  target, stage, disks, progress, outcome, stale); no argparse, no terminal.
+* ``status``   -- ``virt-v2v-wrapper status``: draws summaries as the text,
+  ``--watch`` and ``--json`` views, every text from a file escaped.
+* ``metrics``  -- Prometheus exposition text of summaries, the textfile
+  rewritten with the state file, pruning of finished conversions' textfiles
+  (the running job imports it: it uses ``summary``, never ``status``).
 * ``exporter`` -- ``virt-v2v-wrapper metrics``: print once, ``--listen``
-  (read-only HTTP), ``--prune``.
-* ``summary``  -- planned (issue 19): reading and summarising state files as
-  a library, with no argparse and no terminal code.
+  (read-only HTTP; bounded connections, request size and request time),
+  ``--prune``.
 
 Rules: observe never changes anything -- no process is signalled, no state
 file rewritten -- and never imports ``wrapper.reclaim``; ``wrapper.cli``
 decides when a reclaim runs.  It may import the standard library, the
 security wing and the core's leaf modules (``errors``, ``settings``,
 ``runner``, ``rate``, ``jobfiles``); never ``wrapper.cli``, ``job``,
-``monitor`` or another wing.  The core imports it in two places only:
-``cli`` (the subcommands) and ``job`` (the textfile, through ``metrics``).
+``monitor`` or another wing (checked: .importlinter).  The core imports it
+in two places only: ``cli`` (the subcommands) and ``job`` (the textfile,
+through ``metrics``).
 """

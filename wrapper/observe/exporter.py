@@ -12,16 +12,29 @@ Prometheus metrics, for hosts without node_exporter.
 The state directory is shared (``/tmp`` by default): state files are read
 with fsafe.read_untrusted (no symlink, no FIFO, one link, bounded size) and
 only those owned by root or by the exporter's own user are shown, so another
-local user cannot make up a conversion.
+local user cannot make up a conversion.  Every file is still read as hostile
+(wrapper/observe/summary.py bounds sizes, depth, numbers and counts).
+
+Connections are hostile too (docs/security.md): at most
+:data:`MAX_CONNECTIONS` are served at once, a thread each; when they are all
+taken, the one that has been sending its request longest is cut off to make
+room (a scraper sends its request at once, a slow client is the one that
+goes).  A request's line and headers may take :data:`MAX_REQUEST` bytes and
+must all arrive within :data:`REQUEST_TIMEOUT` seconds, however slowly they
+drip (:class:`BoundedReader`); one scrape reads the state files at a time.
+So memory stays bounded whatever local users connect, and a scrape is still
+answered while they do.
 """
 import http.server
 import logging
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 
-from wrapper.observe import metrics, status
+from wrapper.observe import metrics, summary
 from wrapper.errors import WrapperError
 from wrapper.observe.status import _Parser, _UsageError      # one usage-error convention for subcommands
 from wrapper.settings import resolve
@@ -29,7 +42,10 @@ from wrapper.settings import resolve
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 10.0       # seconds for a whole request to arrive, and for the answer
+MAX_REQUEST = 8 << 10        # bytes of request line and headers
+MAX_CONNECTIONS = 64         # served at once
+SLOT_WAIT = 2.0              # seconds a new connection waits for the one cut off to go
 
 
 def build_parser():
@@ -65,22 +81,78 @@ def parse_listen(text):
 class Collector:
     """Reads the state directory into exposition text (a scrape)."""
 
-    def __init__(self, state_dir, clock=time.time, alive=status.pid_alive, owners=None):
+    def __init__(self, state_dir, clock=time.time, alive=summary.pid_alive, owners=None):
         self.state_dir = state_dir
         self.clock = clock
         self.alive = alive
         self.owners = {0, os.geteuid()} if owners is None else owners
+        self._one_at_a_time = threading.Lock()
 
     def text(self):
-        now = self.clock()
-        summaries = [status.summarize(status.read_state(p, self.owners), now, self.alive)
-                     for p in status.scan(self.state_dir)]
-        return metrics.exposition(summaries, now, exporter=True)
+        with self._one_at_a_time:          # concurrent scrapes: one set of files in memory
+            now = self.clock()
+            summaries = [summary.summarize(summary.read_state(p, self.owners), now, self.alive)
+                         for p in summary.scan(self.state_dir)]
+            return metrics.exposition(summaries, now, exporter=True)
+
+
+class BoundedReader:
+    """The request side of one connection: at most ``budget`` bytes, every
+    one of them before ``deadline`` (monotonic).  Reads at most one socket
+    read at a time, the socket's timeout set to the time left, so a client
+    that sends a byte now and then cannot hold a connection forever.  No
+    request body is ever read."""
+
+    def __init__(self, buffered, sock, deadline, budget=MAX_REQUEST, clock=time.monotonic):
+        self.buffered, self.sock = buffered, sock
+        self.deadline, self.left, self.clock = deadline, budget, clock
+        self.exhausted = False
+
+    def readline(self, limit=-1):
+        room = self.left if limit is None or limit < 0 else min(limit, self.left)
+        line = bytearray()
+        while len(line) < room:
+            time_left = self.deadline - self.clock()
+            if time_left <= 0:
+                raise TimeoutError("the request took longer than %g seconds" % REQUEST_TIMEOUT)
+            self.sock.settimeout(time_left)
+            ahead = self.buffered.peek(1)
+            if not ahead:
+                break
+            newline = ahead.find(b"\n", 0, room - len(line))
+            line += self.buffered.read(newline + 1 if newline >= 0 else min(len(ahead), room - len(line)))
+            if newline >= 0:
+                break
+        self.left -= len(line)
+        if self.left <= 0:
+            self.exhausted = True
+        return bytes(line)
+
+    def read(self, _size=-1):
+        return b""
+
+    def close(self):
+        self.buffered.close()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "virt-v2v-wrapper-metrics"
     timeout = REQUEST_TIMEOUT
+
+    def setup(self):
+        super().setup()
+        self.rfile = BoundedReader(self.rfile, self.connection,
+                                   time.monotonic() + REQUEST_TIMEOUT)
+
+    def parse_request(self):
+        if not super().parse_request():
+            return False
+        if self.rfile.exhausted:
+            self.send_error(431, "request headers too large")
+            return False
+        self.connection.settimeout(REQUEST_TIMEOUT)      # for the answer
+        self.server.request_read(self.connection)
+        return True
 
     def _answer(self, code, body, content_type="text/plain; charset=utf-8", head=False, extra=()):
         data = body.encode("utf-8")
@@ -122,16 +194,61 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Server(http.server.ThreadingHTTPServer):
+    """At most ``max_connections`` connections served at once (a thread
+    each); one more is closed as soon as it is accepted."""
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address, collector):
-        host = address[0]
-        if ":" in host:
-            import socket
+    def __init__(self, address, collector, max_connections=MAX_CONNECTIONS):
+        if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._reading = {}           # connection -> when it came, while its request arrives
+        self._lock = threading.Lock()
         super().__init__(address, Handler)
         self.collector = collector
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self._cut_off_slowest()
+            if not self._slots.acquire(timeout=SLOT_WAIT):
+                log.debug("%s: too many connections, closed", client_address[0])
+                self.shutdown_request(request)
+                return
+        with self._lock:
+            self._reading[request] = time.monotonic()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.request_read(request)
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.request_read(request)
+            self._slots.release()
+
+    def request_read(self, request):
+        """``request``'s connection is past its request: it cannot be cut off any more."""
+        with self._lock:
+            self._reading.pop(request, None)
+
+    def _cut_off_slowest(self):
+        with self._lock:
+            if not self._reading:
+                return
+            slowest = min(self._reading, key=self._reading.get)
+            del self._reading[slowest]
+        try:
+            slowest.shutdown(socket.SHUT_RDWR)   # its thread sees the end and lets go
+        except OSError:
+            pass
+
+    def handle_error(self, request, client_address):
+        log.debug("%s: connection failed", client_address[0], exc_info=True)
 
 
 def _stop(signum, _frame):

@@ -2,7 +2,7 @@
 textfile for node_exporter, and pruning of finished ones.
 
 The text (Prometheus text format 0.0.4) is built from the summaries
-:func:`wrapper.observe.status.summarize` makes of state files, so the wrapper's own
+:func:`wrapper.observe.summary.summarize` makes of state files, so the wrapper's own
 ``.prom`` file and ``virt-v2v-wrapper metrics`` (wrapper/observe/exporter.py) say the
 same thing the same way.  Base units, ``_bytes``, ``_seconds``, ``_total``;
 labels ``tag``, ``vm`` and (per disk) ``disk`` (1-based).  No secret and no
@@ -28,7 +28,7 @@ import stat
 import time
 
 from wrapper import jobfiles, stages
-from wrapper.observe import status
+from wrapper.observe import summary
 from wrapper.security import fsafe
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,10 @@ EXPORTER_FAMILIES = (
 
 # -- the text --------------------------------------------------------------------
 def escape_label(value):
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    """A label value as the text format wants it; a byte of a file name that
+    is not UTF-8 becomes ``\\udcXX`` text (it cannot be encoded as it is)."""
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def _number(value):
@@ -85,16 +88,16 @@ def _number(value):
 
 
 def _valid(value):
-    return (value is not None and not isinstance(value, bool) and isinstance(value, (int, float))
-            and math.isfinite(value))
+    """A number a sample can carry: finite and in range (never an OverflowError)."""
+    return summary.bounded_number(value) is not None
 
 
 def phase(s):
     """One of PHASES for a summary."""
     outcome = s["outcome"]
-    if outcome == status.FINISHED:
+    if outcome == summary.FINISHED:
         return "succeeded"
-    if outcome in (status.FAILED, status.STALE):
+    if outcome in (summary.FAILED, summary.STALE):
         return outcome
     if s.get("pid") is None:
         return "starting"
@@ -118,7 +121,7 @@ def _cpu(value):
 def _network(value):
     try:
         return int(value) if value is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -169,15 +172,15 @@ def exposition(summaries, now, exporter=False):
     counts = {}
     for s in summaries:
         counts[s["outcome"]] = counts.get(s["outcome"], 0) + 1
-        if s["outcome"] in status.FILE_PROBLEMS:
+        if s["outcome"] in summary.FILE_PROBLEMS:
             continue
         for name, rows in samples(s, now).items():
             merged.setdefault(name, []).extend(rows)
     if exporter:
         merged["v2v_exporter_state_files"] = [
             ({"outcome": o}, counts.get(o, 0))
-            for o in (status.RUNNING, status.FINISHED, status.FAILED, status.STALE)
-            + status.FILE_PROBLEMS]
+            for o in (summary.RUNNING, summary.FINISHED, summary.FAILED, summary.STALE)
+            + summary.FILE_PROBLEMS]
     lines = []
     for name, kind, text in FAMILIES + (EXPORTER_FAMILIES if exporter else ()):
         rows = merged.get(name)
@@ -193,8 +196,8 @@ def exposition(summaries, now, exporter=False):
 
 def state_exposition(data, path, now):
     """The text for the state the wrapper itself holds (``data``, written to ``path``)."""
-    reading = status.Reading(path, data=data, mtime=now)
-    return exposition([status.summarize(reading, now, alive=lambda _pid: True)], now)
+    reading = summary.Reading(path, data=data, mtime=now)
+    return exposition([summary.summarize(reading, now, alive=lambda _pid: True)], now)
 
 
 # -- the textfile ------------------------------------------------------------------

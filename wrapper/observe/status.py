@@ -1,226 +1,53 @@
 """``virt-v2v-wrapper status``: a human view of the state files (docs/contract.md §5).
 
-Reading is kept apart from drawing: :func:`read_state` turns a path into a
-:class:`Reading` (never raises), :func:`summarize` turns a reading into a
-plain dict (what ``--json`` prints), :func:`render` turns summaries into text
-lines.  :func:`main` wires them to the command line, the clock and the
+This is the view only: :mod:`wrapper.observe.summary` reads and summarises
+the files (``--json`` prints its dicts); :func:`render` turns summaries into
+text lines, every text taken from a file passed through :func:`printable`
+(a planted name or a virt-v2v message cannot move the cursor or forge a
+line).  :func:`main` wires them to the command line, the clock and the
 terminal; every side effect there is a parameter so tests can drive it.
+Reclaiming what dead wrappers left is not a viewer's business: the command
+line (wrapper/cli.py) does that before it hands over to :func:`main`.
 """
 import argparse
 import datetime
-import errno
-import fnmatch
 import json
-import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
 
-from wrapper import procinfo, rate, reclaim, stages
-from wrapper.security import fsafe
-from wrapper.runner import run
+from wrapper import rate
+from wrapper.observe.summary import (  # noqa: F401 (re-exported: the view's vocabulary)
+    FAILED, FILE_PROBLEMS, FINISHED, INVALID, MISSING, RUNNING, STALE, STATE_GLOB, STATE_MAX,
+    UNREADABLE, Reading, all_over, order, pid_alive, read_state, scan, summarize)
 from wrapper.settings import resolve
-
-log = logging.getLogger(__name__)
-
-STATE_GLOB = "v2v-import-*.state"
-STATE_MAX = 1 << 20          # a bigger "state file" is not one
-
-# A state file is replaced atomically, so a torn one is either being written by
-# something else or broken; give it this long before calling it broken.
-TORN_GRACE = 5.0
-# The wrapper rewrites the state file only when something changes; a pid can
-# be briefly stale (pre-detach pid) right after start.  Only call a conversion
-# stale when its wrapper is gone and the file has not moved for this long.
-STALE_GRACE = 5.0
-
-RUNNING, FINISHED, FAILED, STALE = "running", "finished", "failed", "stale"
-MISSING, UNREADABLE, INVALID = "missing", "unreadable", "invalid"
-FILE_PROBLEMS = (MISSING, UNREADABLE, INVALID)
-_OVER = (FINISHED, FAILED, STALE, MISSING, UNREADABLE)
 
 EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE = 0, 1, 2
 
 _COLORS = {RUNNING: "36", FINISHED: "32", FAILED: "31", STALE: "33",
            MISSING: "35", UNREADABLE: "35", INVALID: "35"}
 _LABELS = {STALE: "stale (wrapper gone)"}
+# C0, DEL, C1, line/paragraph separators, bidi overrides and isolates, lone surrogates
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-@dataclass(frozen=True)
-class Reading:
-    path: str
-    data: Optional[dict] = None
-    problem: Optional[str] = None      # why data is None
-    kind: Optional[str] = None         # MISSING / UNREADABLE / INVALID
-    mtime: Optional[float] = None
-
-
-# -- reading ------------------------------------------------------------------
-def read_state(path, allowed_uids=None):
-    """Read one state file; every failure becomes a Reading with a problem.
-
-    The state directory is shared: the file is opened without following a
-    symlink or blocking on a FIFO, and must be a regular file with one link,
-    at most STATE_MAX bytes, owned by one of ``allowed_uids`` (None: anyone)
-    -- fsafe.read_untrusted."""
-    try:
-        raw, st = fsafe.read_untrusted(path, allowed_uids, STATE_MAX)
-        mtime = st.st_mtime
-    except FileNotFoundError:
-        return Reading(path, problem="no such file", kind=MISSING)
-    except fsafe.Refused as e:
-        return Reading(path, problem="cannot read: it %s" % e.why, kind=UNREADABLE)
-    except OSError as e:
-        why = "cannot read: it is a symbolic link" if e.errno == errno.ELOOP else \
-            "cannot read: %s" % (e.strerror or e)
-        return Reading(path, problem=why, kind=UNREADABLE)
-    if not raw.strip():
-        return Reading(path, problem="empty file (being written?)", kind=INVALID, mtime=mtime)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return Reading(path, problem="not complete JSON (half-written or not a state file)",
-                       kind=INVALID, mtime=mtime)
-    if not isinstance(data, dict):
-        return Reading(path, problem="not a JSON object", kind=INVALID, mtime=mtime)
-    return Reading(path, data=data, mtime=mtime)
-
-
-def scan(state_dir):
-    """State files in ``state_dir`` (only the wrapper's own names: /tmp is shared).
-    Raises OSError when the directory cannot be listed."""
-    names = os.listdir(state_dir)
-    return sorted(os.path.join(state_dir, n) for n in fnmatch.filter(names, STATE_GLOB))
-
-
-def pid_alive(pid):
-    """True if ``pid`` exists and is not a zombie (wrapper.procinfo.running)."""
-    return procinfo.running(pid)
-
-
-# -- summarizing ----------------------------------------------------------------
-def _str(data, key):
-    value = data.get(key)
-    return value if isinstance(value, str) else None
-
-
-def _num(data, key):
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
-
-
-def _int(data, key):
-    value = data.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _percent(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return max(0.0, min(100.0, float(value)))
-
-
-def _disks(data):
-    disks = data.get("disks")
-    out = []
-    for i, d in enumerate(disks if isinstance(disks, list) else []):
-        d = d if isinstance(d, dict) else {}
-        path = d.get("path") if isinstance(d.get("path"), str) else "disk %d" % (i + 1)
-        out.append({"path": path, "progress": _percent(d.get("progress")) or 0.0})
-    return out
-
-
-def _throttling(data):
-    t = data.get("throttling")
-    t = t if isinstance(t, dict) else {}
-    return {k: (t.get(k) if isinstance(t.get(k), (str, int, float)) and not isinstance(t.get(k), bool)
-                else None) for k in ("cpu", "network")}
-
-
-def _outcome(data, mtime, now, alive):
-    if data.get("finished") is True:
-        return FAILED if data.get("failed") is True else FINISHED
-    wrapper_pid, v2v_pid = _int(data, "wrapper_pid"), _int(data, "pid")
-    pids = [p for p in (wrapper_pid, v2v_pid) if p is not None]
-    quiet = mtime is None or now - mtime >= STALE_GRACE
-    if pids and quiet and not any(alive(p) for p in pids):
-        return STALE
-    return RUNNING
-
-
-def summarize(reading, now, alive=pid_alive):
-    """A plain, JSON-ready dict describing one conversion."""
-    base = {"file": reading.path, "outcome": reading.kind, "problem": reading.problem,
-            "updated_at": reading.mtime,
-            "age": None if reading.mtime is None else round(max(0.0, now - reading.mtime), 1)}
-    if reading.data is None:
-        return base
-    data = reading.data
-    disks = _disks(data)
-    copy, copy_disks = rate.read_copy(data, now, len(disks))
-    for d, c in zip(disks, copy_disks):
-        d.update((k, c[k]) for k in rate.SHOWN)
-    overall = _percent(data.get("progress"))
-    if overall is None and disks:
-        overall = sum(d["progress"] for d in disks) / len(disks)
-    outcome = _outcome(data, reading.mtime, now, alive)
-    started_at, finished_at = _num(data, "started_at"), _num(data, "finished_at")
-    if started_at is None:
-        elapsed = None
-    elif finished_at is not None:
-        elapsed = finished_at - started_at
-    elif outcome == RUNNING or reading.mtime is None:
-        elapsed = now - started_at
-    else:                       # stale: time until the wrapper last wrote
-        elapsed = reading.mtime - started_at
-    last = data.get("last_message")
-    message = last.get("message") if isinstance(last, dict) and isinstance(
-        last.get("message"), str) else None
-    stage = _str(data, "stage")
-    if stage is None:
-        stage = stages.STARTING if data.get("started") is not True else stages.STARTED
-    base.update({
-        "outcome": outcome,
-        "tag": _str(data, "tag"),
-        "vm": _str(data, "vm"),
-        "target": _str(data, "target"),
-        "transport": _str(data, "transport"),
-        "stage": stage,
-        "disks": disks,
-        "disk_count": _int(data, "disk_count"),
-        "progress": None if overall is None else round(overall, 2),
-        **{k: copy[k] for k in rate.SHOWN},
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "elapsed": None if elapsed is None else round(max(0.0, elapsed), 1),
-        "throttling": _throttling(data),
-        "pid": _int(data, "pid"),
-        "wrapper_pid": _int(data, "wrapper_pid"),
-        "return_code": _int(data, "return_code"),
-        "vm_id": _str(data, "vm_id"),
-        "message": message,
-    })
-    return base
-
-
-def order(summaries):
-    """Newest first: by start time, else by file time; unreadable ones last."""
-    def key(s):
-        when = s.get("started_at")
-        if when is None:
-            when = s["updated_at"]
-        return (when is None, -(when or 0), s["file"])
-    return sorted(summaries, key=key)
-
-
-def all_over(summaries):
-    """True when nothing shown can still change (what ``--watch`` waits for)."""
-    return all(s["outcome"] in _OVER or (s["outcome"] == INVALID and (s["age"] or 0) >= TORN_GRACE)
-               for s in summaries)
+def printable(text):
+    """``text`` with every control character written as an escape (``\\x1b``,
+    ``\\n``, ``\\u2028``): what a file says can never act on the terminal."""
+    def escape(m):
+        if m.group() in _NAMED:
+            return _NAMED[m.group()]
+        c = ord(m.group())
+        if 0xdc80 <= c <= 0xdcff:          # an undecodable byte of a file name
+            return "\\x%02x" % (c - 0xdc00)
+        return "\\x%02x" % c if c < 0x100 else "\\u%04x" % c
+    return _UNPRINTABLE.sub(escape, str(text))
 
 
 # -- drawing --------------------------------------------------------------------
@@ -249,7 +76,7 @@ def format_duration(seconds):
 def format_rate(value):
     try:
         n = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return str(value)
     speed = rate.format_speed(n)          # the one byte-rate text: wrapper.rate
     return "%d B/s" % n if speed.endswith(" B/s") else "%d B/s (%s)" % (n, speed)
@@ -284,11 +111,11 @@ def render_block(s, style):
     label = _label(s).upper()
     arrow = " → " if style.unicode else " -> "
     if s["outcome"] in FILE_PROBLEMS:
-        title = os.path.basename(s["file"])
+        title = printable(os.path.basename(s["file"]))
     else:
-        title = (s.get("vm") or s.get("tag") or os.path.basename(s["file"]))
+        title = printable(s.get("vm") or s.get("tag") or os.path.basename(s["file"]))
         if s.get("target"):
-            title += arrow + s["target"]
+            title += arrow + printable(s["target"])
     if width is not None:
         room = max(10, width - len(label) - 2)
         title = style.fit(title, room)
@@ -298,7 +125,7 @@ def render_block(s, style):
     lines = [style.paint(head, "1")]
 
     def field(name, value, code=None):
-        text = style.fit(str(value), (width or 0) - 13)
+        text = style.fit(printable(value), (width or 0) - 13)
         lines.append("  %-10s %s" % (name, style.paint(text, code)))
 
     field("file", s["file"])
@@ -316,7 +143,7 @@ def render_block(s, style):
     for i, d in enumerate(s["disks"]):
         prefix = "  %-10s %s %s  " % ("disk %d/%d" % (i + 1, count), bar(d["progress"], bar_width, style),
                                      _pct(d["progress"]))
-        lines.append(prefix + style.fit(d["path"], (width or 0) - len(prefix)))
+        lines.append(prefix + style.fit(printable(d["path"]), (width or 0) - len(prefix)))
         if d.get("started_at") is not None:
             lines.append(style.fit("  %-10s %s" % ("", rate.describe(d, running)), width or 0))
     if s["disks"]:
@@ -346,7 +173,7 @@ def render(summaries, style, now=None, where=None):
             when, len(summaries), "" if len(summaries) == 1 else "s", running)
         lines.append(style.fit(title, style.width or 0))
     if not summaries:
-        lines.append("no conversions%s" % (" in %s" % where if where else ""))
+        lines.append("no conversions%s" % (" in %s" % printable(where) if where else ""))
     for i, s in enumerate(summaries):
         if i or now is not None:
             lines.append("")
@@ -418,16 +245,8 @@ def _volatile_free(summaries):
                        for s in summaries], sort_keys=True)
 
 
-def reclaim_dead_wrappers(environ, runner=run):
-    """Clean up after wrappers that died without doing so, when this user
-    owns the lease directory (normally root); silent otherwise."""
-    book = reclaim.reclaim_at(resolve({}, environ), runner, log, create=False)
-    if book is not None:
-        book.close()
-
-
 def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep=time.sleep,
-         alive=pid_alive, tty=None, term_size=None, runner=run):
+         alive=pid_alive, tty=None, term_size=None):
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
     environ = dict(os.environ if environ is None else environ)
@@ -438,7 +257,6 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep
     except _UsageError as e:
         stderr.write("virt-v2v-wrapper status: error: %s\n" % e)
         return EXIT_USAGE
-    reclaim_dead_wrappers(environ, runner)
     where = None
     if opts.files:
         files = [os.path.abspath(f) for f in opts.files]
@@ -470,7 +288,7 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep
         return EXIT_OK
     except OSError as e:             # the state directory cannot be listed
         stderr.write("virt-v2v-wrapper status: error: cannot read the state directory %s: %s\n"
-                     % (where, e.strerror or e))
+                     % (printable(where), e.strerror or e))
         return EXIT_UNREADABLE
 
 
@@ -485,7 +303,7 @@ def _exit_code(summaries):
 def _emit(stdout, opts, summaries, style, now, where):
     if opts.json:
         stdout.write(json.dumps({"state_dir": where, "conversions": summaries},
-                                sort_keys=True) + ("\n" if opts.watch else ""))
+                                sort_keys=True, allow_nan=False) + ("\n" if opts.watch else ""))
         if not opts.watch:
             stdout.write("\n")
     else:
