@@ -1,0 +1,232 @@
+"""The privilege boundary (wrapper/security/boundary.py): who the caller is, and
+opening what the caller names with the caller's rights.
+
+Fakes: an injected opener records who it opened as and what it returns.  Real:
+the fork/SCM_RIGHTS opener run as root for the caller ``nobody`` (a uid with a
+passwd entry) and for a uid without one, against root-only files."""
+import errno
+import json
+import os
+import stat
+
+import pytest
+
+from wrapper import config, jobinput, luks
+from wrapper.errors import JobError
+from wrapper.security import boundary
+from wrapper.security.boundary import Boundary, Caller, CallerOpenError
+from wrapper.settings import Settings
+
+NOBODY = Caller(65534, 65534, "nobody", "/nonexistent", True)
+NO_PASSWD = Caller(54321, 54321, None, None, True)
+HOMELESS = Caller(65534, 65534, "nobody", None, True)       # no default LUKS vault to look for
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root")
+
+
+# -- who the caller is ----------------------------------------------------------------------
+def test_the_sudo_caller_when_root_runs_us_through_sudo():
+    c = boundary.caller_from({"SUDO_UID": "65534", "SUDO_GID": "65534", "HOME": "/root"},
+                             getuid=lambda: 0, getgid=lambda: 0)
+    assert (c.uid, c.gid, c.name, c.via_sudo) == (65534, 65534, "nobody", True)
+    assert c.home == "/nonexistent"              # the caller's home, not root's HOME
+
+
+def test_root_without_sudo_and_a_plain_user():
+    c = boundary.caller_from({"HOME": "/srv/h"}, getuid=lambda: 0, getgid=lambda: 0)
+    assert (c.uid, c.gid, c.via_sudo, c.home, c.is_root) == (0, 0, False, "/srv/h", True)
+    # a plain user cannot claim to be someone else with SUDO_UID
+    c = boundary.caller_from({"SUDO_UID": "0", "HOME": "/h"}, getuid=lambda: 1234, getgid=lambda: 99)
+    assert (c.uid, c.gid, c.via_sudo, c.home) == (1234, 99, False, "/h")
+    c = boundary.caller_from({"SUDO_UID": "bogus"}, getuid=lambda: 0, getgid=lambda: 0)
+    assert c.uid == 0 and not c.via_sudo
+
+
+def test_groups_of_a_uid_without_passwd_entry():
+    assert NO_PASSWD.groups() == [54321]
+    assert 65534 in NOBODY.groups()
+
+
+# -- the opener seam ------------------------------------------------------------------------
+class FakeOpener:
+    def __init__(self, result):
+        self.result, self.calls = result, []
+
+    def __call__(self, caller, path):
+        self.calls.append((caller.uid, path))
+        if isinstance(self.result, int):
+            raise OSError(self.result, os.strerror(self.result))
+        return os.open(self.result, os.O_RDONLY | os.O_NONBLOCK)
+
+
+def test_root_uses_the_opener_for_another_caller_and_not_for_itself(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("data")
+    opener = FakeOpener(str(f))
+    assert Boundary(NOBODY, opener=opener, euid=0).read("/any/name", 10)[0] == b"data"
+    assert opener.calls == [(65534, "/any/name")]
+    root = Caller(0, 0, "root", "/root")
+    assert Boundary(root, opener=opener, euid=0).read(str(f), 10)[0] == b"data"
+    assert Boundary(NOBODY, opener=opener, euid=65534).read(str(f), 10)[0] == b"data"
+    assert len(opener.calls) == 1                # root's own caller and an unprivileged run: direct
+
+
+@pytest.mark.parametrize("code, text", [(errno.EACCES, "Permission denied"),
+                                        (errno.ENOENT, "No such file or directory"),
+                                        (errno.ELOOP, "Too many levels of symbolic links")])
+def test_the_message_is_the_callers_own_errno(code, text):
+    b = Boundary(NOBODY, opener=FakeOpener(code), euid=0)
+    with pytest.raises(CallerOpenError) as e:
+        b.read("/root/secret", 10)
+    assert e.value.errno == code and str(e.value) == text
+
+
+def test_what_the_caller_opened_is_checked(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big").write_bytes(b"x" * 11)
+    for name, words in (("fifo", "not a regular file"), ("big", "larger than 10 bytes"),
+                        ("", "not a regular file")):
+        with pytest.raises(CallerOpenError, match=words):
+            Boundary(NOBODY, opener=FakeOpener(str(tmp_path / name)), euid=0).read("/x", 10)
+    assert Boundary(NOBODY, opener=FakeOpener(str(tmp_path)), euid=0).check("/x", dirs=True)
+    with pytest.raises(CallerOpenError, match="valid file name"):
+        Boundary(NOBODY, opener=FakeOpener(str(tmp_path)), euid=0).read("/a\0b", 10)
+
+
+def test_integrity_problems_speak_of_the_callers_own_descriptor():
+    def st(uid, mode):
+        return os.stat_result((stat.S_IFREG | mode, 0, 0, 1, uid, 0, 0, 0, 0, 0))
+    owners = frozenset({0, 1000})
+    assert boundary.integrity_problem(st(1000, 0o600), owners, private=True) is None
+    assert boundary.integrity_problem(st(0, 0o644), owners) is None
+    assert "owned by uid 4242, not by you or root" in boundary.integrity_problem(st(4242, 0o600), owners)
+    assert "writable by group or others" in boundary.integrity_problem(st(1000, 0o620), owners)
+    assert "accessible by others" in boundary.integrity_problem(st(0, 0o644), owners, private=True)
+
+
+# -- the real child: fork, drop, open, SCM_RIGHTS ---------------------------------------------
+@pytest.fixture
+def public(tmp_path_factory):
+    """A 0755 directory every user can reach (pytest's own tmp is root's 0700)."""
+    import pathlib
+    import shutil
+    import tempfile
+    d = pathlib.Path(tempfile.mkdtemp(prefix="v2vw-boundary-", dir="/var/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.fixture
+def root_only(public):
+    f = public / "root-only"
+    f.write_text("ROOT-SECRET")
+    f.chmod(0o600)
+    return f
+
+
+@needs_root
+@pytest.mark.parametrize("caller", [NOBODY, NO_PASSWD])
+def test_the_child_opens_with_the_callers_rights(public, root_only, caller):
+    tmp_path = public
+    with pytest.raises(CallerOpenError) as e:
+        Boundary(caller).read(str(root_only), 100)
+    assert e.value.errno == errno.EACCES and "ROOT" not in str(e.value)
+    readable = tmp_path / "readable"
+    readable.write_text("shared")
+    readable.chmod(0o644)
+    data, st = Boundary(caller).read(str(readable), 100)
+    assert data == b"shared" and st.st_uid == 0
+    with pytest.raises(CallerOpenError) as e:
+        Boundary(caller).read(str(tmp_path / "missing"), 100)
+    assert e.value.errno == errno.ENOENT
+
+
+@needs_root
+def test_the_child_uses_the_supplementary_groups(public):
+    """A file readable only through a group the caller has as a supplementary one."""
+    import grp
+    import pwd
+    name = next((pw.pw_name for pw in pwd.getpwall() if pw.pw_uid != 0 and
+                 any(pw.pw_name in g.gr_mem and g.gr_gid != pw.pw_gid for g in grp.getgrall())), None)
+    if name is None:
+        pytest.skip("no user with a supplementary group here")
+    pw = pwd.getpwnam(name)
+    extra = next(g.gr_gid for g in grp.getgrall() if name in g.gr_mem and g.gr_gid != pw.pw_gid)
+    f = public / "group-file"
+    f.write_text("g")
+    os.chown(f, 0, extra)
+    f.chmod(0o640)
+    caller = Caller(pw.pw_uid, pw.pw_gid, name, pw.pw_dir, True)
+    assert Boundary(caller).read(str(f), 10)[0] == b"g"
+
+
+@needs_root
+def test_the_child_passes_no_descriptor_it_should_not(root_only):
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(CallerOpenError):
+            Boundary(NOBODY).read(str(root_only), 100)
+    assert set(os.listdir("/proc/self/fd")) == before        # nothing leaked in the parent
+
+
+# -- through the job readers (fake opener) -----------------------------------------------------
+def test_read_supplied_file_refuses_with_the_errno_only():
+    b = Boundary(NOBODY, opener=FakeOpener(errno.EACCES), euid=0)
+    with pytest.raises(JobError) as e:
+        jobinput.read_supplied_file(b, "/root/.ssh/id_rsa", "the ssh_key file", "ssh_key_file", private=True)
+    assert e.value.key == "ssh_key_file"
+    assert str(e.value).endswith("cannot open the ssh_key file /root/.ssh/id_rsa: Permission denied")
+
+
+def _settings(tmp_path):
+    (tmp_path / "out").mkdir(exist_ok=True)
+    return Settings(state_dir=str(tmp_path), iso_domain_root=str(tmp_path / "mnt"),
+                    vdsm_ca=str(tmp_path / "ca.pem"), environ={})
+
+
+@pytest.mark.parametrize("key", ["vmware_password_file", "luks_keys_vault", "virtio_win"])
+def test_every_named_path_of_the_job_goes_through_the_boundary(tmp_path, key):
+    opener = FakeOpener(errno.EACCES)
+    b = Boundary(HOMELESS, opener=opener, euid=0)
+    job = {"vm_name": "vm1", "transport_method": "vddk", "vmware_uri": "esx://root@h?no_verify=1",
+           "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20),
+           "output_dir": str(tmp_path / "out"), key: "/root/named"}
+    if key == "vmware_password_file":
+        del job["vmware_password"]
+    _cfg, problems = config.collect(job, _settings(tmp_path), b)
+    assert ("/root/named" in [p for _u, p in opener.calls])
+    assert [p.key for p in problems] == [key]
+    assert str(problems[0]).endswith("/root/named: Permission denied")
+
+
+def test_rhv_cafile_and_ssh_key_file_go_through_the_boundary(tmp_path):
+    opener = FakeOpener(errno.EACCES)
+    b = Boundary(HOMELESS, opener=opener, euid=0)
+    job = {"vm_name": "ssh://root@h/vmfs/volumes/ds/vm/vm.vmx", "transport_method": "ssh",
+           "ssh_key_file": "/etc/ssh/ssh_host_ed25519_key", "rhv_url": "https://engine/ovirt-engine/api",
+           "rhv_password": "pw", "rhv_cluster": "c", "rhv_storage": "s", "rhv_cafile": "/root/ca.pem"}
+    _cfg, problems = config.collect(job, _settings(tmp_path), b)
+    assert sorted(p.key for p in problems) == ["rhv_cafile", "ssh_key_file"]
+    assert all(str(p).endswith("Permission denied") for p in problems)
+    assert [p for _u, p in opener.calls] == ["/etc/ssh/ssh_host_ed25519_key", "/root/ca.pem"]
+
+
+def test_the_default_vault_is_in_the_callers_home_and_optional():
+    opener = FakeOpener(errno.ENOENT)
+    b = Boundary(NOBODY, opener=opener, euid=0)
+    assert luks.default_vault(NOBODY) == "/nonexistent/.v2v_luks_keys_vault.json"
+    assert luks.read_vault(b, luks.default_vault(NOBODY), "vm1", optional=True) == ()
+    assert luks.default_vault(NO_PASSWD) is None
+    denied = Boundary(NOBODY, opener=FakeOpener(errno.EACCES), euid=0)
+    with pytest.raises(JobError, match="Permission denied"):
+        luks.read_vault(denied, "/nonexistent/.v2v_luks_keys_vault.json", "vm1", optional=True)
+
+
+def test_a_vault_the_caller_may_read_but_others_can_too_is_refused(tmp_path):
+    v = tmp_path / "v.json"
+    v.write_text(json.dumps({"vm1": []}))
+    v.chmod(0o640)
+    with pytest.raises(JobError, match="accessible by group or others"):
+        luks.read_vault(Boundary(Caller(os.geteuid(), os.getegid())), str(v), "vm1")
+    v.chmod(0o600)
+    assert luks.read_vault(Boundary(Caller(os.geteuid(), os.getegid())), str(v), "vm1") == ()
