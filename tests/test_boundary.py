@@ -230,3 +230,68 @@ def test_a_vault_the_caller_may_read_but_others_can_too_is_refused(tmp_path):
         luks.read_vault(Boundary(Caller(os.geteuid(), os.getegid())), str(v), "vm1")
     v.chmod(0o600)
     assert luks.read_vault(Boundary(Caller(os.geteuid(), os.getegid())), str(v), "vm1") == ()
+
+
+# -- passwords inside URIs ---------------------------------------------------------------------
+@pytest.mark.parametrize("uri, has", [
+    ("esx://root:PW@host?no_verify=1", True), ("esx://root:@host", True),
+    ("ssh://root:p%40ss@h:22/vmfs/volumes/ds/vm/vm.vmx", True), ("https://a:b@engine/api", True),
+    ("esx://root@host?no_verify=1", False), ("esx://host:443/dc?x=a:b@c", False),
+    ("ssh://root@[fd00::1]:22/vmfs/vm.vmx", False), ("vm1", False), ("esx://root@h/p:q@r", False),
+])
+def test_uri_has_password(uri, has):
+    assert config.uri_has_password(uri) is has
+
+
+PW = "Sup3r-S3cret"
+
+
+@pytest.mark.parametrize("key, value, job_kind", [
+    ("vmware_uri", "esx://root:%s@10.2.0.20?no_verify=1" % PW, "vddk"),
+    ("vm_name", "ssh://root:%s@127.0.0.1/vmfs/volumes/ds/vm/vm.vmx" % PW, "ssh"),
+    ("vm_name", "esx://root:%s@h/vm" % PW, "vddk"),
+    ("rhv_url", "https://admin:%s@[engine/ovirt-engine/api" % PW, "vddk"),   # not even parseable
+    ("vmware_uri", "esx://root:%s\uff03@h" % PW, "vddk"),    # urlsplit's NFKC error repeats netlocs
+])
+def test_a_password_in_a_uri_is_refused_without_repeating_it(tmp_path, key, value, job_kind):
+    job = {"vm_name": "vm1", "transport_method": job_kind, "output_dir": str(tmp_path / "out"),
+           "vmware_uri": "esx://root@h?no_verify=1", "vmware_password": "x",
+           "vmware_fingerprint": ":".join(["AB"] * 20)}
+    if job_kind == "ssh":
+        job = {"vm_name": "ssh://root@h/vmfs/vm.vmx", "transport_method": "ssh", "output_dir": job["output_dir"]}
+    if key == "rhv_url":
+        job.update(rhv_password="p", rhv_cluster="c", rhv_storage="s", insecure_connection=True)
+        del job["output_dir"]
+    job[key] = value
+    _cfg, problems = config.collect(job, _settings(tmp_path), Boundary(HOMELESS, opener=FakeOpener(2), euid=0))
+    assert [p.key for p in problems] == [key]
+    assert "must not contain a password" in str(problems[0])
+    assert all(PW not in str(p) for p in problems)
+
+
+def test_a_password_in_a_uri_never_reaches_stderr_the_log_or_argv(tmp_path):
+    """Through the real command line, foreground: one line, exit 1, and the
+    password in no file the wrapper wrote and no process it started."""
+    from tests import wrapperrun as wr
+    from tests.fakes import make_fake_v2v
+    dirs = wr.WrapperDirs(tmp_path)
+    record = tmp_path / "record.json"
+    exe = make_fake_v2v(dirs.bin, record=str(record))
+    job = {"vm_name": "vm1", "transport_method": "vddk", "vmware_uri": "esx://root:%s@127.0.0.1?no_verify=1" % PW,
+           "vmware_password": "x", "vmware_fingerprint": ":".join(["AB"] * 20), "output_dir": dirs.out,
+           "daemonize": False}
+    r = wr.run(dirs.args(exe), job)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "vmware_uri" in r.stderr and "must not contain a password" in r.stderr
+    assert PW not in r.stdout + r.stderr
+    assert not record.exists()                  # virt-v2v never ran: nothing had it in argv
+    for d in (dirs.logs, dirs.state):
+        for name in os.listdir(d):
+            assert PW not in (pathlib_read(os.path.join(d, name)))
+    r = wr.run(dirs.args(exe) + ["--validate"], job)
+    assert r.returncode == 1 and PW not in r.stdout + r.stderr
+
+
+def pathlib_read(path):
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
