@@ -295,3 +295,24 @@ def test_a_password_in_a_uri_never_reaches_stderr_the_log_or_argv(tmp_path):
 def pathlib_read(path):
     with open(path, "rb") as f:
         return f.read().decode("utf-8", "replace")
+
+
+def _hanging_child(_caller, _groups, _path, _sock):
+    import time
+    time.sleep(60)
+    os._exit(0)
+
+
+def _silent_child(_caller, _groups, _path, _sock):
+    os._exit(3)
+
+
+def test_a_child_that_hangs_is_killed_and_one_that_dies_is_an_error():
+    with pytest.raises(OSError) as e:
+        boundary.fork_open(NOBODY, "/x", timeout=0.5, child=_hanging_child)
+    assert e.value.errno == errno.ETIMEDOUT
+    with pytest.raises(OSError) as e:
+        boundary.fork_open(NOBODY, "/x", child=_silent_child)
+    assert e.value.errno == errno.EIO
+    with pytest.raises(ChildProcessError):           # both children were reaped
+        os.waitpid(-1, os.WNOHANG)

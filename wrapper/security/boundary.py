@@ -28,6 +28,7 @@ import signal
 import socket
 import stat
 import struct
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -96,19 +97,21 @@ def caller_from(environ, getuid=os.getuid, getgid=os.getgid):
     return Caller(uid, gid, name, home, via_sudo)
 
 
-def _drop_to(caller):
-    os.setgroups(caller.groups())
+def _drop_to(caller, groups):
+    os.setgroups(groups)
     os.setresgid(caller.gid, caller.gid, caller.gid)
     os.setresuid(caller.uid, caller.uid, caller.uid)
 
 
-def _child(caller, path, sock):
-    """In the forked child: become the caller, open, send the fd or errno."""
+def _child(caller, groups, path, sock):
+    """In the forked child: become the caller, open, send the fd or errno.
+    Nothing here looks anything up (NSS after fork is not safe): the groups
+    were found by the parent."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         try:
-            _drop_to(caller)
+            _drop_to(caller, groups)
             fd = os.open(path, OPEN_FLAGS)
         except OSError as e:
             sock.sendall(_ERRNO.pack(e.errno or errno.EIO))
@@ -120,24 +123,27 @@ def _child(caller, path, sock):
         os._exit(0)
 
 
-def fork_open(caller, path, timeout=CHILD_TIMEOUT):
+def fork_open(caller, path, timeout=CHILD_TIMEOUT, child=None):
     """Open ``path`` in a child that runs with ``caller``'s credentials;
-    return the descriptor, or raise OSError with the child's errno."""
+    return the descriptor, or raise OSError with the child's errno.
+    ``child(caller, groups, path, sock)`` replaces the child's work in tests."""
+    groups = caller.groups()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         pid = os.fork()
         if pid == 0:                       # pragma: no cover (the child)
             mine.close()
-            _child(caller, path, theirs)
+            (child or _child)(caller, groups, path, theirs)
+            os._exit(0)
         theirs.close()
         try:
             mine.settimeout(timeout)
             data, fds, _flags, _addr = socket.recv_fds(mine, _ERRNO.size, 1)
         except socket.timeout:
             os.kill(pid, signal.SIGKILL)
+            _reap(pid, wait=False)
             raise OSError(errno.ETIMEDOUT, "opening it did not finish within %d s" % timeout) from None
-        finally:
-            os.waitpid(pid, 0)
+        _reap(pid, wait=True)
     finally:
         mine.close()
         theirs.close()
@@ -145,6 +151,20 @@ def fork_open(caller, path, timeout=CHILD_TIMEOUT):
         return fds[0]
     code = _ERRNO.unpack(data)[0] if len(data) == _ERRNO.size else errno.EIO
     raise OSError(code or errno.EIO, os.strerror(code or errno.EIO))
+
+
+def _reap(pid, wait):
+    """Collect the child.  A child killed inside an open() that cannot be
+    interrupted (a hard NFS mount) may not die: then it is left, not waited
+    for forever."""
+    for _ in range(1 if wait else 20):
+        try:
+            done, _status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.05)
 
 
 def direct_open(_caller, path):
