@@ -48,10 +48,12 @@ def test_groups_of_a_uid_without_passwd_entry():
 
 # -- the opener seam ------------------------------------------------------------------------
 class FakeOpener:
-    def __init__(self, result):
-        self.result, self.calls = result, []
+    def __init__(self, result, dirs_too=False):
+        self.result, self.calls, self.dirs_too = result, [], dirs_too
 
-    def __call__(self, caller, path):
+    def __call__(self, caller, path, flags=boundary.OPEN_FLAGS):
+        if flags == boundary.DIR_FLAGS and not self.dirs_too:
+            return os.open(path, flags)          # directories: see test_output_dirs_...
         self.calls.append((caller.uid, path))
         if isinstance(self.result, int):
             raise OSError(self.result, os.strerror(self.result))
@@ -211,6 +213,27 @@ def test_rhv_cafile_and_ssh_key_file_go_through_the_boundary(tmp_path):
     assert [p for _u, p in opener.calls] == ["/etc/ssh/ssh_host_ed25519_key", "/root/ca.pem"]
 
 
+@pytest.mark.parametrize("key", ["output_dir", "export_domain"])
+def test_output_directories_are_reached_with_the_callers_rights(tmp_path, key):
+    opener = FakeOpener(errno.EACCES, dirs_too=True)
+    job = {"vm_name": "vm1", "transport_method": "vddk", "vmware_uri": "esx://root@h?no_verify=1",
+           "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20), key: "/root/private"}
+    _cfg, problems = config.collect(job, _settings(tmp_path), Boundary(HOMELESS, opener=opener, euid=0))
+    assert opener.calls == [(65534, "/root/private")]
+    assert [p.key for p in problems] == [key] and str(problems[0]).endswith("/root/private: Permission denied")
+
+
+@needs_root
+def test_a_directory_the_caller_may_only_search_is_usable(public):
+    d = public / "drop"
+    d.mkdir(mode=0o733)
+    d.chmod(0o733)                                  # write and search, no read
+    assert stat.S_ISDIR(Boundary(NOBODY).check_dir(str(d)).st_mode)
+    (public / "file").write_text("x")
+    with pytest.raises(CallerOpenError, match="Not a directory"):
+        Boundary(NOBODY).check_dir(str(public / "file"))
+
+
 def test_the_default_vault_is_in_the_callers_home_and_optional():
     opener = FakeOpener(errno.ENOENT)
     b = Boundary(NOBODY, opener=opener, euid=0)
@@ -297,13 +320,13 @@ def pathlib_read(path):
         return f.read().decode("utf-8", "replace")
 
 
-def _hanging_child(_caller, _groups, _path, _sock):
+def _hanging_child(_caller, _groups, _path, _flags, _sock):
     import time
     time.sleep(60)
     os._exit(0)
 
 
-def _silent_child(_caller, _groups, _path, _sock):
+def _silent_child(_caller, _groups, _path, _flags, _sock):
     os._exit(3)
 
 

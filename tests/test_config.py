@@ -100,7 +100,12 @@ def test_no_target_is_refused(tmp_path, settings):
 
 def test_output_dir_must_exist(tmp_path, settings):
     e = problem(vddk_job(tmp_path, output_dir=str(tmp_path / "nope")), settings)
-    assert e.key == "output_dir" and "does not exist" in e.message
+    assert e.key == "output_dir" and "No such file or directory" in e.message   # the caller's own open()
+    (tmp_path / "file").write_text("x")
+    e = problem(vddk_job(tmp_path, output_dir=str(tmp_path / "file")), settings)
+    assert e.key == "output_dir" and "Not a directory" in e.message
+    e = problem(vddk_job(tmp_path, export_domain=str(tmp_path / "nope")), settings)
+    assert e.key == "export_domain" and "not an NFS share" in e.message and "No such file" in e.message
 
 
 def test_ssh_vm_name_must_be_ssh_uri(tmp_path, settings):

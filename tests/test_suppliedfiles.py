@@ -198,11 +198,11 @@ def test_both_forms_or_a_bad_file_are_refused(tmp_path, settings):
 
 
 @needs_root
-def test_the_sudo_caller_may_own_a_secret_file(tmp_path, public):
+def test_the_sudo_caller_may_own_a_secret_file(public):
     f = write(public / "pw", "pw", 0o600)
     os.chown(f, OTHER, OTHER)
-    (tmp_path / "out").mkdir()
-    job = dict(VDDK, vmware_password_file=str(f), output_dir=str(tmp_path / "out"))
+    (public / "out").mkdir()           # the caller must reach it too
+    job = dict(VDDK, vmware_password_file=str(f), output_dir=str(public / "out"))
     as_sudo = resolve({}, {"SUDO_UID": str(OTHER), "SUDO_GID": str(OTHER)})
     cfg, problems = config.collect(job, as_sudo)
     assert problems == [] and cfg.source.password.reveal() == "pw"

@@ -205,6 +205,16 @@ class _Reader:
             self.problem(key, "cannot open %s %s: %s" % (what, oneline(path, 200), oneline(e, 100)))
             return False
 
+    def check_dir(self, key, path, what):
+        """Whether the caller can reach the directory ``path``; a problem
+        naming ``key`` with the errno of the caller's own open() if not."""
+        try:
+            self.boundary.check_dir(path)
+            return True
+        except CallerOpenError as e:
+            self.problem(key, "cannot use %s %s: %s" % (what, oneline(path, 200), oneline(e, 100)))
+            return False
+
     def boolean(self, key, default):
         return self.get(key, (bool,), "true or false", False, default)
 
@@ -349,15 +359,14 @@ def _target(r, settings):
         if path:
             if _NFS.match(path):
                 pass                             # <host>:/<path>, for virt-v2v to mount
-            elif os.path.isdir(path):
+            elif r.check_dir("export_domain", os.path.abspath(path),
+                             "(not an NFS share <host>:/<path>) the directory"):
                 path = os.path.abspath(path)
-            else:
-                r.problem("export_domain", "must be an NFS share <host>:/<path> or an existing directory")
         return ExportDomainTarget(path)
     if "output_dir" in job:
         path = r.string("output_dir")
-        if path and not os.path.isdir(path):
-            r.problem("output_dir", "%s does not exist or is not a directory" % oneline(path, 200))
+        if path:
+            r.check_dir("output_dir", os.path.abspath(path), "the directory")
         return LocalTarget(os.path.abspath(path) if path else path)
     r.problem(None, "no output target: give rhv_url (oVirt API upload), export_domain or output_dir")
     return None

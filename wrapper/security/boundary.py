@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+# a directory is checked for reaching it (search rights on the way), not for
+# listing it: a caller may write into a 0711 directory it cannot read
+DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 CHILD_TIMEOUT = 30.0        # an open() that hangs (a dead NFS server) must not hang the job
 _ERRNO = struct.Struct("i")
 
@@ -103,7 +106,7 @@ def _drop_to(caller, groups):
     os.setresuid(caller.uid, caller.uid, caller.uid)
 
 
-def _child(caller, groups, path, sock):
+def _child(caller, groups, path, flags, sock):
     """In the forked child: become the caller, open, send the fd or errno.
     Nothing here looks anything up (NSS after fork is not safe): the groups
     were found by the parent."""
@@ -112,7 +115,7 @@ def _child(caller, groups, path, sock):
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         try:
             _drop_to(caller, groups)
-            fd = os.open(path, OPEN_FLAGS)
+            fd = os.open(path, flags)
         except OSError as e:
             sock.sendall(_ERRNO.pack(e.errno or errno.EIO))
             return
@@ -123,17 +126,17 @@ def _child(caller, groups, path, sock):
         os._exit(0)
 
 
-def fork_open(caller, path, timeout=CHILD_TIMEOUT, child=None):
+def fork_open(caller, path, flags=OPEN_FLAGS, timeout=CHILD_TIMEOUT, child=None):
     """Open ``path`` in a child that runs with ``caller``'s credentials;
     return the descriptor, or raise OSError with the child's errno.
-    ``child(caller, groups, path, sock)`` replaces the child's work in tests."""
+    ``child(caller, groups, path, flags, sock)`` replaces the child's work in tests."""
     groups = caller.groups()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         pid = os.fork()
         if pid == 0:                       # pragma: no cover (the child)
             mine.close()
-            (child or _child)(caller, groups, path, theirs)
+            (child or _child)(caller, groups, path, flags, theirs)
             os._exit(0)
         theirs.close()
         try:
@@ -167,8 +170,8 @@ def _reap(pid, wait):
         time.sleep(0.05)
 
 
-def direct_open(_caller, path):
-    return os.open(path, OPEN_FLAGS)
+def direct_open(_caller, path, flags=OPEN_FLAGS):
+    return os.open(path, flags)
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ class Opened:
 class Boundary:
     """Opens and reads what ``caller`` names, with ``caller``'s rights.
 
-    ``opener(caller, path) -> fd`` is used when the wrapper has more rights
+    ``opener(caller, path, flags) -> fd`` is used when the wrapper has more rights
     than the caller (it is root, the caller is not); it raises OSError."""
 
     def __init__(self, caller, opener=fork_open, euid=None):
@@ -196,13 +199,13 @@ class Boundary:
         """Who may own a file the caller hands in: the caller, or root."""
         return frozenset({0, self.caller.uid})
 
-    def open(self, path, dirs=False):
+    def open(self, path, dirs=False, flags=OPEN_FLAGS):
         """Open ``path`` as the caller; a regular file (or, with ``dirs``, a
         directory) or CallerOpenError.  The caller owns the result's fd."""
         if not isinstance(path, str) or "\0" in path:
             raise CallerOpenError(errno.EINVAL, "is not a valid file name")
         try:
-            fd = self._open(self.caller, path)
+            fd = self._open(self.caller, path, flags)
         except OSError as e:
             raise CallerOpenError(e.errno or errno.EIO, e.strerror or os.strerror(e.errno or errno.EIO)) from None
         st = os.fstat(fd)
@@ -214,6 +217,13 @@ class Boundary:
     def check(self, path, dirs=False):
         """Whether the caller can open ``path``: the stat of what it opened."""
         opened = self.open(path, dirs)
+        os.close(opened.fd)
+        return opened.st
+
+    def check_dir(self, path):
+        """Whether the caller can reach the directory ``path`` (search rights
+        on the way; ENOTDIR when it is something else): its stat."""
+        opened = self.open(path, dirs=True, flags=DIR_FLAGS)
         os.close(opened.fd)
         return opened.st
 
