@@ -339,3 +339,22 @@ def test_a_child_that_hangs_is_killed_and_one_that_dies_is_an_error():
     assert e.value.errno == errno.EIO
     with pytest.raises(ChildProcessError):           # both children were reaped
         os.waitpid(-1, os.WNOHANG)
+
+
+def _fd_reporting_child(_caller, _groups, _path, _flags, sock):
+    # what the real child keeps after its cleanup, reported instead of opening
+    boundary.close_inherited(sock.fileno())
+    sock.sendall(boundary._ERRNO.pack(len(os.listdir("/proc/self/fd"))))
+    os._exit(0)
+
+
+def test_the_child_keeps_none_of_roots_descriptors(tmp_path):
+    held = [os.open(str(tmp_path), os.O_RDONLY) for _ in range(5)]
+    try:
+        with pytest.raises(OSError) as e:
+            boundary.fork_open(NOBODY, "/x", child=_fd_reporting_child)
+        # stdin, stdout, stderr, the socket, and listdir's own descriptor
+        assert e.value.errno == 5
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -113,6 +113,10 @@ def _child(caller, groups, path, flags, sock):
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # root's descriptors (logs, state directory) have no business in a
+        # process of the caller's uid (the credential change already makes it
+        # undumpable, so the caller cannot ptrace it: this is belt and braces)
+        close_inherited(sock.fileno())
         try:
             _drop_to(caller, groups)
             fd = os.open(path, flags)
@@ -154,6 +158,19 @@ def fork_open(caller, path, flags=OPEN_FLAGS, timeout=CHILD_TIMEOUT, child=None)
         return fds[0]
     code = _ERRNO.unpack(data)[0] if len(data) == _ERRNO.size else errno.EIO
     raise OSError(code or errno.EIO, os.strerror(code or errno.EIO))
+
+
+def close_inherited(keep):
+    """Close every descriptor above stderr but ``keep``."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _max_fd())
+
+
+def _max_fd():
+    try:
+        return max(1024, os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 1 << 20
 
 
 def _reap(pid, wait):
