@@ -6,6 +6,7 @@ import pytest
 
 from wrapper import config as cfg
 from wrapper.errors import JobError
+from wrapper.security.boundary import Boundary, Caller
 from wrapper.throttling.limits import NetworkRate
 from wrapper.security.secrets import Secret
 from wrapper.settings import Settings
@@ -33,9 +34,9 @@ def ssh_job(tmp_path, **extra):
     return job
 
 
-def problem(job, settings, uid=None):
+def problem(job, settings, boundary=None):
     with pytest.raises(JobError) as e:
-        cfg.parse_job(job, settings, uid)
+        cfg.parse_job(job, settings, boundary)
     return e.value
 
 
@@ -74,7 +75,7 @@ def test_ssh_job_with_key(tmp_path, settings):
     ("vmware_fingerprint", "not-a-fingerprint", "hex pairs"),
     ("vmware_uri", "10.2.0.20", "libvirt URI"),
     ("transport_method", "nfs", "one of vddk, ssh"),
-    ("virtio_win", "/nonexistent/virtio-win.iso", "does not exist"),
+    ("virtio_win", "/nonexistent/virtio-win.iso", "No such file or directory"),
     ("virtio_win", "virtio-win.iso", "not found in an ISO domain"),
 ])
 def test_bad_values_are_refused_naming_the_key(tmp_path, settings, key, value, words):
@@ -99,7 +100,12 @@ def test_no_target_is_refused(tmp_path, settings):
 
 def test_output_dir_must_exist(tmp_path, settings):
     e = problem(vddk_job(tmp_path, output_dir=str(tmp_path / "nope")), settings)
-    assert e.key == "output_dir" and "does not exist" in e.message
+    assert e.key == "output_dir" and "No such file or directory" in e.message   # the caller's own open()
+    (tmp_path / "file").write_text("x")
+    e = problem(vddk_job(tmp_path, output_dir=str(tmp_path / "file")), settings)
+    assert e.key == "output_dir" and "Not a directory" in e.message
+    e = problem(vddk_job(tmp_path, export_domain=str(tmp_path / "nope")), settings)
+    assert e.key == "export_domain" and "not an NFS share" in e.message and "No such file" in e.message
 
 
 def test_ssh_vm_name_must_be_ssh_uri(tmp_path, settings):
@@ -222,9 +228,13 @@ def test_luks_vault_open_to_others_is_refused(tmp_path, settings, mode):
 
 def test_luks_vault_wrong_owner_or_content(tmp_path, settings):
     vault = _vault(tmp_path, {"vm1": []})
-    with pytest.raises(JobError) as e:
-        cfg.parse_job(vddk_job(tmp_path, luks_keys_vault=vault), settings, uid=os.geteuid() + 1)
-    assert "owned by" in e.value.message
+    if os.geteuid() == 0:
+        # a vault another user put where the caller looked: not the caller's, not root's
+        os.chown(vault, 65534, 65534)
+        with pytest.raises(JobError) as e:
+            cfg.parse_job(vddk_job(tmp_path, luks_keys_vault=vault), settings)
+        assert "owned by uid 65534, not by you or root" in e.value.message
+        os.chown(vault, 0, 0)
     bad = _vault(tmp_path, {"vm1": [{"device": "/dev/sda1"}]})
     assert "'device' and 'key'" in problem(vddk_job(tmp_path, luks_keys_vault=bad), settings).message
     assert "cannot open" in problem(vddk_job(tmp_path, luks_keys_vault=str(tmp_path / "no")), settings).message
@@ -406,13 +416,13 @@ def test_luks_vault_kinds_are_refused(tmp_path, settings):
         assert "not a regular file" in _vault_problem(tmp_path, settings, fifo)
     finally:
         signal.alarm(0)
-    target = _vault(tmp_path, {"vm1": []})
+    # links are followed the way the caller's own open() follows them: what
+    # the caller may read is the kernel's decision with the caller's rights
+    # (tests/test_boundary.py, tests/integration/test_security_boundary.py)
+    target = _vault(tmp_path, {"vm1": [{"device": "/dev/sda1", "key": "k"}]})
     link = tmp_path / "vault-link"
     link.symlink_to(target)
-    assert "symbolic link" in _vault_problem(tmp_path, settings, link)
-    hard = tmp_path / "vault-hard"
-    os.link(target, hard)
-    assert "hard links" in _vault_problem(tmp_path, settings, hard)
+    assert cfg.parse_job(vddk_job(tmp_path, luks_keys_vault=str(link)), settings).luks_keys[0][0] == "/dev/sda1"
 
 
 def test_luks_vault_size_and_content(tmp_path, settings):
@@ -448,7 +458,7 @@ def test_luks_vault_empty_value_does_not_fall_back_to_the_default(tmp_path, sett
     assert [str(p) for p in problems] == ["luks_keys_vault: must not be empty"]
 
 
-@pytest.mark.parametrize("kind", ["dangling-symlink", "symlink", "directory", "fifo", "open-mode"])
+@pytest.mark.parametrize("kind", ["directory", "fifo", "open-mode"])
 def test_default_vault_that_exists_is_checked_like_any_other(tmp_path, settings, kind):
     home = tmp_path / "home"
     home.mkdir()
@@ -468,13 +478,26 @@ def test_default_vault_that_exists_is_checked_like_any_other(tmp_path, settings,
     assert e.key == "luks_keys_vault" and len(str(e).splitlines()) == 1
 
 
+def test_default_vault_is_what_the_callers_open_finds(tmp_path, settings):
+    """A dangling link is absent to the caller's open(): no vault; a link to a
+    good vault is that vault."""
+    home = tmp_path / "home"
+    home.mkdir()
+    default = home / ".v2v_luks_keys_vault.json"
+    default.symlink_to(tmp_path / "nowhere")
+    assert cfg.parse_job(vddk_job(tmp_path), settings).luks_keys == ()
+    default.unlink()
+    default.symlink_to(_vault(tmp_path, {"vm1": [{"device": "/dev/sdb1", "key": "z"}]}))
+    assert cfg.parse_job(vddk_job(tmp_path), settings).luks_keys == (("/dev/sdb1", Secret("z")),)
+
+
 def test_luks_vault_messages_escape_the_path(tmp_path, settings):
     from wrapper import luks
     odd = tmp_path / "v\u2028x.json"
     odd.write_text("{}")
     os.chmod(odd, 0o644)
     with pytest.raises(JobError) as e:
-        luks.read_vault(str(odd), "vm1", os.geteuid())
+        luks.read_vault(Boundary(Caller(os.geteuid(), os.getegid())), str(odd), "vm1")
     assert "\\u2028" in str(e.value) and len(str(e.value).splitlines()) == 1
 
 

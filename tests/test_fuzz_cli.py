@@ -138,7 +138,7 @@ class World:
             os.symlink(target, link)
             self.vaults[name] = link
         hard = os.path.join(self.shared, "vault-hard.json")
-        os.link(self.vaults["good"], hard)       # the good one now has 2 links: refused too
+        os.link(self.vaults["good"], hard)       # 2 links: read with the caller's rights like any other
         self.vaults["hard-link"] = hard
         self.vaults["good"] = self._file("shared/vault-good.json", json.dumps(vault), 0o600)
         bin_dir = self._dir("bin")
@@ -198,8 +198,10 @@ class World:
             seeds["ssh-key"] = dict(ssh, **local, ssh_key=self.ssh_key, daemonize=False)
             seeds["ssh-key-daemon"] = dict(ssh, **local, ssh_key=self.ssh_key,
                                            throttling={"cpu": "25%"})
-        for kind in ("world-readable", "directory", "fifo", "symlink"):
+        for kind in ("world-readable", "directory", "fifo"):
             seeds["vault-" + kind] = dict(vddk, **local, daemonize=False, luks_keys_vault=self.vaults[kind])
+        # a link is followed as the caller's own open() follows it (wrapper/security/boundary.py)
+        seeds["vault-symlink-good"] = dict(vddk, **local, daemonize=False, luks_keys_vault=self.vaults["symlink"])
         return seeds
 
 

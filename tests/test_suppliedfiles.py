@@ -1,20 +1,32 @@
 """Files the caller names: ``--job FILE`` and the ``*_file`` secrets (a mounted ConfigMap or
-Secret).  Read once, by descriptor, through a path only trusted users control
-(fsafe.open_trusted_path, jobinput.read_supplied_file, config's secret files)."""
+Secret).  Opened WITH THE CALLER'S RIGHTS through wrapper/security/boundary.py and read
+once, by descriptor (jobinput.read_supplied_file, config's secret files).
+
+These tests used to check the old root-side walk (fsafe.open_trusted_path): every
+directory and link on the way owned by a trusted uid, one link, owner checks as root.
+That walk is gone: the kernel now decides what may be opened, with the caller's own
+uid, gid and groups (links followed as the caller's open() follows them,
+protected_symlinks applied to the caller).  What is left to check on the descriptor
+-- a regular file, bounded, owned by the caller or root, not writable by group or
+others, a secret closed to others -- is tested here; the real-user attacks are in
+tests/integration/test_security_boundary.py."""
 import json
 import os
+import pathlib
+import shutil
+import tempfile
 
 import pytest
 
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
 from wrapper import config, jobinput
-from wrapper.security import fsafe
 from wrapper.errors import JobError
+from wrapper.security.boundary import Boundary, Caller, CallerOpenError
 from wrapper.settings import resolve
 
-ME = frozenset({0, os.geteuid()})
-OTHER = 65534          # nobody: an untrusted owner
+ME = Boundary(Caller(os.geteuid(), os.getegid()))
+OTHER = 65534          # nobody: another user
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another uid needs root")
 
 
@@ -24,9 +36,18 @@ def write(path, text, mode=0o600):
     return path
 
 
-# -- fsafe.open_trusted_path -----------------------------------------------------------------
-def read(path, trusted=ME):
-    return fsafe.read_by_trusted_path(str(path), trusted)[0]
+@pytest.fixture
+def public():
+    """A 0755 directory any user can reach (pytest's tmp is root's and 0700)."""
+    d = pathlib.Path(tempfile.mkdtemp(prefix="v2vw-supplied-", dir="/var/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+# -- the boundary's reader ---------------------------------------------------------------------
+def read(path, boundary=ME):
+    return boundary.read(str(path), 1 << 20)[0]
 
 
 def test_a_plain_file_is_read(tmp_path):
@@ -52,57 +73,42 @@ def test_kubernetes_style_links_are_followed(tmp_path):
 
 
 @needs_root
-def test_a_link_an_untrusted_user_placed_in_a_sticky_dir_is_refused(tmp_path):
-    shared = tmp_path / "shared"
+def test_a_link_another_user_placed_in_a_sticky_dir_leads_nowhere_for_the_caller(public):
+    """Another user's link to a root-only file: the caller (nobody, for real) cannot
+    follow it to anything it could not read itself."""
+    shared = public / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
-    write(tmp_path / "root-only", "SECRET")
+    rootonly = public / "rootonly"
+    rootonly.mkdir(mode=0o700)
+    write(rootonly / "secret", "SECRET")
     link = shared / "job.json"
-    os.symlink(str(tmp_path / "root-only"), link)
-    os.lchown(link, OTHER, OTHER)
-    with pytest.raises(fsafe.Refused, match="symbolic link job.json owned by uid 65534"):
-        read(link)
-
-
-@needs_root
-def test_untrusted_directories_are_refused(tmp_path):
-    theirs = tmp_path / "theirs"
-    theirs.mkdir()
-    write(theirs / "job.json", "{}")
-    os.chown(theirs, OTHER, OTHER)
-    with pytest.raises(fsafe.Refused, match="directory theirs owned by uid 65534"):
-        read(theirs / "job.json")
-    open_dir = tmp_path / "open"
-    open_dir.mkdir()
-    open_dir.chmod(0o777)
-    write(open_dir / "job.json", "{}")
-    with pytest.raises(fsafe.Refused, match="without the sticky bit"):
-        read(open_dir / "job.json")
+    os.symlink(str(rootonly / "secret"), link)
+    os.lchown(link, 65533, 65533)
+    with pytest.raises(CallerOpenError) as e:
+        read(link, Boundary(Caller(OTHER, OTHER, "nobody", None, True)))
+    assert str(e.value) == "Permission denied"
 
 
 @needs_root
 def test_the_file_itself_is_checked(tmp_path):
-    theirs = write(tmp_path / "theirs", "{}")
+    theirs = write(tmp_path / "theirs", "{}", 0o644)
     os.chown(theirs, OTHER, OTHER)
-    with pytest.raises(fsafe.Refused, match="owned by uid 65534"):
-        read(theirs)
+    with pytest.raises(JobError, match="owned by uid 65534, not by you or root"):
+        jobinput.read_supplied_file(ME, str(theirs), "the job file")
     os.mkfifo(tmp_path / "fifo")
-    with pytest.raises(fsafe.Refused, match="not a regular file"):   # and it did not block
+    with pytest.raises(CallerOpenError, match="not a regular file"):   # and it did not block
         read(tmp_path / "fifo")
-    os.link(tmp_path / "theirs", tmp_path / "second")
-    os.chown(theirs, os.geteuid(), os.getegid())
-    with pytest.raises(fsafe.Refused, match="hard links"):
-        read(tmp_path / "second")
-    with pytest.raises(fsafe.Refused, match="not a regular file"):
+    with pytest.raises(CallerOpenError, match="not a regular file"):
         read(tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CallerOpenError, match="No such file or directory"):
         read(tmp_path / "nope")
 
 
 def test_a_link_loop_ends(tmp_path):
     os.symlink("b", tmp_path / "a")
     os.symlink("a", tmp_path / "b")
-    with pytest.raises(fsafe.Refused, match="too many levels"):
+    with pytest.raises(CallerOpenError, match="Too many levels of symbolic links"):
         read(tmp_path / "a")
 
 
@@ -110,15 +116,15 @@ def test_a_link_loop_ends(tmp_path):
 def test_modes_are_checked(tmp_path):
     f = write(tmp_path / "f", "x", 0o664)
     with pytest.raises(JobError, match="must not be writable by group or others"):
-        jobinput.read_supplied_file(str(f), ME, "the job file")
+        jobinput.read_supplied_file(ME, str(f), "the job file")
     f.chmod(0o644)
-    assert jobinput.read_supplied_file(str(f), ME, "the job file") == b"x"
+    assert jobinput.read_supplied_file(ME, str(f), "the job file") == b"x"
     with pytest.raises(JobError, match=r"must not be accessible by others \(mode 0644"):
-        jobinput.read_supplied_file(str(f), ME, "the ssh_key file", "ssh_key_file", private=True)
+        jobinput.read_supplied_file(ME, str(f), "the ssh_key file", "ssh_key_file", private=True)
 
 
 def test_job_file_problems_are_one_line(tmp_path):
-    with pytest.raises(JobError, match="the job file .*/nope does not exist"):
+    with pytest.raises(JobError, match="cannot open the job file .*/nope: No such file or directory"):
         jobinput.read_job_file(str(tmp_path / "nope"), ME)
     bad = write(tmp_path / "bad.json", "{nope", 0o644)
     with pytest.raises(JobError, match="the job file .*bad.json is not valid JSON"):
@@ -192,16 +198,21 @@ def test_both_forms_or_a_bad_file_are_refused(tmp_path, settings):
 
 
 @needs_root
-def test_the_sudo_caller_may_own_a_secret_file(tmp_path, tmp_path_factory):
-    f = write(tmp_path / "pw", "pw", 0o600)
+def test_the_sudo_caller_may_own_a_secret_file(public):
+    f = write(public / "pw", "pw", 0o600)
     os.chown(f, OTHER, OTHER)
-    (tmp_path / "out").mkdir()
-    job = dict(VDDK, vmware_password_file=str(f), output_dir=str(tmp_path / "out"))
+    (public / "out").mkdir()           # the caller must reach it too
+    job = dict(VDDK, vmware_password_file=str(f), output_dir=str(public / "out"))
     as_sudo = resolve({}, {"SUDO_UID": str(OTHER), "SUDO_GID": str(OTHER)})
     cfg, problems = config.collect(job, as_sudo)
     assert problems == [] and cfg.source.password.reveal() == "pw"
+    # root without sudo is its own caller: another user's file is not root's
     _cfg, problems = config.collect(job, resolve({}, {}))
-    assert "owned by uid 65534" in str(problems[0])
+    assert "owned by uid 65534, not by you or root" in str(problems[0])
+    # and a root-only file is nothing the sudo caller can name
+    os.chown(f, 0, 0)
+    _cfg, problems = config.collect(job, as_sudo)
+    assert str(problems[0]).endswith("cannot open the vmware_password file %s: Permission denied" % f)
 
 
 # -- the command line ------------------------------------------------------------------------

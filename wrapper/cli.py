@@ -15,6 +15,7 @@ from wrapper.errors import JobError, WrapperError
 from wrapper.launch import child_launcher
 from wrapper.monitor import SignalFlag
 from wrapper.runner import run as default_runner
+from wrapper.security.boundary import Boundary
 from wrapper.settings import LOCATIONS, SWITCHES, env_name, resolve, sudo_caller, switch_problem
 
 log = logging.getLogger("wrapper")
@@ -88,7 +89,8 @@ def _write_answer(stdout, text):
 
 def _read_job(stdin, settings):
     if settings.job:
-        return jobinput.read_job_file(settings.job, settings.trusted_uids())
+        # the caller names it: opened with the caller's rights, never root's
+        return jobinput.read_job_file(settings.job, Boundary.of(settings.environ))
     if stdin is None:
         raise JobError(None, "cannot read the job: stdin is closed")
     return jobinput.read_job(getattr(stdin, "buffer", stdin))

@@ -19,6 +19,7 @@ from wrapper import isodomain, jobinput, luks
 from wrapper.throttling import limits
 from wrapper.errors import JobError
 from wrapper.jobinput import oneline, short
+from wrapper.security.boundary import Boundary, CallerOpenError
 from wrapper.security.secrets import Secret
 
 VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
@@ -116,9 +117,9 @@ class Config:
 class _Reader:
     """Typed access to the job dict that records problems instead of raising."""
 
-    def __init__(self, job, trusted_uids=frozenset({0})):
+    def __init__(self, job, boundary):
         self.job = job
-        self.trusted_uids = trusted_uids
+        self.boundary = boundary
         self.problems = []
         # key -> (path, message) of its first bad string, reported when the
         # key is read (so problems keep the order of the keys) or at the end
@@ -177,7 +178,7 @@ class _Reader:
         if not path:
             return None
         try:
-            data = jobinput.read_supplied_file(path, self.trusted_uids, "the %s file" % key, file_key,
+            data = jobinput.read_supplied_file(self.boundary, path, "the %s file" % key, file_key,
                                                MAX_SECRET_FILE_BYTES, private=True)
             text = data.decode("utf-8")
         except JobError as e:
@@ -197,6 +198,27 @@ class _Reader:
             self.problem(file_key, "the content of the %s file %s" % (key, problem))
             return None
         return text
+
+    def check_path(self, key, path, what, dirs=False):
+        """Whether the caller can open ``path`` (a regular file, or a
+        directory with ``dirs``); a problem naming ``key`` if not, saying only
+        what the caller's own open() said."""
+        try:
+            self.boundary.check(path, dirs)
+            return True
+        except CallerOpenError as e:
+            self.problem(key, "cannot open %s %s: %s" % (what, oneline(path, 200), oneline(e, 100)))
+            return False
+
+    def check_dir(self, key, path, what):
+        """Whether the caller can reach the directory ``path``; a problem
+        naming ``key`` with the errno of the caller's own open() if not."""
+        try:
+            self.boundary.check_dir(path)
+            return True
+        except CallerOpenError as e:
+            self.problem(key, "cannot use %s %s: %s" % (what, oneline(path, 200), oneline(e, 100)))
+            return False
 
     def boolean(self, key, default):
         return self.get(key, (bool,), "true or false", False, default)
@@ -242,9 +264,34 @@ def _split(r, key, value, port=True):
     return parts
 
 
+def uri_has_password(value):
+    """Whether the URI ``value`` carries a password (``scheme://user:PW@host``).
+    Pure string work, before any parser can repeat the text in an error."""
+    _scheme, sep, rest = value.partition("://")
+    if not sep:
+        return False
+    authority = rest
+    for end in "/?#":
+        authority = authority.split(end, 1)[0]
+    userinfo, at, _host = authority.rpartition("@")
+    return bool(at) and ":" in userinfo
+
+
+def _no_password(r, key, value, instead):
+    """False (and a one-line refusal that never repeats ``value``) when the
+    URI ``value`` of ``key`` holds a password: it would reach the wrapper
+    log, stderr and virt-v2v's argv."""
+    if isinstance(value, str) and uri_has_password(value):
+        r.problem(key, "must not contain a password (user:password@): %s" % instead)
+        return False
+    return True
+
+
 def _vm_name(r):
     vm_name = r.string("vm_name")
     if not isinstance(vm_name, str) or not vm_name.strip():
+        return None
+    if not _no_password(r, "vm_name", vm_name, "give the key in ssh_key or ssh_key_file"):
         return None
     if vm_name.startswith("-"):
         # the last argument of virt-v2v, after options: nothing ends them before it
@@ -261,6 +308,8 @@ def _source(r, vm_name):
         if vm_name is not None and "://" in vm_name:
             _split(r, "vm_name", vm_name, port=False)   # describing it parses it
         uri = r.string("vmware_uri")
+        if not _no_password(r, "vmware_uri", uri, "give vmware_password or vmware_password_file"):
+            uri = None
         password = r.secret("vmware_password")
         fingerprint = r.string("vmware_fingerprint")
         if fingerprint and not _FINGERPRINT.fullmatch(fingerprint):
@@ -284,6 +333,8 @@ def _target(r, settings):
     job = r.job
     if "rhv_url" in job:
         url = r.string("rhv_url")
+        if not _no_password(r, "rhv_url", url, "give rhv_password or rhv_password_file"):
+            url = None
         if url:
             parts = _split(r, "rhv_url", url)
             if parts is not None and (parts.scheme not in ("https", "http") or not parts.hostname):
@@ -297,8 +348,11 @@ def _target(r, settings):
         storage = r.string("rhv_storage")
         insecure = r.boolean("insecure_connection", False)
         cafile = r.string("rhv_cafile", required=False)
-        if not insecure and "rhv_cafile" not in r.bad:
-            cafile = cafile or settings.vdsm_ca
+        if cafile and not insecure:
+            # the caller's file: checked with the caller's rights
+            r.check_path("rhv_cafile", os.path.abspath(cafile), "the CA certificate")
+        elif not insecure and "rhv_cafile" not in r.bad:
+            cafile = settings.vdsm_ca            # the host's own: the administrator's path
             if not os.path.isfile(cafile):
                 r.problem("rhv_cafile", "CA certificate %s does not exist (set rhv_cafile or "
                                         "insecure_connection)" % oneline(cafile, 200))
@@ -310,15 +364,14 @@ def _target(r, settings):
         if path:
             if _NFS.match(path):
                 pass                             # <host>:/<path>, for virt-v2v to mount
-            elif os.path.isdir(path):
+            elif r.check_dir("export_domain", os.path.abspath(path),
+                             "(not an NFS share <host>:/<path>) the directory"):
                 path = os.path.abspath(path)
-            else:
-                r.problem("export_domain", "must be an NFS share <host>:/<path> or an existing directory")
         return ExportDomainTarget(path)
     if "output_dir" in job:
         path = r.string("output_dir")
-        if path and not os.path.isdir(path):
-            r.problem("output_dir", "%s does not exist or is not a directory" % oneline(path, 200))
+        if path:
+            r.check_dir("output_dir", os.path.abspath(path), "the directory")
         return LocalTarget(os.path.abspath(path) if path else path)
     r.problem(None, "no output target: give rhv_url (oVirt API upload), export_domain or output_dir")
     return None
@@ -357,8 +410,9 @@ def _drivers(r, settings, notes):
     if virtio_win:
         if os.sep in virtio_win:
             path = os.path.abspath(virtio_win)     # virt-v2v runs in /
-            if not os.path.isfile(path):
-                r.problem("virtio_win", "%s does not exist" % oneline(virtio_win, 200))
+            # virt-v2v takes an ISO or a directory; whether it is there is
+            # asked with the caller's rights, not root's
+            r.check_path("virtio_win", path, "the drivers ISO", dirs=True)
         else:
             path = isodomain.find_iso(settings.iso_domain_root, virtio_win)
             if not path:
@@ -384,22 +438,16 @@ def _throttling(r):
     return changes
 
 
-def _luks(r, settings, vm_name, uid):
+def _luks(r, vm_name):
     explicit = r.string("luks_keys_vault", required=False)
     if r.job.get("luks_keys_vault") is not None and not explicit:
         return ()                    # a bad value, already reported: no default
-    path = explicit or luks.default_vault(settings.environ)
-    if not explicit:
-        try:
-            if not luks.vault_exists(path):
-                return ()
-        except JobError as e:
-            r.problems.append(e)
-            return ()
-    if not isinstance(vm_name, str):
+    path = explicit or luks.default_vault(r.boundary.caller)
+    if not path or not isinstance(vm_name, str):
         return ()
     try:
-        return luks.read_vault(path, vm_name, uid)
+        # the default vault is optional: absent (to the caller) is no vault
+        return luks.read_vault(r.boundary, path, vm_name, optional=not explicit)
     except JobError as e:
         r.problems.append(e)
         return ()
@@ -413,11 +461,13 @@ def _ignored(job):
     return tuple(names)
 
 
-def collect(job, settings, uid=None):
-    """Return ``(config_or_None, problems)`` for a decoded job."""
+def collect(job, settings, boundary=None):
+    """Return ``(config_or_None, problems)`` for a decoded job.  Every path
+    the job names is opened or checked through ``boundary`` (default: the
+    caller of this process, :mod:`wrapper.security.boundary`)."""
     if not isinstance(job, dict):
         return None, [JobError(None, "the job must be a JSON object, not %s" % _json_type(job))]
-    r = _Reader(job, settings.trusted_uids())
+    r = _Reader(job, boundary or Boundary.of(settings.environ))
     notes = []
     vm_name = _vm_name(r)
     source = _source(r, vm_name)
@@ -428,7 +478,7 @@ def collect(job, settings, uid=None):
     source_disks = _string_list(r, "source_disks")
     virtio_win, install = _drivers(r, settings, notes)
     throttling = _throttling(r)
-    luks_keys = _luks(r, settings, vm_name, os.geteuid() if uid is None else uid)
+    luks_keys = _luks(r, vm_name)
     daemonize = r.boolean("daemonize", True)
     ignored = _ignored(job)
     for key in r.bad:               # keys not read for this job (other transport, unknown)
@@ -447,9 +497,9 @@ def in_foreground(config):
     return replace(config, daemonize=False)
 
 
-def parse_job(job, settings, uid=None):
+def parse_job(job, settings, boundary=None):
     """Return a Config or raise the first problem as a JobError."""
-    config, problems = collect(job, settings, uid)
+    config, problems = collect(job, settings, boundary)
     if problems:
         raise problems[0]
     return config

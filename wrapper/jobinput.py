@@ -14,8 +14,8 @@ import errno
 import json
 import re
 
-from wrapper.security import fsafe
 from wrapper.errors import JobError
+from wrapper.security.boundary import CallerOpenError, integrity_problem
 
 MAX_JOB_BYTES = 1 << 20
 MAX_DEPTH = 64              # a job is 3 levels deep; unknown keys get some room
@@ -137,37 +137,34 @@ def read_job(stream, limit=MAX_JOB_BYTES):
     return parse_json_bytes(data, "the job on stdin")
 
 
-def read_job_file(path, trusted_uids, limit=MAX_JOB_BYTES):
+def read_job_file(path, boundary, limit=MAX_JOB_BYTES):
     """Read, decode and parse the job from the file ``path`` (``--job``), read
-    once by descriptor (:func:`read_supplied_file`)."""
-    data = read_supplied_file(path, trusted_uids, "the job file", limit=limit)
+    once by descriptor with the caller's rights (:func:`read_supplied_file`)."""
+    data = read_supplied_file(boundary, path, "the job file", limit=limit)
     return parse_json_bytes(data, "the job file %s" % oneline(path, 200))
 
 
-def read_supplied_file(path, trusted_uids, what, key=None, limit=MAX_JOB_BYTES, private=False):
+def read_supplied_file(boundary, path, what, key=None, limit=MAX_JOB_BYTES, private=False):
     """The bytes of a file the caller names (the job file, a secret file),
-    read once through its descriptor: reached only through directories and
-    links that ``trusted_uids`` control, a regular file of one link owned by
-    one of them, at most ``limit`` bytes, not writable by group or others --
-    and, when ``private``, not accessible by others at all.  Every problem is
-    one JobError naming ``key``; the content is never part of a message."""
+    opened WITH THE CALLER'S RIGHTS through ``boundary``
+    (:class:`wrapper.security.boundary.Boundary`) and read once through its
+    descriptor: a regular file of at most ``limit`` bytes, owned by the caller
+    or root, not writable by group or others -- and, when ``private``, not
+    accessible by others at all.  Every problem is one JobError naming
+    ``key``, saying only what the caller's own open() or fstat() tells; the
+    content is never part of a message."""
     shown = oneline(path, 200)
     try:
-        data, st = fsafe.read_by_trusted_path(path, trusted_uids, limit)
-    except fsafe.Refused as e:
-        raise JobError(key, "%s %s %s" % (what, shown, oneline(e.why, 200))) from None
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            raise JobError(key, "%s %s does not exist" % (what, shown)) from None
-        raise JobError(key, "cannot open %s %s: %s" % (what, shown, oneline(e.strerror or e, 100))) from None
-    except ValueError:               # a NUL in the path
-        raise JobError(key, "the path of %s is not a valid file name" % what) from None
-    if st.st_mode & 0o022:
-        raise JobError(key, "%s %s must not be writable by group or others (mode %04o)"
-                       % (what, shown, st.st_mode & 0o7777))
-    if private and st.st_mode & 0o007:
-        raise JobError(key, "%s %s must not be accessible by others (mode %04o: chmod 0600 it, "
-                            "or mount it with defaultMode 0400)" % (what, shown, st.st_mode & 0o7777))
+        data, st = boundary.read(path, limit)
+    except CallerOpenError as e:
+        if e.errno == errno.EINVAL and "valid file name" in str(e):
+            raise JobError(key, "the path of %s is not a valid file name" % what) from None
+        if e.errno in (errno.EFBIG, errno.EINVAL):
+            raise JobError(key, "%s %s %s" % (what, shown, oneline(e, 100))) from None
+        raise JobError(key, "cannot open %s %s: %s" % (what, shown, oneline(e, 100))) from None
+    problem = integrity_problem(st, boundary.owners(), private)
+    if problem:
+        raise JobError(key, "%s %s %s" % (what, shown, problem))
     return data
 
 

@@ -1,19 +1,21 @@
 """The LUKS keys vault (docs/contract.md §7).
 
-The vault is a file the caller names (or ``$HOME/.v2v_luks_keys_vault.json``),
-read by root: it is opened the way every untrusted file is
-(:func:`wrapper.security.fsafe.read_untrusted`: never through a symlink, a FIFO or a
-device never blocks, a regular file of one link, owned by the user running
-the wrapper, bounded in size), and it must be closed to group and others.
-Every problem is one line naming ``luks_keys_vault``.
+The vault is a file the caller names (or ``.v2v_luks_keys_vault.json`` in the
+CALLER's home: the sudo caller's, not root's), opened WITH THE CALLER'S
+RIGHTS (:mod:`wrapper.security.boundary`): what the caller cannot open
+itself is refused with the errno text of its own open(), never read by root.
+It must be a regular file, at most 1 MiB, owned by the caller or root and
+closed to group and others (a vault others can read has leaked already).
+Every problem is one line naming ``luks_keys_vault``; the content is never
+part of a message.
 """
 import errno
 import os
 
 from wrapper import jobinput
-from wrapper.security import fsafe
 from wrapper.errors import JobError
 from wrapper.jobinput import oneline, short
+from wrapper.security.boundary import CallerOpenError, integrity_problem
 from wrapper.security.secrets import Secret
 
 VAULT_NAME = ".v2v_luks_keys_vault.json"
@@ -21,48 +23,33 @@ MAX_VAULT_SIZE = 1 << 20
 KEY = "luks_keys_vault"
 
 
-def default_vault(environ):
-    home = environ.get("HOME") or os.path.expanduser("~")
-    return os.path.join(home, VAULT_NAME)
+def default_vault(caller):
+    """The default vault of ``caller`` (a boundary.Caller), or None when the
+    caller has no home directory we know of."""
+    return os.path.join(caller.home, VAULT_NAME) if caller.home else None
 
 
-def vault_exists(path, key=KEY):
-    """Whether there is anything at ``path`` (a dangling symlink counts: it is
-    then refused, not silently skipped)."""
-    try:
-        os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except (OSError, ValueError) as e:
-        raise JobError(key, "cannot look for the LUKS keys vault %s: %s"
-                       % (oneline(path, 200), oneline(getattr(e, "strerror", None) or e, 100))) from None
-    return True
-
-
-def read_vault(path, vm_name, uid, key=KEY):
-    """Return ``((device, Secret), ...)`` for ``vm_name`` from the vault at ``path``.
-
-    The vault must be owned by ``uid`` and closed to group and others, or the
-    job is refused (a readable vault means the keys may have leaked already).
-    """
+def read_vault(boundary, path, vm_name, optional=False, key=KEY):
+    """Return ``((device, Secret), ...)`` for ``vm_name`` from the vault at
+    ``path``, opened with the caller's rights through ``boundary``.  With
+    ``optional`` (the default vault), a vault the caller finds absent is no
+    vault: ``()``."""
     shown = oneline(path, 200)
     try:
-        data, st = fsafe.read_untrusted(path, allowed_uids={uid}, max_size=MAX_VAULT_SIZE)
-    except fsafe.Refused as e:
-        if "owned by" in e.why:
-            raise JobError(key, "the LUKS keys vault %s must be owned by uid %d (%s)"
-                           % (shown, uid, oneline(e.why, 100))) from None
-        raise JobError(key, "the LUKS keys vault %s %s" % (shown, oneline(e.why, 100))) from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise JobError(key, "the LUKS keys vault %s is a symbolic link" % shown) from None
-        raise JobError(key, "cannot open the LUKS keys vault %s: %s"
-                       % (shown, oneline(e.strerror or e, 100))) from None
-    except ValueError:               # a NUL in the path
-        raise JobError(key, "the path of the LUKS keys vault is not a valid file name") from None
-    if st.st_mode & 0o077:
-        raise JobError(key, "the LUKS keys vault %s must not be accessible by group or others "
-                            "(mode %03o)" % (shown, st.st_mode & 0o777))
+        data, st = boundary.read(path, MAX_VAULT_SIZE)
+    except CallerOpenError as e:
+        if optional and e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return ()
+        if e.errno == errno.EINVAL and "valid file name" in str(e):
+            raise JobError(key, "the path of the LUKS keys vault is not a valid file name") from None
+        if e.errno in (errno.EFBIG, errno.EINVAL):
+            raise JobError(key, "the LUKS keys vault %s %s" % (shown, oneline(e, 100))) from None
+        raise JobError(key, "cannot open the LUKS keys vault %s: %s" % (shown, oneline(e, 100))) from None
+    problem = integrity_problem(st, boundary.owners())
+    if problem is None and st.st_mode & 0o077:
+        problem = "must not be accessible by group or others (mode %04o)" % (st.st_mode & 0o7777)
+    if problem:
+        raise JobError(key, "the LUKS keys vault %s %s" % (shown, problem))
     vault = jobinput.parse_json_bytes(data, "the LUKS keys vault %s" % shown, key)
     return keys_for(vault, vm_name, key)
 

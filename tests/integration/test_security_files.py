@@ -458,7 +458,8 @@ def test_another_user_cannot_redirect_a_named_file_to_a_root_secret(scratch, att
     """The job names a password file in a shared sticky directory.  Another user races to
     put there, in turn, a symlink to a root-only file and a regular file of their own,
     renamed over each other many times a second.  Every wrapper run (the caller is the
-    sudo caller) must refuse -- the link is theirs, the file is theirs -- and no refusal,
+    sudo caller) must refuse -- the caller's own open() of the link is denied (the target
+is root's), the file is not the caller's -- and no refusal,
     log line or output ever carries the root-only content."""
     other, caller = attack_users.other, attack_users.caller
     shared = scratch.dir("shared", 0o1777)
@@ -483,8 +484,10 @@ def test_another_user_cannot_redirect_a_named_file_to_a_root_secret(scratch, att
             text = run.stdout + run.stderr
             assert secret_text not in text
             assert run.proc.returncode == 1, text
-            outcomes["link" if "symbolic link" in text else "theirs" if "owned by uid %d" % other.uid in text
-                     else "missing" if "does not exist" in text else text] += 1
+            # the caller's own open() decides (wrapper/security/boundary.py): the link
+            # leads to a file the caller cannot read, the file is not the caller's
+            outcomes["link" if "Permission denied" in text else "theirs" if "owned by uid %d" % other.uid in text
+                     else "missing" if "No such file or directory" in text else text] += 1
     finally:
         swaps = racer.communicate(timeout=RACE_SECONDS)[0].strip()
     assert set(outcomes) <= {"link", "theirs", "missing"}, outcomes
@@ -504,7 +507,7 @@ def test_a_fifo_or_a_foreign_dir_as_the_job_file_never_blocks(scratch, attack_us
     exe = scratch.fake()
     state, logs = scratch.dir("state", 0o1777), scratch.dir("logs")
     for path, words in ((os.path.join(shared, "job.json"), "is not a regular file"),
-                        (os.path.join(theirs, "job.json"), "directory theirs owned by uid %d" % other.uid)):
+                        (os.path.join(theirs, "job.json"), "owned by uid %d, not by you or root" % other.uid)):
         run = attack.Run(scratch, wrapper_args(state, logs, exe, "--job", path), "")
         assert run.wait(20) is not None, "the wrapper blocked on %s" % path
         assert run.proc.returncode == 1 and words in run.stderr, run.stderr

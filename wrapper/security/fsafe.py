@@ -8,10 +8,12 @@ The rules every writer in the wrapper follows, through these helpers only:
   (:func:`open_dir`); entries are created relative to its descriptor with
   ``O_CREAT|O_EXCL|O_NOFOLLOW`` (:func:`create`), and ``fchmod``/``fchown``
   act on the new descriptor.
-* A file another user supplies (the throttling file, the LUKS vault) is
+* A file another user supplies in a shared directory (the throttling file) is
   opened with ``O_NOFOLLOW|O_NONBLOCK`` (a symlink fails, a FIFO cannot
   block), then ``fstat``-ed: a regular file, one link, an allowed owner,
-  a bounded size (:func:`read_untrusted`).
+  a bounded size (:func:`read_untrusted`).  What the CALLER names (job file,
+  secret files, LUKS vault, drivers ISO, CA file) is not opened here but with
+  the caller's own rights: wrapper/security/boundary.py.
 * An entry is removed only if it is still the inode we identified
   (:func:`unlink_same`): unlink never follows a symlink, and a swapped-in
   entry is left alone.
@@ -131,13 +133,6 @@ def read_untrusted(path, allowed_uids=None, max_size=1 << 20, dir_fd=None, max_l
                          max_size, max_links)
 
 
-def read_by_trusted_path(path, trusted_uids, max_size=1 << 20):
-    """Read a file named by the caller (a job file, a mounted secret):
-    ``(bytes, stat)``, with the checks of :func:`read_untrusted` and
-    ``allowed_uids=trusted_uids``, the path resolved by :func:`open_trusted_path`."""
-    return _read_checked(open_trusted_path(path, trusted_uids), path, trusted_uids, max_size, 1)
-
-
 def _read_checked(fd, path, allowed_uids, max_size, max_links):
     try:
         st = os.fstat(fd)
@@ -155,74 +150,6 @@ def _read_checked(fd, path, allowed_uids, max_size, max_links):
         return data, st
     finally:
         os.close(fd)
-
-
-MAX_SYMLINKS = 40           # as the kernel's own limit on a path
-
-
-def open_trusted_path(path, trusted_uids):
-    """Open ``path`` for reading, resolving it one component at a time by
-    descriptor, and return the descriptor.
-
-    Unlike :func:`read_untrusted` this follows symbolic links -- Kubernetes
-    mounts ConfigMaps and Secrets as ``key -> ..data/key`` -- but only links
-    nobody outside ``trusted_uids`` could have placed: every directory on the
-    way must be owned by a trusted uid and writable by group or others only
-    with the sticky bit, and a link in such a shared sticky directory must
-    itself be owned by a trusted uid (the kernel's protected_symlinks rule,
-    applied whatever the sysctl says).  The last component is opened with
-    ``O_NOFOLLOW|O_NONBLOCK``: a FIFO or device never blocks.  Problems raise
-    :class:`Refused` (or the OSError of a missing entry)."""
-    pending = [p for p in os.path.abspath(path).split("/") if p not in ("", ".")]
-    fd = _trusted_dir(None, "/", path, trusted_uids)
-    links = 0
-    try:
-        while pending:
-            name = pending.pop(0)
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                links += 1
-                if links > MAX_SYMLINKS:
-                    raise Refused(path, "has too many levels of symbolic links")
-                if os.fstat(fd).st_mode & 0o022 and st.st_uid not in trusted_uids:
-                    raise Refused(path, "goes through a symbolic link %s owned by uid %d in a "
-                                        "directory other users can write" % (name, st.st_uid))
-                target = os.readlink(name, dir_fd=fd)
-                pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
-                if target.startswith("/"):
-                    os.close(fd)
-                    fd = None            # closed: a failure just below must not close it again
-                    fd = _trusted_dir(None, "/", path, trusted_uids)
-                continue
-            if pending:
-                new = _trusted_dir(fd, name, path, trusted_uids)
-                os.close(fd)
-                fd = new
-                continue
-            file_fd = os.open(name, UNTRUSTED_FLAGS, dir_fd=fd)
-            if ident(os.fstat(file_fd)) != ident(st):
-                os.close(file_fd)
-                raise Refused(path, "was replaced while it was being opened")
-            return file_fd
-        raise Refused(path, "is a directory")
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _trusted_dir(dir_fd, name, path, trusted_uids):
-    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-    st = os.fstat(fd)
-    why = None
-    if st.st_uid not in trusted_uids:
-        why = "goes through the directory %s owned by uid %d" % (name, st.st_uid)
-    elif st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        why = ("goes through the directory %s, writable by other users without the sticky bit"
-               % name)
-    if why:
-        os.close(fd)
-        raise Refused(path, why)
-    return fd
 
 
 def untrusted_problem(st, allowed_uids=None, max_size=1 << 20, max_links=1):

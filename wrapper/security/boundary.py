@@ -1,0 +1,303 @@
+"""The privilege boundary: who the caller is, and opening what the caller names
+with the caller's own rights (docs/security.md, rule 3; docs/contract.md §3).
+
+The wrapper runs as root for a caller who may be held to one sudo rule.  It
+must not open, read or probe a path that caller names with root's rights:
+whatever the caller names is opened by a short-lived child that has dropped
+to the caller's uid, gid and supplementary groups (OpenSSH's privilege
+separation; systemd's ``chase()``).  The child sends the descriptor back over
+a socket pair (SCM_RIGHTS) or the errno of its ``open()``; the parent then
+checks the descriptor (a regular file, bounded in size) and reads it.  So:
+
+* the kernel decides what may be opened, exactly as for the caller itself:
+  links are followed normally (Kubernetes mounts Secrets as link chains),
+  ``protected_symlinks``, ACLs and LSMs apply to the caller, not to root;
+* every message is built from what the caller's own ``open()`` returned (its
+  errno text) or from the ``fstat`` of a descriptor the caller could open
+  itself: never a mode, an owner or the existence of something the caller
+  cannot see, never a byte of content.
+
+When the caller is root (no sudo) or the wrapper already runs as the caller
+(not root), there is nothing to drop: the path is opened directly.  The
+child's opener is a seam (:class:`Boundary` ``opener=``) for unit tests.
+"""
+import errno
+import os
+import pwd
+import signal
+import socket
+import stat
+import struct
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+# a directory is checked for reaching it (search rights on the way), not for
+# listing it: a caller may write into a 0711 directory it cannot read
+DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+CHILD_TIMEOUT = 30.0        # an open() that hangs (a dead NFS server) must not hang the job
+_ERRNO = struct.Struct("i")
+
+
+class CallerOpenError(OSError):
+    """The caller could not open a path, or what it opened is not acceptable.
+    ``str()`` is a short reason the caller may see (errno text or a fact about
+    a file the caller itself opened)."""
+
+    def __init__(self, errnum, why):
+        super().__init__(errnum, why)
+        self.why = why
+
+    def __str__(self):
+        return self.why
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The person the wrapper acts for: the sudo caller, or the invoking user."""
+    uid: int
+    gid: int
+    name: Optional[str] = None
+    home: Optional[str] = None
+    via_sudo: bool = False
+
+    @property
+    def is_root(self):
+        return self.uid == 0
+
+    def groups(self):
+        """Supplementary groups as a login would give them (just the primary
+        group for a uid with no passwd entry)."""
+        if self.name is None:
+            return [self.gid]
+        try:
+            return os.getgrouplist(self.name, self.gid)
+        except OSError:
+            return [self.gid]
+
+
+def caller_from(environ, getuid=os.getuid, getgid=os.getgid):
+    """Who the caller is: the sudo caller (SUDO_UID/SUDO_GID) when the real
+    uid is 0 and sudo set them; root when invoked by root without sudo; the
+    invoking user when not root (then SUDO_* means nothing: the wrapper has
+    no more rights than its user anyway)."""
+    uid, gid, via_sudo = getuid(), getgid(), False
+    if uid == 0:
+        try:
+            uid = int(environ["SUDO_UID"])
+            gid = int(environ.get("SUDO_GID", uid))
+            via_sudo = True
+        except (KeyError, ValueError):
+            uid = 0
+    try:
+        pw = pwd.getpwuid(uid)
+        name, home = pw.pw_name, pw.pw_dir
+    except (KeyError, OverflowError):
+        name, home = None, None
+    if not via_sudo and uid == getuid():
+        home = environ.get("HOME") or home       # the invoking user's own HOME
+    return Caller(uid, gid, name, home, via_sudo)
+
+
+def _drop_to(caller, groups):
+    os.setgroups(groups)
+    os.setresgid(caller.gid, caller.gid, caller.gid)
+    os.setresuid(caller.uid, caller.uid, caller.uid)
+
+
+def _child(caller, groups, path, flags, sock):
+    """In the forked child: become the caller, open, send the fd or errno.
+    Nothing here looks anything up (NSS after fork is not safe): the groups
+    were found by the parent."""
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # root's descriptors (logs, state directory) have no business in a
+        # process of the caller's uid (the credential change already makes it
+        # undumpable, so the caller cannot ptrace it: this is belt and braces)
+        close_inherited(sock.fileno())
+        try:
+            _drop_to(caller, groups)
+            fd = os.open(path, flags)
+        except OSError as e:
+            sock.sendall(_ERRNO.pack(e.errno or errno.EIO))
+            return
+        socket.send_fds(sock, [_ERRNO.pack(0)], [fd])
+    except BaseException:
+        pass
+    finally:
+        os._exit(0)
+
+
+def fork_open(caller, path, flags=OPEN_FLAGS, timeout=CHILD_TIMEOUT, child=None):
+    """Open ``path`` in a child that runs with ``caller``'s credentials;
+    return the descriptor, or raise OSError with the child's errno.
+    ``child(caller, groups, path, flags, sock)`` replaces the child's work in tests."""
+    groups = caller.groups()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = os.fork()
+        if pid == 0:                       # pragma: no cover (the child)
+            mine.close()
+            (child or _child)(caller, groups, path, flags, theirs)
+            os._exit(0)
+        theirs.close()
+        try:
+            mine.settimeout(timeout)
+            data, fds, _flags, _addr = socket.recv_fds(mine, _ERRNO.size, 1)
+        except socket.timeout:
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid, wait=False)
+            raise OSError(errno.ETIMEDOUT, "opening it did not finish within %d s" % timeout) from None
+        _reap(pid, wait=True)
+    finally:
+        mine.close()
+        theirs.close()
+    if fds:
+        return fds[0]
+    code = _ERRNO.unpack(data)[0] if len(data) == _ERRNO.size else errno.EIO
+    raise OSError(code or errno.EIO, os.strerror(code or errno.EIO))
+
+
+def close_inherited(keep):
+    """Close every descriptor above stderr but ``keep``."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _max_fd())
+
+
+def _max_fd():
+    try:
+        return max(1024, os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 1 << 20
+
+
+def _reap(pid, wait):
+    """Collect the child.  A child killed inside an open() that cannot be
+    interrupted (a hard NFS mount) may not die: then it is left, not waited
+    for forever."""
+    for _ in range(1 if wait else 20):
+        try:
+            done, _status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.05)
+
+
+def direct_open(_caller, path, flags=OPEN_FLAGS):
+    return os.open(path, flags)
+
+
+@dataclass(frozen=True)
+class Opened:
+    fd: int
+    st: os.stat_result
+
+
+class Boundary:
+    """Opens and reads what ``caller`` names, with ``caller``'s rights.
+
+    ``opener(caller, path, flags) -> fd`` is used when the wrapper has more rights
+    than the caller (it is root, the caller is not); it raises OSError."""
+
+    def __init__(self, caller, opener=fork_open, euid=None):
+        self.caller = caller
+        euid = os.geteuid() if euid is None else euid
+        self._open = opener if (euid == 0 and not caller.is_root) else direct_open
+
+    @classmethod
+    def of(cls, environ, **kw):
+        return cls(caller_from(environ), **kw)
+
+    def owners(self):
+        """Who may own a file the caller hands in: the caller, or root."""
+        return frozenset({0, self.caller.uid})
+
+    def open(self, path, dirs=False, flags=OPEN_FLAGS):
+        """Open ``path`` as the caller; a regular file (or, with ``dirs``, a
+        directory) or CallerOpenError.  The caller owns the result's fd."""
+        if not isinstance(path, str) or "\0" in path:
+            raise CallerOpenError(errno.EINVAL, "is not a valid file name")
+        try:
+            fd = self._open(self.caller, path, flags)
+        except OSError as e:
+            raise CallerOpenError(e.errno or errno.EIO, e.strerror or os.strerror(e.errno or errno.EIO)) from None
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) or (dirs and stat.S_ISDIR(st.st_mode)):
+            return Opened(fd, st)
+        os.close(fd)
+        raise CallerOpenError(errno.EINVAL, "is not a %s" % ("regular file or directory" if dirs else "regular file"))
+
+    def check(self, path, dirs=False):
+        """Whether the caller can open ``path``: the stat of what it opened."""
+        opened = self.open(path, dirs)
+        os.close(opened.fd)
+        return opened.st
+
+    def check_dir(self, path):
+        """Whether the caller can reach the directory ``path`` (search rights
+        on the way; ENOTDIR when it is something else): its stat."""
+        opened = self.open(path, dirs=True, flags=DIR_FLAGS)
+        os.close(opened.fd)
+        return opened.st
+
+    def read(self, path, max_size):
+        """``(bytes, stat)`` of the regular file ``path``, read by descriptor,
+        at most ``max_size`` bytes (larger is CallerOpenError)."""
+        opened = self.open(path)
+        try:
+            if opened.st.st_size > max_size:
+                raise CallerOpenError(errno.EFBIG, "is larger than %s" % size_text(max_size))
+            data = _read_bounded(opened.fd, max_size)
+        finally:
+            os.close(opened.fd)
+        if len(data) > max_size:            # it grew after the fstat
+            raise CallerOpenError(errno.EFBIG, "is larger than %s" % size_text(max_size))
+        return data, opened.st
+
+
+def _read_bounded(fd, limit):
+    chunks, size = [], 0
+    while size <= limit:
+        try:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+        except BlockingIOError:             # O_NONBLOCK on a regular file: not expected
+            raise CallerOpenError(errno.EAGAIN, "cannot be read without blocking") from None
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def size_text(n):
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return "%d MiB" % (n >> 20)
+    if n >= 1 << 10 and n % (1 << 10) == 0:
+        return "%d KiB" % (n >> 10)
+    return "%d bytes" % n
+
+
+def integrity_problem(st, owners, private=False) -> Optional[str]:
+    """Why a file the caller opened must still not be used, or None.  These
+    are facts about the caller's own descriptor (it could ``fstat`` it too):
+
+    * owned by someone other than the caller or root: another user put it
+      where the caller looked (a name in a shared directory), and would be
+      choosing the job or its secrets for the caller;
+    * writable by group or others: someone else could change it;
+    * ``private`` (a secret) and accessible by others: it has leaked already,
+      and refusing tells the caller to fix it (chmod 0600, defaultMode 0400).
+    """
+    mode = st.st_mode & 0o7777
+    if st.st_uid not in owners:
+        return "is owned by uid %d, not by you or root" % st.st_uid
+    if mode & 0o022:
+        return "must not be writable by group or others (mode %04o)" % mode
+    if private and mode & 0o007:
+        return "must not be accessible by others (mode %04o: chmod 0600 it, or mount it with " \
+               "defaultMode 0400)" % mode
+    return None
