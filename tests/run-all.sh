@@ -25,7 +25,7 @@ step "Debian packages"
 . .ci/lib.sh
 APT_INSTALL_OPTS=(--no-install-recommends)
 apt_install_missing run-all.sh python3 python3-venv python3-dev gcc tmux rpm openssl groff-base \
-    passwd bsdutils   # useradd for the attack tests' real users; script for a pty session leader
+    passwd bsdutils sudo   # useradd for the attack tests' real users; script for a pty session leader; sudo for the strict-rule tests
 bash .ci/deps-virt-v2v.sh
 bash .ci/deps-net.sh
 bash .ci/deps-container.sh
