@@ -3,7 +3,8 @@
 makes root do nothing it could not do itself, except start virt-v2v as the
 run-as user on its own job.
 
-Each test is judged by what the attacker (the caller, ``v2vw-caller``) gets:
+Each test is judged by what the attacker (the caller, ``v2vw-caller``) gets
+(root-only files named by each key: test_security_boundary.py):
 the bytes of a root-only file, a process running as root, a write in a
 directory only root may write, or a password echoed back.
 """
@@ -52,13 +53,6 @@ def _everything_written(w):
     return b"\n".join(texts)
 
 
-def _root_only(scratch, name, text):
-    """A root-only file in a directory anyone may search: the caller sees
-    that it exists but cannot read it."""
-    scratch.dir("rootfiles", 0o755)
-    return scratch.file(os.path.join("rootfiles", name), text, mode=0o600)
-
-
 def test_the_rule_admits_no_arguments(world):
     """The strict rule is real: the caller cannot choose root's settings."""
     job = attack.vddk_job(world.out, daemonize=False)
@@ -66,49 +60,6 @@ def test_the_rule_admits_no_arguments(world):
     assert r.returncode == 1
     assert b"sudo" in r.stderr
     assert not os.path.exists(world.record)
-
-
-SECRET_KEYS = ("vmware_password_file", "ssh_key_file", "luks_keys_vault", "rhv_password_file",
-               "virtio_win")
-
-
-def _job_naming(w, key, path):
-    if key == "vmware_password_file":
-        job = attack.vddk_job(w.out, vmware_password_file=path)
-        del job["vmware_password"]
-    elif key == "ssh_key_file":
-        job = {"vm_name": attack.SSH_VM, "transport_method": "ssh", "ssh_key_file": path,
-               "output_dir": w.out}
-    elif key == "rhv_password_file":
-        job = attack.vddk_job(None, rhv_url="https://127.0.0.1:9/ovirt-engine/api",
-                              rhv_password_file=path, rhv_cluster="Default", rhv_storage="data",
-                              insecure_connection=True)
-        del job["output_dir"]
-    else:
-        job = attack.vddk_job(w.out, **{key: path})
-    job["daemonize"] = False
-    return job
-
-
-@pytest.mark.parametrize("key", SECRET_KEYS)
-def test_a_root_only_file_named_in_the_job_is_neither_read_nor_described(world, key):
-    marker = "ROOTSECRET-" + os.urandom(6).hex()
-    if key == "luks_keys_vault":
-        text = json.dumps({"testvm": [{"device": "/dev/sda1", "key": marker}]})
-    elif key == "ssh_key_file":
-        text = "-----BEGIN OPENSSH PRIVATE KEY-----\n%s\n-----END OPENSSH PRIVATE KEY-----\n" % marker
-    else:
-        text = marker
-    path = _root_only(world.scratch, key, text)
-    r = world.sudo.run(_job_naming(world, key, path), cwd=world.home)
-    err = r.stderr.decode("utf-8", "replace")
-    assert r.returncode == 1, err
-    attack.assert_one_error_line(err, key)
-    # nothing the caller could not learn itself: no content, no mode, no owner
-    assert marker.encode() not in r.stdout + r.stderr + _everything_written(world)
-    for word in ("0600", "0o600", "mode", "owner", "owned"):
-        assert word not in err.lower(), err
-    assert not os.path.exists(world.record), "virt-v2v was started"
 
 
 def test_the_callers_own_secret_file_is_used_and_virt_v2v_runs_as_the_caller(world):
