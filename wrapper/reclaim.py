@@ -14,7 +14,7 @@ import stat
 import time
 
 from wrapper import leases, procinfo, systemd
-from wrapper.security import fsafe
+from wrapper.security import fsafe, fstree
 from wrapper.leases import LOCK, abs_dir, remove_files, take_lock
 
 DIED = ("virt-v2v-wrapper (pid %s) died before the conversion finished (it was killed or "
@@ -139,7 +139,7 @@ class Leftovers:
             self._info("%s %s went with %s", what, name, parent)
             return
         try:
-            same = fsafe.remove_tree_at(fd, name, identity)
+            same = fstree.remove_tree_at(fd, name, identity)
         finally:
             os.close(fd)
         self._info("%s %s/%s %s", what, parent, name,

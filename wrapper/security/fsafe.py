@@ -269,43 +269,6 @@ def unlink_quietly(dir_fd, name):
         pass
 
 
-def remove_tree_at(dir_fd, name, identity=None):
-    """Remove the directory ``name`` in ``dir_fd`` and everything in it,
-    without following a symlink anywhere, if it is still ``identity``."""
-    st = lstat_at(dir_fd, name)
-    if st is None:
-        return True
-    if not stat.S_ISDIR(st.st_mode) or (identity is not None and ident(st) != tuple(identity)):
-        return False
-    fd = open_dir(name, dir_fd=dir_fd)
-    try:
-        if ident(os.fstat(fd)) != ident(st):
-            return False
-        empty_dir(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-    return True
-
-
-def empty_dir(fd):
-    """Remove every entry of the open directory ``fd`` (recursively, by fd)."""
-    for entry in os.listdir(fd):
-        st = lstat_at(fd, entry)
-        if st is None:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            remove_tree_at(fd, entry, ident(st))
-        else:
-            try:
-                os.unlink(entry, dir_fd=fd)
-            except FileNotFoundError:
-                pass
-
-
 def write_all(fd, data):
     view = memoryview(data)
     while view:
