@@ -174,7 +174,7 @@ def test_remove_tree_of_3000_nested_directories(d):
     path, fd = d
     name, dfd = fsafe.mkdir_private(fd, "t-")
     os.close(dfd)
-    _nested(str(path / name), 3500)
+    _nested(str(path / name), 3000)
     assert fstree.remove_tree_at(fd, name, fsafe.ident(os.stat(path / name)))
     assert not (path / name).exists() and os.listdir(path) == []
 

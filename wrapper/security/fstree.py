@@ -57,14 +57,6 @@ def _remove_or_flatten(fd, name, budget):
         _quiet(os.unlink, name, fd)
         return
     try:
-        os.rmdir(name, dir_fd=fd)
-        return
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-    try:
         sub = open_dir(name, dir_fd=fd)
     except (FileNotFoundError, NotADirectoryError):
         return                   # gone or swapped meanwhile: the next pass sees it
@@ -78,6 +70,13 @@ def _remove_or_flatten(fd, name, budget):
         _move_entries_up(sub, fd, budget)
     finally:
         os.close(sub)
+    try:
+        os.rmdir(name, dir_fd=fd)            # emptied (refilled meanwhile: the next pass)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
 
 
 def _move_entries_up(sub, top, budget):
