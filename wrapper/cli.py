@@ -95,9 +95,11 @@ def _read_job(stdin, settings):
 
 def _open_dirs(settings, log_dir, sudo):
     state_mode, state_owner = jobfiles.state_dir_mode(sudo)
-    state_fd = jobfiles.open_job_dir(settings.state_dir, "--state-dir", state_mode, state_owner)
+    owners = settings.trusted_uids()
+    state_fd = jobfiles.open_job_dir(settings.state_dir, "--state-dir", state_mode, owners,
+                                     state_owner)
     try:
-        log_fd = jobfiles.open_job_dir(log_dir, "--log-dir", 0o755)
+        log_fd = jobfiles.open_job_dir(log_dir, "--log-dir", 0o755, owners)
     except BaseException:
         os.close(state_fd)
         raise
@@ -154,16 +156,22 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
     sudo = sudo_caller(settings.environ)
     signals = SignalFlag().install()
     log_dir = jobfiles.log_dir_for(settings, job)
+    book = None
     try:
+        book = reclaim.open_book(settings, log)
         state_fd, log_fd = _open_dirs(settings, log_dir, sudo)
-        reserved = jobfiles.reserve(settings, log_dir, state_fd, log_fd)
+        reserved = jobfiles.reserve(settings, log_dir, state_fd, log_fd,
+                                    caller=jobfiles.caller_of(sudo))
     except JobError as e:
+        if book is not None:
+            book.close()
         return _refuse(stderr, e)
     logsetup.setup(reserved.wrapper_log_fd)
     log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())
-    book = reclaim.reclaim_at(settings, default_runner, log)
+    reclaim.reclaim_book(book, settings, default_runner, log)
     job_obj = None
     stack = contextlib.ExitStack()
+    stack.callback(reserved.remove_throttle_dir)     # unwound last, on every way out
     try:
         config = jobconfig.parse_job(job, settings)
         if settings.foreground and config.daemonize:

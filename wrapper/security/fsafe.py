@@ -284,17 +284,21 @@ class AtomicFile:
     given ``reserve`` bytes with ``posix_fallocate``: it is filled, fsync-ed,
     fchmod-ed, renamed over ``name``, and the next temporary file is reserved.
     When the disk fills up, the reserved one is still there for the final
-    ``finished`` (SPEC §5, §8).  ``owner`` (uid, gid; -1 keeps one) is set
-    on each temporary file when it is created, before anything is in it.
+    ``finished`` (docs/contract.md §5, §8).  ``owner`` (uid, gid; -1 keeps
+    one) is set on each temporary file when it is created, before anything
+    is in it.  With ``exclusive`` the first write ``link()``s the complete
+    file into place and fails (FileExistsError) if the name exists: the name
+    never appears empty or torn, and nobody's entry is replaced.
     """
 
-    def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10, owner=None):
+    def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10, owner=None, exclusive=False):
         _check_name(name)
         self.dir_fd = dir_fd
         self.name = name
         self.mode = mode
         self.reserve = reserve
         self.owner = owner
+        self.exclusive = exclusive
         self._spare = None           # (name, fd)
         self.identity = None         # (dev, ino) of what the last write put under ``name``
 
@@ -327,7 +331,12 @@ class AtomicFile:
             os.ftruncate(fd, len(data))
             os.fchmod(fd, self.mode)
             os.fsync(fd)
-            os.replace(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            if self.exclusive and self.identity is None:
+                os.link(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd,
+                        follow_symlinks=False)
+                unlink_same(self.dir_fd, tmp, ident(os.fstat(fd)))
+            else:
+                os.replace(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except BaseException:
             self.discard_spare()
             raise
