@@ -106,6 +106,27 @@ def _open_dirs(settings, log_dir, sudo):
     return state_fd, log_fd
 
 
+def _hold_stdio_numbers():
+    """A closed stdin/stdout/stderr (``>&-``) is not a free descriptor number:
+    put /dev/null there, or the first directory we open would get number 1
+    and the daemon's dup2 onto its stdio would replace it.  A closed stream
+    stays None for Python (the answer still cannot be written)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:           # a lower one was closed too and is held now
+                os.dup2(null, fd)
+
+
+def _remove_throttle_dir(reserved):
+    try:
+        reserved.remove_throttle_dir()
+    except OSError as e:
+        log.warning("cleanup: removing the throttling directory failed: %s", e)
+
+
 def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=default_runner,
          launcher_factory=None, detach=None):
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -114,6 +135,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
     stderr = (sys.stderr if stderr is None else stderr) or open(os.devnull, "w")
     environ = dict(os.environ if environ is None else environ)
     caller_fds = daemon.inherited_fds()
+    _hold_stdio_numbers()
     if argv and argv[0] == "status":
         from wrapper.observe import status
         return status.main(argv[1:], stdout=stdout, stderr=stderr, environ=environ)
@@ -171,7 +193,7 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
     reclaim.reclaim_book(book, settings, default_runner, log)
     job_obj = None
     stack = contextlib.ExitStack()
-    stack.callback(reserved.remove_throttle_dir)     # unwound last, on every way out
+    stack.callback(_remove_throttle_dir, reserved)   # unwound last, on every way out
     try:
         config = jobconfig.parse_job(job, settings)
         if settings.foreground and config.daemonize:
