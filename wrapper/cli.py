@@ -174,19 +174,27 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
                    detach or daemon.detach, caller_fds)
 
 
+def _take_names(settings, log_dir, sudo):
+    """The lease book (a lock directory root may not use refuses the job
+    before anything is created), the directories, the job's names."""
+    book = reclaim.open_book(settings, log)
+    try:
+        state_fd, log_fd = _open_dirs(settings, log_dir, sudo)
+        return book, jobfiles.reserve(settings, log_dir, state_fd, log_fd,
+                                      caller=jobfiles.caller_of(sudo))
+    except BaseException:
+        if book is not None:
+            book.close()
+        raise
+
+
 def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, caller_fds):
     sudo = sudo_caller(settings.environ)
     signals = SignalFlag().install()
     log_dir = jobfiles.log_dir_for(settings, job)
-    book = None
     try:
-        book = reclaim.open_book(settings, log)
-        state_fd, log_fd = _open_dirs(settings, log_dir, sudo)
-        reserved = jobfiles.reserve(settings, log_dir, state_fd, log_fd,
-                                    caller=jobfiles.caller_of(sudo))
+        book, reserved = _take_names(settings, log_dir, sudo)
     except JobError as e:
-        if book is not None:
-            book.close()
         return _refuse(stderr, e)
     logsetup.setup(reserved.wrapper_log_fd)
     log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())

@@ -481,6 +481,56 @@ def test_luks_vault_that_is_not_a_regular_file(scratch, kind):
 
 
 # -- 11. who owns and who can read what --------------------------------------------------------
+POLL_STATES = r'''
+import json, os, sys, time
+state, stop = sys.argv[1], sys.argv[2]
+reads = bad = 0
+sample = []
+while not os.path.exists(stop):
+    for name in os.listdir(state):
+        if not name.endswith(".state"):
+            continue
+        try:
+            with open(os.path.join(state, name), "rb") as f:
+                raw = f.read()
+        except (FileNotFoundError, PermissionError):
+            continue
+        reads += 1
+        try:
+            json.loads(raw)
+        except ValueError:
+            bad += 1
+            sample = sample[:4] + [raw[:60].decode("utf-8", "replace")]
+print(json.dumps({"reads": reads, "bad": bad, "sample": sample}))
+'''
+
+
+def test_a_reader_polling_during_real_starts_never_sees_an_empty_state_file(scratch, attack_users):
+    """Another user's process reads every state file in a tight loop while 12
+    real wrappers start (4 at a time): each name must appear with its first
+    complete content, never empty or torn."""
+    state = scratch.dir("state", 0o1777)
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    exe = scratch.fake(hold=0.2)
+    stop = scratch.path("stop-polling")
+    poller = subprocess.Popen([attack.SYSTEM_PYTHON, "-c", POLL_STATES, state, stop], stdout=subprocess.PIPE,
+                              text=True, **attack.demote(attack_users.other))
+    rcs = []
+    try:
+        for _ in range(3):
+            runs = [scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False))
+                    for _ in range(4)]
+            rcs += [r.wait(90) for r in runs]
+    finally:
+        open(stop, "w").close()
+        seen = json.loads(poller.communicate(timeout=30)[0])
+    attack.note("state-file-polled-during-starts", starts=len(rcs), **seen)
+    assert rcs == [0] * 12, rcs
+    assert seen["reads"] > 0
+    assert seen["bad"] == 0, "empty or torn state files seen: %s" % seen
+
+
 def test_logs_and_state_belong_to_root_and_are_readable_by_the_caller(scratch, attack_users):
     caller = attack_users.caller
     state = scratch.dir("state")
