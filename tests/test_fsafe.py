@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from wrapper.security import fsafe
+from wrapper.security import fsafe, fstree
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_remove_tree_never_follows_symlinks(d):
     os.symlink(outside, tree / "link")
     (tree / "sub").mkdir()
     os.symlink(outside / "keep", tree / "sub" / "f")
-    assert fsafe.remove_tree_at(fd, name, fsafe.ident(os.stat(tree)))
+    assert fstree.remove_tree_at(fd, name, fsafe.ident(os.stat(tree)))
     assert not tree.exists() and (outside / "keep").read_text() == "keep"
 
 
@@ -151,3 +151,70 @@ def test_atomic_file_writes_on_a_full_filesystem(tmp_path):
     finally:
         os.close(fd)
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+# ---- tree removal: iterative, by descriptor (wrapper/security/fstree.py) -------------------
+def _nested(top, depth):
+    """``depth`` nested directories under ``top``, built by descriptor (a path
+    3000 levels deep is longer than PATH_MAX)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        if i % 500 == 0:
+            with open(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w") as f:
+                f.write("x")
+        new = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = new
+    os.symlink("/", "root-link", dir_fd=fd)
+    os.close(fd)
+
+
+def test_remove_tree_of_3000_nested_directories(d):
+    path, fd = d
+    name, dfd = fsafe.mkdir_private(fd, "t-")
+    os.close(dfd)
+    _nested(str(path / name), 3000)
+    assert fstree.remove_tree_at(fd, name, fsafe.ident(os.stat(path / name)))
+    assert not (path / name).exists() and os.listdir(path) == []
+
+
+def test_empty_dir_is_bounded(d):
+    path, fd = d
+    for i in range(50):
+        (path / ("f%d" % i)).write_text("")
+    with pytest.raises(OSError) as e:
+        fstree.empty_dir(fd, max_steps=10)
+    assert "too many entries" in str(e.value)
+    assert 0 < len(os.listdir(path)) <= 40
+
+
+def test_remove_tree_leaves_a_swapped_entry_alone(d):
+    path, fd = d
+    name, dfd = fsafe.mkdir_private(fd, "t-")
+    os.close(dfd)
+    identity = fsafe.ident(os.stat(path / name))
+    os.rename(path / name, path / "moved")
+    (path / name).mkdir()
+    (path / name / "theirs").write_text("keep")
+    assert fstree.remove_tree_at(fd, name, identity) is False
+    assert (path / name / "theirs").read_text() == "keep"
+    os.symlink(path / "moved", path / "link")
+    assert fstree.remove_tree_at(fd, "link") is False and (path / "moved").is_dir()
+
+
+def test_remove_tree_never_follows_fifos_or_links_to_directories(d):
+    path, fd = d
+    outside = path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    name, dfd = fsafe.mkdir_private(fd, "t-")
+    os.close(dfd)
+    tree = path / name
+    os.mkfifo(tree / "fifo")
+    (tree / "a" / "b").mkdir(parents=True)
+    os.symlink(outside, tree / "a" / "b" / "out")
+    os.link(outside / "keep", tree / "a" / "hard")
+    assert fstree.remove_tree_at(fd, name)
+    assert not tree.exists() and (outside / "keep").read_text() == "keep"
+    assert os.stat(outside / "keep").st_nlink == 1

@@ -21,7 +21,7 @@ def test_network_values_go_to_the_jobs_network_limit_with_its_conversion():
     NetworkLimit, with the running conversion (whose processes it classifies)."""
     process = SimpleNamespace(set_cpu_quota=lambda value: None)
     job = SimpleNamespace(process=process, network=Network(), state=State(),
-                          reserved=SimpleNamespace(state_dir_fd=-1, throttle_name="job.throttle"),
+                          reserved=SimpleNamespace(throttle_dir_fd=-1, throttle_name="throttle"),
                           allowed_uids={0}, config=SimpleNamespace(throttling={"network": NetworkRate(5)}))
     throttler = Job._throttler(job)
     assert job.network.calls == [(NetworkRate(5), process)]

@@ -74,13 +74,18 @@ def job(tmp_path, spawn, group):
         "disks": [{"path": "[ds] vm/vm.vmdk", "progress": 42}], "disk_count": 1, "started": True,
         "pid": leader.pid, "last_message": {"message": "earlier trouble", "type": "error"}}))
     (state / (".%s.0123abcd.tmp" % state_name)).write_bytes(b"\0" * 100)
+    throttle_dir = "v2v-import-%s.throttle.d" % tag          # the caller's, filled by the caller
+    os.makedirs(state / throttle_dir / os.path.join(*["n"] * 40))
+    os.symlink(str(agents), state / throttle_dir / "throttle")
     record = {"state_dir": str(state), "state_name": state_name,
               "secret_dir": secret, "secret_ident": ident(state / secret),
               "agent_dir": str(agents / agent_dir), "agent_ident": ident(agents / agent_dir),
               "agent_pid": agent.pid, "agent_start": procinfo.start_time(agent.pid),
               "unit": None, "child_pid": leader.pid, "child_start": procinfo.start_time(leader.pid),
+              "throttle_dir": throttle_dir, "throttle_ident": ident(state / throttle_dir),
               "run_uid": os.geteuid()}
     return types.SimpleNamespace(tag=tag, state=state, agents=agents, secret=secret,
+                                 throttle_dir=throttle_dir,
                                  agent_dir=agent_dir, agent=agent, leader=leader, member=member,
                                  state_file=state / state_name, record=record,
                                  lock=tmp_path / "lock", jobs=tmp_path / "lock" / "jobs")
@@ -124,6 +129,7 @@ def state(job):
 def intact(job):
     assert (job.state / job.secret / "vmware_password").exists()
     assert (job.agents / job.agent_dir).is_dir()
+    assert (job.state / job.throttle_dir / "n").is_dir()
     assert job.leader.poll() is None and job.agent.poll() is None
     assert procinfo.alive(job.member, procinfo.start_time(job.member))
     assert "finished" not in state(job)
@@ -152,7 +158,9 @@ def test_sigkilled_wrapper_is_reclaimed(job, spawn, caplog):
     assert sorted(os.listdir(job.state)) == [job.state_file.name]     # temporary file gone
     assert os.stat(job.state_file).st_mode & 0o777 == 0o644
     assert os.listdir(job.jobs) == [] and runner.calls == []
-    for words in ("is dead", "process group", "ssh-agent", "secret directory", "marked failed",
+    assert (job.agents / job.agent_dir).exists() is False and job.agents.is_dir()   # link not followed
+    for words in ("is dead", "process group", "ssh-agent", "secret directory", "throttling directory",
+                  "marked failed",
                   "temporary file", "released"):
         assert words in caplog.text
     assert reclaim(job, runner) == []                    # nothing left to do

@@ -25,7 +25,7 @@ from wrapper.state import apply
 # without it skips this module)
 text_string_to_metric_families = pytest.importorskip("prometheus_client.parser").text_string_to_metric_families
 MiB = 1 << 20
-TAG = "20270115T080000-100"
+TAG = "20270115T080000-00000000a100"
 
 
 def families(text):

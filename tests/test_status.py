@@ -25,7 +25,7 @@ T0 = 1_800_000_000.0
 DISKS = ("[datastore1] vm1/vm1.vmdk", "[datastore1] vm1/vm1_1.vmdk")
 
 
-def make_state(stage, disks=DISKS, tag="20270115T080000-100", started_at=T0, **extra):
+def make_state(stage, disks=DISKS, tag="20270115T080000-00000000a100", started_at=T0, **extra):
     """The state the wrapper writes at ``stage``, built with the real State class."""
     s = State(disks, extra={"vm": "vm1", "target": "local directory /srv/out", "transport": "vddk",
                             "wrapper_pid": 100, "started_at": started_at, "tag": tag})

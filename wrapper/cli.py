@@ -98,9 +98,11 @@ def _read_job(stdin, settings):
 
 def _open_dirs(settings, log_dir, sudo):
     state_mode, state_owner = jobfiles.state_dir_mode(sudo)
-    state_fd = jobfiles.open_job_dir(settings.state_dir, "--state-dir", state_mode, state_owner)
+    owners = settings.trusted_uids()
+    state_fd = jobfiles.open_job_dir(settings.state_dir, "--state-dir", state_mode, owners,
+                                     state_owner)
     try:
-        log_fd = jobfiles.open_job_dir(log_dir, "--log-dir", 0o755)
+        log_fd = jobfiles.open_job_dir(log_dir, "--log-dir", 0o755, owners)
     except BaseException:
         os.close(state_fd)
         raise
@@ -116,6 +118,27 @@ def reclaim_for_status(environ, runner):
         book.close()
 
 
+def _hold_stdio_numbers():
+    """A closed stdin/stdout/stderr (``>&-``) is not a free descriptor number:
+    put /dev/null there, or the first directory we open would get number 1
+    and the daemon's dup2 onto its stdio would replace it.  A closed stream
+    stays None for Python (the answer still cannot be written)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:           # a lower one was closed too and is held now
+                os.dup2(null, fd)
+
+
+def _remove_throttle_dir(reserved):
+    try:
+        reserved.remove_throttle_dir()
+    except OSError as e:
+        log.warning("cleanup: removing the throttling directory failed: %s", e)
+
+
 def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=default_runner,
          launcher_factory=None, detach=None):
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -124,6 +147,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
     stderr = (sys.stderr if stderr is None else stderr) or open(os.devnull, "w")
     environ = dict(os.environ if environ is None else environ)
     caller_fds = daemon.inherited_fds()
+    _hold_stdio_numbers()
     if argv and argv[0] == "status":
         from wrapper.observe import status
         reclaim_for_status(environ, runner)
@@ -163,6 +187,20 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
                    detach or daemon.detach, caller_fds)
 
 
+def _take_names(settings, log_dir, sudo):
+    """The lease book (a lock directory root may not use refuses the job
+    before anything is created), the directories, the job's names."""
+    book = reclaim.open_book(settings, log)
+    try:
+        state_fd, log_fd = _open_dirs(settings, log_dir, sudo)
+        return book, jobfiles.reserve(settings, log_dir, state_fd, log_fd,
+                                      caller=jobfiles.caller_of(sudo))
+    except BaseException:
+        if book is not None:
+            book.close()
+        raise
+
+
 def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, caller_fds):
     """Accept the job (or refuse it: one line, exit 1), then run it in the
     foreground or detach and run it in the daemon (docs/contract.md §2, §4)."""
@@ -181,15 +219,15 @@ def _accept(job, settings, runner, launcher_factory, signals):
     it (everything undone: no state file, no secret, no log of virt-v2v)."""
     log_dir = jobfiles.log_dir_for(settings, job)
     try:
-        state_fd, log_fd = _open_dirs(settings, log_dir, sudo_caller(settings.environ))
-        reserved = jobfiles.reserve(settings, log_dir, state_fd, log_fd)
+        book, reserved = _take_names(settings, log_dir, sudo_caller(settings.environ))
     except JobError as e:
         return e
     logsetup.setup(reserved.wrapper_log_fd)
     log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())
-    book = reclaim.reclaim_at(settings, default_runner, log)
-    stack = contextlib.ExitStack()
+    reclaim.reclaim_book(book, settings, default_runner, log)
     job_obj = None
+    stack = contextlib.ExitStack()
+    stack.callback(_remove_throttle_dir, reserved)   # unwound last, on every way out
     try:
         config = _config(job, settings)
         from wrapper.job import Job   # the conversion's machinery, once the job is accepted

@@ -88,7 +88,8 @@ class Job:
         self.network = NetworkLimit(self.state, NetLimiter(
             self.files.tag, runner=runner, cgroup_root=settings.cgroup_root,
             lock_dir=settings.lock_dir))
-        self.state_file = StateFile(self.files.state_file, dir_fd=reserved.state_dir_fd)
+        self.state_file = StateFile(self.files.state_file, dir_fd=reserved.state_dir_fd,
+                                    exclusive=True)
         self.paths = None
         self.argv = None
         self.env = None
@@ -181,7 +182,8 @@ class Job:
             # LeaseBook.create fills in this process's pid, start time and boot id
             self.lease = self.leases.create(self.files.tag, {
                 "state_dir": self.settings.state_dir, "state_name": self.reserved.state_name,
-                "run_uid": self.user.uid})
+                "throttle_dir": self.reserved.throttle_dir_name,
+                "throttle_ident": list(self.reserved.throttle_dir_ident), "run_uid": self.user.uid})
         except (OSError, ValueError) as e:
             log.warning("cannot record the job's lease: %s", e)
 
@@ -295,7 +297,7 @@ class Job:
     def _throttler(self):
         appliers = {"cpu": self.process.set_cpu_quota,
                     "network": lambda rate: self.network.set(rate, self.process)}
-        throttler = Throttler(self.reserved.state_dir_fd, self.reserved.throttle_name, self.state,
+        throttler = Throttler(self.reserved.throttle_dir_fd, self.reserved.throttle_name, self.state,
                               appliers, self.allowed_uids)
         if self.config.throttling:
             throttler.apply(self.config.throttling)

@@ -1,21 +1,31 @@
-"""The files of one job (docs/contract.md §4): where they go, and taking their names
-safely in directories other users may write.
+"""The files of one job (docs/contract.md §4): where they go, and taking
+their names safely in directories other users may write.
 
-The tag ``<YYYYmmddTHHMMSS>-<pid>`` is predictable, so any local user can
-pre-create an entry under it (a directory as the state file, a FIFO as the
-log, a file of theirs as the throttling file).  Every name is taken with
-``O_CREAT|O_EXCL|O_NOFOLLOW``; when one is already taken, everything taken so
-far is given back and the next second's tag is tried — nobody's entry is ever
-opened, adopted or removed.
+The tag is ``<YYYYmmddTHHMMSS>-<random>``: 48 random bits nobody can
+predict, so nobody can pre-create the job's names (a tag made of the time
+and the PID could be squatted for every second to come).  Every name is
+still taken with ``O_CREAT|O_EXCL|O_NOFOLLOW``; when one is taken anyway,
+everything taken so far is given back and a new tag is drawn — nobody's
+entry is ever opened, adopted or removed.
+
+The state file is not created here: its first write links a complete file
+into place (:class:`wrapper.state.StateFile`), so the name never shows an
+empty file.  The throttling file lives in a directory of its own,
+``v2v-import-<tag>.throttle.d``, made here by root exclusively and handed to
+the caller (mode 0700): only the caller and root can create or replace the
+throttling file, which the caller still writes with a plain SFTP put.  It
+is removed, by descriptor, on every way out (:meth:`Reserved.remove_throttle_dir`).
 """
 import errno
 import json
 import logging
 import os
+import secrets
+import stat
 import time
 from dataclasses import dataclass
 
-from wrapper.security import fsafe
+from wrapper.security import fsafe, fstree
 from wrapper.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -23,6 +33,9 @@ log = logging.getLogger(__name__)
 OVIRT_LOG_DIR = "/var/log/vdsm/import"
 DEFAULT_LOG_DIR = "/var/log/virt-v2v"
 TAG_ATTEMPTS = 20
+TOKEN_BYTES = 6                  # 48 random bits in each tag
+THROTTLE_DIR_SUFFIX = ".throttle.d"
+THROTTLE_NAME = "throttle"
 
 
 @dataclass(frozen=True)
@@ -40,9 +53,12 @@ class JobFiles:
                            "state_file": self.state_file, "throttling_file": self.throttle_file})
 
 
-def make_tag(now=None, pid=None):
-    return "%s-%d" % (time.strftime("%Y%m%dT%H%M%S", time.localtime(now)),
-                      os.getpid() if pid is None else pid)
+def make_tag(now=None, rand=secrets.token_hex):
+    """``<YYYYmmddTHHMMSS>-<random>``; ``rand(nbytes)`` returns hex digits."""
+    token = rand(TOKEN_BYTES)
+    if not (isinstance(token, str) and token and all(c in "0123456789abcdef" for c in token)):
+        raise ValueError("the random source gave %r, not hex digits" % (token,))
+    return "%s-%s" % (time.strftime("%Y%m%dT%H%M%S", time.localtime(now)), token)
 
 
 def log_dir_for(settings, job):
@@ -59,19 +75,21 @@ def job_files(settings, log_dir, tag):
                     mr_log=os.path.join(log_dir, base + "-mr.log"),
                     wrapper_log=os.path.join(log_dir, base + "-wrapper.log"),
                     state_file=os.path.join(settings.state_dir, base + ".state"),
-                    throttle_file=os.path.join(settings.state_dir, base + ".throttle"))
+                    throttle_file=os.path.join(settings.state_dir, base + THROTTLE_DIR_SUFFIX,
+                                               THROTTLE_NAME))
 
 
-def open_job_dir(path, option, mode, owner=None):
+def open_job_dir(path, option, mode, owners, owner=None):
     """Open (creating it if missing) one of the wrapper's directories.
 
-    A directory the wrapper creates gets ``mode``/``owner`` (the state
-    directory must let the sudo caller create the throttling file, docs/contract.md §4).
-    A symlink is followed only if root or we own it.  Problems are JobErrors
-    naming ``option``.
+    A directory the wrapper creates gets ``mode``/``owner``.  A symlink is
+    followed only if root or we own it.  The directory must be owned by one
+    of ``owners`` (root, the wrapper's user, the sudo caller: someone else
+    could swap or forge what is in it) and not writable by others without
+    the sticky bit.  Problems are JobErrors naming ``option``.
     """
     def refuse(why):
-        return JobError(option, "%s %s" % (path, why))
+        return JobError(env_label(option), "%s %s" % (path, why))
     try:
         if not os.path.lexists(path):
             parent = os.path.dirname(path)
@@ -98,24 +116,37 @@ def open_job_dir(path, option, mode, owner=None):
         raise refuse("is not a directory") from None
     except OSError as e:
         raise refuse("cannot be used: %s" % (e.strerror or e)) from None
-    problem = fsafe.dir_problem(os.fstat(fd))
+    problem = owner_problem(os.fstat(fd), owners) or fsafe.dir_problem(os.fstat(fd))
     if problem:
         os.close(fd)
         raise refuse(problem)
     return fd
 
 
+def owner_problem(st, owners):
+    if st.st_uid not in owners:
+        return "is owned by uid %d, not by root or the calling user (uid %s)" % (
+            st.st_uid, "/".join(str(u) for u in sorted(owners) if u) or "0")
+    return None
+
+
+def env_label(option):
+    """``--state-dir`` -> ``--state-dir (VIRT_V2V_WRAPPER_STATE_DIR)``."""
+    return "%s (VIRT_V2V_WRAPPER_%s)" % (option, option.lstrip("-").replace("-", "_").upper())
+
+
 class Reserved:
     """The job's names, taken: open descriptors on the three logs, the state
-    file's directory, and what to give back on a refusal."""
+    directory and the throttling directory, and what to give back on a refusal."""
 
-    def __init__(self, files, state_dir_fd, log_dir_fd, fds, idents):
+    def __init__(self, files, state_dir_fd, log_dir_fd, fds, idents, throttle):
         self.files = files
         self.state_dir_fd = state_dir_fd
         self.log_dir_fd = log_dir_fd
         self.wrapper_log_fd = fds["wrapper_log"]
         self.v2v_log_fd = fds["v2v_log"]
         self.mr_log_fd = fds["mr_log"]
+        self.throttle_dir_fd, self.throttle_dir_ident = throttle
         self._idents = idents
 
     def hand_logs_to(self, uid, gid):
@@ -131,12 +162,32 @@ class Reserved:
         return os.path.basename(self.files.state_file)
 
     @property
+    def throttle_dir_name(self):
+        return os.path.basename(os.path.dirname(self.files.throttle_file))
+
+    @property
     def throttle_name(self):
-        return os.path.basename(self.files.throttle_file)
+        return THROTTLE_NAME
+
+    def remove_throttle_dir(self):
+        """Empty and remove the throttling directory by descriptor (whatever
+        the caller put in it); idempotent."""
+        if self.throttle_dir_fd is None:
+            return
+        try:
+            fstree.empty_dir(self.throttle_dir_fd)
+            fsafe.unlink_same(self.state_dir_fd, self.throttle_dir_name, self.throttle_dir_ident)
+        finally:
+            os.close(self.throttle_dir_fd)
+            self.throttle_dir_fd = None
 
     def give_back(self, keep_wrapper_log=True):
         """A refused job: remove what we created (by identity), except the
         wrapper log that says why."""
+        try:
+            self.remove_throttle_dir()
+        except OSError as e:
+            log.warning("cannot remove %s: %s", self.throttle_dir_name, e)
         for key, (dir_fd, name, identity) in self._idents.items():
             if key == "wrapper_log" and keep_wrapper_log:
                 continue
@@ -146,44 +197,38 @@ class Reserved:
                 log.warning("cannot remove %s: %s", name, e)
 
 
-# (key in JobFiles, directory); all created 0644 by the wrapper
-_ENTRIES = (("wrapper_log", "log"), ("v2v_log", "log"), ("mr_log", "log"), ("state_file", "state"))
+# (key in JobFiles); all created 0644 by the wrapper in the log directory
+_LOGS = ("wrapper_log", "v2v_log", "mr_log")
 
 
-def reserve(settings, log_dir, state_dir_fd, log_dir_fd, now=None, pid=None):
-    """Take the names of a new job; returns :class:`Reserved`."""
+def reserve(settings, log_dir, state_dir_fd, log_dir_fd, now=None, rand=secrets.token_hex,
+            caller=None):
+    """Take the names of a new job; returns :class:`Reserved`.  ``caller``
+    (uid, gid) is given the throttling directory (None: it stays ours)."""
     now = time.time() if now is None else now
     for attempt in range(TAG_ATTEMPTS):
-        files = job_files(settings, log_dir, make_tag(now + attempt, pid))
-        taken = _take(files, state_dir_fd, log_dir_fd)
+        files = job_files(settings, log_dir, make_tag(now, rand))
+        taken = _take(files, state_dir_fd, log_dir_fd, caller)
         if taken is not None:
             if attempt:
-                log.warning("names of %d earlier tags were taken by someone else; using tag %s",
-                            attempt, files.tag)
+                log.warning("the names of %d earlier tags were taken by someone else; using "
+                            "tag %s", attempt, files.tag)
             return Reserved(files, state_dir_fd, log_dir_fd, *taken)
     raise JobError(None, "cannot find free names for the job's files: every tag tried was "
                          "already in use in %s or %s" % (settings.state_dir, log_dir))
 
 
-def _take(files, state_dir_fd, log_dir_fd):
-    dirs = {"log": log_dir_fd, "state": state_dir_fd}
-    if fsafe.lstat_at(state_dir_fd, os.path.basename(files.throttle_file)) is not None:
+def _take(files, state_dir_fd, log_dir_fd, caller):
+    if fsafe.lstat_at(state_dir_fd, os.path.basename(files.state_file)) is not None:
         return None
     fds, idents = {}, {}
     try:
-        for key, where in _ENTRIES:
-            path = getattr(files, key)
-            try:
-                fd = fsafe.create(dirs[where], os.path.basename(path),
-                                  os.O_RDWR | os.O_APPEND | os.O_NONBLOCK, 0o644)
-            except OSError as e:
-                if isinstance(e, FileExistsError):
-                    raise
-                raise JobError("--%s-dir" % where, "cannot create %s: %s" % (
-                    path, e.strerror or e)) from None
-            os.set_blocking(fd, True)
+        for key in _LOGS:
+            name = os.path.basename(getattr(files, key))
+            fd = _create_or_refuse(log_dir_fd, name, "--log-dir", getattr(files, key))
             fds[key] = fd
-            idents[key] = (dirs[where], os.path.basename(path), fsafe.ident(os.fstat(fd)))
+            idents[key] = (log_dir_fd, name, fsafe.ident(os.fstat(fd)))
+        throttle = _make_throttle_dir(state_dir_fd, os.path.dirname(files.throttle_file), caller)
     except BaseException as e:
         for fd in fds.values():
             os.close(fd)
@@ -192,14 +237,54 @@ def _take(files, state_dir_fd, log_dir_fd):
         if isinstance(e, FileExistsError):
             return None
         raise
-    state_fd = fds.pop("state_file")
-    os.close(state_fd)
-    return fds, idents
+    return fds, idents, throttle
+
+
+def _create_or_refuse(dir_fd, name, option, path):
+    try:
+        fd = fsafe.create(dir_fd, name, os.O_RDWR | os.O_APPEND | os.O_NONBLOCK, 0o644)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        raise JobError(env_label(option), "cannot create %s: %s" % (path, e.strerror or e)) from None
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _make_throttle_dir(state_dir_fd, path, caller):
+    """Create the throttling directory exclusively, give it to ``caller``,
+    mode 0700: (fd, identity).  FileExistsError when the name is taken."""
+    name = os.path.basename(path)
+    try:
+        os.mkdir(name, 0o700, dir_fd=state_dir_fd)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        raise JobError(env_label("--state-dir"), "cannot create %s: %s"
+                       % (path, e.strerror or e)) from None
+    fd = fsafe.open_dir(name, dir_fd=state_dir_fd)
+    st = os.fstat(fd)
+    try:
+        if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o077:
+            raise JobError(env_label("--state-dir"), "%s was replaced while it was created" % path)
+        if caller is not None and os.geteuid() == 0:
+            os.fchown(fd, caller[0], caller[1])
+        os.fchmod(fd, 0o700)
+    except BaseException:
+        os.close(fd)
+        fsafe.unlink_same(state_dir_fd, name, fsafe.ident(st))
+        raise
+    return fd, fsafe.ident(st)
 
 
 def state_dir_mode(sudo):
-    """A state directory the wrapper creates: the sudo caller's group may
-    create files (the throttling file) but not remove others' (sticky)."""
-    if sudo is not None and os.geteuid() == 0:
-        return 0o1770, (0, sudo[1])
+    """A state directory the wrapper creates: ``0755 root``.  Only root
+    creates entries in it; the caller writes in its own throttling
+    directory, not in the state directory itself."""
     return 0o755, None
+
+
+def caller_of(sudo):
+    """Who gets the throttling directory: the sudo caller (uid, gid), or
+    nobody else when there is no sudo (root, or the wrapper's own user)."""
+    return sudo if sudo is not None and os.geteuid() == 0 else None

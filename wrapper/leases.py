@@ -36,11 +36,19 @@ _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | fsafe.O_C
 
 def open_lock_dir(lock_dir):
     """``lock_dir`` as a descriptor, created 0700 if missing (its parent too,
-    e.g. a container without /run/lock); :class:`fsafe.Refused` if another
-    user owns it or may write it."""
+    e.g. a container without /run); :class:`fsafe.Refused` if another user
+    owns it or may write it.  Root keeps it only where no one else can
+    create it first: its parent must be root's and writable by nobody else
+    (not even sticky, as /run/lock is on many hosts)."""
     parent = os.path.dirname(os.path.abspath(lock_dir))
     if not os.path.isdir(parent):
         os.makedirs(parent, 0o755, exist_ok=True)
+    if os.geteuid() == 0:
+        st = os.stat(parent)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise fsafe.Refused(lock_dir, "is in %s, where users other than root can create "
+                                          "entries (owner uid %d, mode %04o)"
+                                % (parent, st.st_uid, st.st_mode & 0o7777))
     return fsafe.ensure_private_dir(lock_dir)
 
 

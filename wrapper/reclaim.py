@@ -14,7 +14,8 @@ import stat
 import time
 
 from wrapper import leases, procinfo, state, systemd
-from wrapper.security import fsafe
+from wrapper.errors import JobError
+from wrapper.security import fsafe, fstree
 from wrapper.leases import LOCK, abs_dir, remove_files, take_lock
 
 DIED = ("virt-v2v-wrapper (pid %s) died before the conversion finished (it was killed or "
@@ -83,7 +84,7 @@ class Leftovers:
         """Every step, whatever the others did; True when none failed."""
         ok = True
         for step in (self.stop_unit, self.kill_child, self.stop_agent, self.remove_secret_dir,
-                     self.remove_agent_dir, self.finish_state):
+                     self.remove_agent_dir, self.remove_throttle_dir, self.finish_state):
             try:
                 step()
             except Exception as e:   # logged; the other steps still run
@@ -139,7 +140,7 @@ class Leftovers:
             self._info("%s %s went with %s", what, name, parent)
             return
         try:
-            same = fsafe.remove_tree_at(fd, name, identity)
+            same = fstree.remove_tree_at(fd, name, identity)
         finally:
             os.close(fd)
         self._info("%s %s/%s %s", what, parent, name,
@@ -149,6 +150,11 @@ class Leftovers:
         if self.r.get("secret_dir"):
             self._remove_dir(self.r.get("state_dir"), self.r["secret_dir"],
                              self.r.get("secret_ident"), "secret directory")
+
+    def remove_throttle_dir(self):
+        if self.r.get("throttle_dir"):
+            self._remove_dir(self.r.get("state_dir"), self.r["throttle_dir"],
+                             self.r.get("throttle_ident"), "throttling directory")
 
     def remove_agent_dir(self):
         path = self.r.get("agent_dir")
@@ -207,17 +213,44 @@ class Leftovers:
         self._info("state file %s marked failed and finished", name)
 
 
-def reclaim_at(settings, runner, log, create=True):
-    """Open the lease book of ``settings.lock_dir`` and reclaim what dead
-    wrappers left; returns the open book, or None when this user may not
-    keep one (not root, a foreign or shared lock directory) — silently: a
-    wrapper start or ``status`` never fails because of it."""
+LOCK_DIR_VARIABLE = "VIRT_V2V_WRAPPER_LOCK_DIR"
+
+
+def open_book(settings, log, create=True):
+    """The lease book of ``settings.lock_dir``, or None when this wrapper
+    keeps none: not root (logged quietly), or, with ``create=False``, no
+    wrapper ever made it.  As root, a lock directory that is not root's
+    alone is an error (:class:`JobError`): without leases a ``kill -9``
+    leaves the secret files and a state file that never gets ``finished``,
+    so a job start is refused rather than silently run without them."""
     try:
-        book = leases.LeaseBook.open(settings.lock_dir, create=create)
+        return leases.LeaseBook.open(settings.lock_dir, create=create)
     except (OSError, ValueError) as e:
-        log.debug("no leases (%s): leftovers of wrappers killed outright are not reclaimed", e)
-        return None
-    for tag in reclaim(book, runner, systemd.available(settings), log):
-        log.info("reclaimed what the dead wrapper of job %s left", tag)
+        if not create and isinstance(e, FileNotFoundError):
+            return None
+        if os.geteuid() != 0:
+            log.debug("no leases (%s): leftovers of wrappers killed outright are not "
+                      "reclaimed", e)
+            return None
+        why = str(e) if isinstance(e, fsafe.Refused) else "%s: %s" % (
+            settings.lock_dir, getattr(e, "strerror", None) or e)
+        raise JobError(LOCK_DIR_VARIABLE, "cannot keep the job's lease: %s" % why) from None
+
+
+def reclaim_book(book, settings, runner, log):
+    """Reclaim what dead wrappers left in ``book`` (None: nothing to do)."""
+    if book is not None:
+        for tag in reclaim(book, runner, systemd.available(settings), log):
+            log.info("reclaimed what the dead wrapper of job %s left", tag)
     return book
 
+
+def reclaim_at(settings, runner, log, create=True):
+    """:func:`open_book` and :func:`reclaim_book`, for ``status``: a lock
+    directory root may not use is a warning there, never a failure."""
+    try:
+        book = open_book(settings, log, create)
+    except JobError as e:
+        log.warning("%s", e)
+        return None
+    return reclaim_book(book, settings, runner, log)

@@ -46,7 +46,7 @@ FALSE_WORDS = ("0", "no", "false", "off", "")
 HIDDEN = (
     ("SYSTEMD_MARKER", "systemd_marker", "/run/systemd/system"),
     ("CGROUP_ROOT", "cgroup_root", "/sys/fs/cgroup"),
-    ("LOCK_DIR", "lock_dir", "/run/lock/virt-v2v-wrapper"),
+    ("LOCK_DIR", "lock_dir", "/run/virt-v2v-wrapper"),
     ("VDSM_CA", "vdsm_ca", VDSM_CA),
     ("OVIRT_CLEANUP_TIMEOUT", "ovirt_cleanup_timeout", "300"),
     ("OVIRT_PREFLIGHT_TIMEOUT", "ovirt_preflight_timeout", "30"),
@@ -68,7 +68,7 @@ class Settings:
     metrics_dir: str = None
     systemd_marker: str = "/run/systemd/system"
     cgroup_root: str = "/sys/fs/cgroup"
-    lock_dir: str = "/run/lock/virt-v2v-wrapper"
+    lock_dir: str = "/run/virt-v2v-wrapper"
     vdsm_ca: str = VDSM_CA
     ovirt_cleanup_timeout: str = "300"
     ovirt_preflight_timeout: str = "30"

@@ -203,13 +203,17 @@ class StateFile:
     redirect), with a temporary file reserved ahead so that even on a full
     filesystem the final ``finished`` can be written.  A write that fails is
     logged once and retried at the next change; it never ends the run.
+    With ``exclusive`` (a new job's file) the first write links a complete
+    file into place, never over an existing name: a reader polling the name
+    sees nothing, then the first full content (docs/security.md rule 4).
     """
 
-    def __init__(self, path, dir_fd=None, reserve=64 << 10):
+    def __init__(self, path, dir_fd=None, reserve=64 << 10, exclusive=False):
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
         self._dir_fd = fsafe.open_dir(directory) if dir_fd is None else os.dup(dir_fd)
-        self._file = fsafe.AtomicFile(self._dir_fd, os.path.basename(path), 0o644, reserve)
+        self._file = fsafe.AtomicFile(self._dir_fd, os.path.basename(path), 0o644, reserve,
+                                      exclusive=exclusive)
         self._last = None
         self._failing = None
         self.writes = 0

@@ -301,10 +301,11 @@ class Scratch:
 
 
 def leftovers(*dirs):
-    """The wrapper's private directories and temporary files left in ``dirs``."""
+    """The wrapper's private directories (secrets, agent, a job's throttling
+    directory) and temporary files left in ``dirs``."""
     found = []
     for d in dirs:
-        for pattern in ("v2v-wrapper-*", ".*.tmp", "*.tmp"):
+        for pattern in ("v2v-wrapper-*", "v2v-import-*.throttle.d", ".*.tmp", "*.tmp"):
             found += glob.glob(os.path.join(d, pattern))
     return sorted(set(found))
 

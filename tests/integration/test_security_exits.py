@@ -61,7 +61,7 @@ def test_unwritable_answer_refuses_and_cleans_up(scratch, stdout, daemonize):
     attack.assert_one_error_line(run.stderr)
     assert not os.path.exists(record), "virt-v2v was started although the caller never got the answer"
     assert not live_agents, "ssh-agent left running: %s" % live_agents
-    assert attack.leftovers(state, scratch.tmp) == []
+    assert attack.leftovers(state, scratch.tmp) == [], wlog[-3000:]
     for final in finals:
         assert final is not None and final.get("failed") is True and final.get("finished") is True, final
 

@@ -310,7 +310,7 @@ def _prune(settings, stdout, stderr, clock):
                      "(or VIRT_V2V_WRAPPER_METRICS_DIR)\n")
         return EXIT_USAGE
     try:
-        fd = metrics.open_metrics_dir(settings.metrics_dir)
+        fd = metrics.open_metrics_dir(settings.metrics_dir, settings.trusted_uids())
     except WrapperError as e:
         stderr.write("virt-v2v-wrapper metrics: error: %s\n" % e)
         return EXIT_FAILED

@@ -288,9 +288,10 @@ class MeteredStateFile:
             self._dir_fd = None
 
 
-def open_metrics_dir(path):
-    """The metrics directory (created 0755 if missing; rules of jobfiles.open_job_dir)."""
-    return jobfiles.open_job_dir(path, "--metrics-dir", 0o755)
+def open_metrics_dir(path, owners):
+    """The metrics directory (created 0755 if missing; rules of jobfiles.open_job_dir:
+    owned by one of ``owners``)."""
+    return jobfiles.open_job_dir(path, "--metrics-dir", 0o755, owners)
 
 
 def metered(state_file, settings, tag, clock=time.time):
@@ -298,7 +299,7 @@ def metered(state_file, settings, tag, clock=time.time):
     that cannot be used refuses the job); prune old files on the way."""
     if not settings.metrics_dir:
         return state_file
-    dir_fd = open_metrics_dir(settings.metrics_dir)
+    dir_fd = open_metrics_dir(settings.metrics_dir, settings.trusted_uids())
     try:
         prune(dir_fd, clock(), keep_seconds(settings))
         metrics_file = MetricsFile(dir_fd, tag, clock)

@@ -196,43 +196,6 @@ def unlink_quietly(dir_fd, name):
         pass
 
 
-def remove_tree_at(dir_fd, name, identity=None):
-    """Remove the directory ``name`` in ``dir_fd`` and everything in it,
-    without following a symlink anywhere, if it is still ``identity``."""
-    st = lstat_at(dir_fd, name)
-    if st is None:
-        return True
-    if not stat.S_ISDIR(st.st_mode) or (identity is not None and ident(st) != tuple(identity)):
-        return False
-    fd = open_dir(name, dir_fd=dir_fd)
-    try:
-        if ident(os.fstat(fd)) != ident(st):
-            return False
-        empty_dir(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-    return True
-
-
-def empty_dir(fd):
-    """Remove every entry of the open directory ``fd`` (recursively, by fd)."""
-    for entry in os.listdir(fd):
-        st = lstat_at(fd, entry)
-        if st is None:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            remove_tree_at(fd, entry, ident(st))
-        else:
-            try:
-                os.unlink(entry, dir_fd=fd)
-            except FileNotFoundError:
-                pass
-
-
 def write_all(fd, data):
     view = memoryview(data)
     while view:
@@ -248,17 +211,21 @@ class AtomicFile:
     given ``reserve`` bytes with ``posix_fallocate``: it is filled, fsync-ed,
     fchmod-ed, renamed over ``name``, and the next temporary file is reserved.
     When the disk fills up, the reserved one is still there for the final
-    ``finished`` (docs/contract.md §5, §8).  ``owner`` (uid, gid; -1 keeps one) is set
-    on each temporary file when it is created, before anything is in it.
+    ``finished`` (docs/contract.md §5, §8).  ``owner`` (uid, gid; -1 keeps
+    one) is set on each temporary file when it is created, before anything
+    is in it.  With ``exclusive`` the first write ``link()``s the complete
+    file into place and fails (FileExistsError) if the name exists: the name
+    never appears empty or torn, and nobody's entry is replaced.
     """
 
-    def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10, owner=None):
+    def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10, owner=None, exclusive=False):
         _check_name(name)
         self.dir_fd = dir_fd
         self.name = name
         self.mode = mode
         self.reserve = reserve
         self.owner = owner
+        self.exclusive = exclusive
         self._spare = None           # (name, fd)
         self.identity = None         # (dev, ino) of what the last write put under ``name``
 
@@ -291,7 +258,12 @@ class AtomicFile:
             os.ftruncate(fd, len(data))
             os.fchmod(fd, self.mode)
             os.fsync(fd)
-            os.replace(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            if self.exclusive and self.identity is None:
+                os.link(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd,
+                        follow_symlinks=False)
+                unlink_same(self.dir_fd, tmp, ident(os.fstat(fd)))
+            else:
+                os.replace(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except BaseException:
             self.discard_spare()
             raise

@@ -6,7 +6,7 @@ import os
 import stat
 import tempfile
 
-from wrapper.security import fsafe
+from wrapper.security import fsafe, fstree
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class PrivateDir:
         if self.fd is None:
             return
         try:
-            fsafe.empty_dir(self.fd)
+            fstree.empty_dir(self.fd)
             fsafe.unlink_same(self._parent_fd, self.name, self.identity)
             log.debug("removed %s", self.path)
         finally:

@@ -77,7 +77,7 @@ class NetLimiter:
     number of times, ``close()`` on every way out (or use it as a context manager)."""
 
     def __init__(self, tag, *, runner, cgroup_root="/sys/fs/cgroup",
-                 lock_dir="/run/lock/virt-v2v-wrapper", log=log, proc_root="/proc", prefer=None):
+                 lock_dir="/run/virt-v2v-wrapper", log=log, proc_root="/proc", prefer=None):
         self.tag = tag
         self._run = runner
         self.cgroup_root = cgroup_root
