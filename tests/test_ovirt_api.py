@@ -17,6 +17,7 @@ import pytest
 from tests.fakes import Clock
 from tests.ovirt_standin.engine import closed_port
 from wrapper.ovirt import api as ovirt_api
+from wrapper.ovirt import cleanup as ovirt_cleanup
 from wrapper.errors import JobError, WrapperError
 from wrapper.security.secrets import Secret
 
@@ -83,7 +84,7 @@ def test_missing_sdk_is_a_clear_error(monkeypatch):
         ovirt_api.check_target(access, "data", "Default", "vm1")
     assert str(e.value) == ("the oVirt SDK (ovirt-engine-sdk-python) is needed "
                             "for rhv_url jobs")
-    problems = ovirt_api.remove_created_disks(access, [str(uuid.uuid4())])
+    problems = ovirt_cleanup.remove_created_disks(access, [str(uuid.uuid4())])
     assert len(problems) == 1 and "ovirt-engine-sdk-python" in problems[0]
 
 
@@ -134,7 +135,7 @@ def test_removes_exactly_the_listed_disks_and_cancels_their_transfers(ovirt_engi
     t_c = e.add_transfer(disk_c)                                # not ours
     ft = Clock(now=1000.0)
 
-    problems = ovirt_api.remove_created_disks(
+    problems = ovirt_cleanup.remove_created_disks(
         ovirt_access, [disk_a, disk_b.upper()], clock=ft, sleep=ft.sleep, poll=1.0)
 
     assert problems == []
@@ -157,7 +158,7 @@ def test_disk_already_removed_by_the_cancelled_transfer(ovirt_engine, ovirt_acce
     disks = [e.add_disk(), e.add_disk()]
     for d in disks:
         e.add_transfer(d)
-    assert ovirt_api.remove_created_disks(ovirt_access, disks) == []
+    assert ovirt_cleanup.remove_created_disks(ovirt_access, disks) == []
     assert e.disks == {}
     assert e.calls("DELETE") == []
     assert len(e.calls("POST", "/ovirt-engine/api/imagetransfers/")) == 2
@@ -168,7 +169,7 @@ def test_locked_disk_is_waited_for_then_removed(ovirt_engine, ovirt_access):
     e = ovirt_engine
     disk = e.add_disk(locked_polls=3)
     ft = Clock(now=1000.0)
-    problems = ovirt_api.remove_created_disks(ovirt_access, [disk], timeout=60,
+    problems = ovirt_cleanup.remove_created_disks(ovirt_access, [disk], timeout=60,
                                               clock=ft, sleep=ft.sleep, poll=2.0)
     assert problems == []
     assert disk not in e.disks
@@ -182,7 +183,7 @@ def test_refused_removal_is_retried(ovirt_engine, ovirt_access):
     disk = e.add_disk()
     e.disks[disk].refuse_deletes = 2  # 409 "Related operation is currently in progress"
     ft = Clock(now=1000.0)
-    assert ovirt_api.remove_created_disks(ovirt_access, [disk], clock=ft,
+    assert ovirt_cleanup.remove_created_disks(ovirt_access, [disk], clock=ft,
                                           sleep=ft.sleep, poll=1.0) == []
     assert disk not in e.disks
     assert len(e.calls("DELETE")) == 3
@@ -195,7 +196,7 @@ def test_stuck_locked_disk_times_out_and_is_reported(ovirt_engine, ovirt_access,
     fine = e.add_disk(locked_polls=4)       # unlocks while we wait for the stuck one
     ft = Clock(now=1000.0)
     caplog.set_level(logging.DEBUG)
-    problems = ovirt_api.remove_created_disks(ovirt_access, [stuck, fine], timeout=10,
+    problems = ovirt_cleanup.remove_created_disks(ovirt_access, [stuck, fine], timeout=10,
                                               clock=ft, sleep=ft.sleep, poll=1.0)
     assert len(problems) == 1
     assert stuck in problems[0] and "locked" in problems[0] and "10 s" in problems[0]
@@ -205,7 +206,7 @@ def test_stuck_locked_disk_times_out_and_is_reported(ovirt_engine, ovirt_access,
     assert len(e.calls("GET", "/ovirt-engine/api/disks/" + stuck)) == 11  # t=0..10
     assert not e.calls("DELETE", "/ovirt-engine/api/disks/" + stuck)
     errors = [r for r in caplog.records
-              if r.name == "wrapper.ovirt.api" and r.levelno == logging.ERROR]
+              if r.name == "wrapper.ovirt.cleanup" and r.levelno == logging.ERROR]
     assert [r.getMessage() for r in errors] == problems
 
 
@@ -213,7 +214,7 @@ def test_stuck_locked_disk_times_out_and_is_reported(ovirt_engine, ovirt_access,
 def test_cleanup_time_bound_holds_with_the_real_clock(ovirt_engine, ovirt_access):
     disk = ovirt_engine.add_disk(locked_polls=None)
     start = time.monotonic()
-    problems = ovirt_api.remove_created_disks(ovirt_access, [disk], timeout=0.6, poll=0.1)
+    problems = ovirt_cleanup.remove_created_disks(ovirt_access, [disk], timeout=0.6, poll=0.1)
     elapsed = time.monotonic() - start
     assert len(problems) == 1 and disk in problems[0]
     print("gave up after %.2f s (timeout 0.6 s)" % elapsed)
@@ -224,7 +225,7 @@ def test_cleanup_time_bound_holds_with_the_real_clock(ovirt_engine, ovirt_access
 @needs_sdk
 def test_cleanup_ignores_what_is_not_a_disk_id(ovirt_engine, ovirt_access):
     disk = ovirt_engine.add_disk()
-    problems = ovirt_api.remove_created_disks(ovirt_access, ["../storagedomains", disk, disk])
+    problems = ovirt_cleanup.remove_created_disks(ovirt_access, ["../storagedomains", disk, disk])
     assert len(problems) == 1 and "not a disk id" in problems[0]
     assert ovirt_engine.disks == {}
     assert [r.path for r in ovirt_engine.calls("DELETE")] == ["/ovirt-engine/api/disks/" + disk]
@@ -233,7 +234,7 @@ def test_cleanup_ignores_what_is_not_a_disk_id(ovirt_engine, ovirt_access):
 
 @needs_sdk
 def test_cleanup_with_nothing_to_do_does_not_log_in(ovirt_engine, ovirt_access):
-    assert ovirt_api.remove_created_disks(ovirt_access, []) == []
+    assert ovirt_cleanup.remove_created_disks(ovirt_access, []) == []
     assert ovirt_engine.requests == []
 
 
@@ -252,7 +253,7 @@ def test_wrong_password(ovirt_engine, ovirt_pki):
     assert "username or password is incorrect" in msg
     assert one_sentence(msg) and "not-the-password" not in msg
 
-    problems = ovirt_api.remove_created_disks(access, [ovirt_engine.add_disk()])
+    problems = ovirt_cleanup.remove_created_disks(access, [ovirt_engine.add_disk()])
     assert len(problems) == 1 and "refused the login" in problems[0]
     assert ovirt_engine.calls("DELETE") == []
 
@@ -266,7 +267,7 @@ def test_engine_unreachable(ovirt_pki):
     assert e.value.key == "rhv_url"
     assert str(e.value).startswith("rhv_url: cannot connect to the oVirt engine at " + url)
     assert one_sentence(str(e.value))
-    problems = ovirt_api.remove_created_disks(access, [str(uuid.uuid4())])
+    problems = ovirt_cleanup.remove_created_disks(access, [str(uuid.uuid4())])
     assert len(problems) == 1 and "cannot connect" in problems[0]
 
 
@@ -282,7 +283,7 @@ def test_engine_that_never_answers_is_bounded(ovirt_pki):
             ovirt_api.check_target(access, "data", "Default", "vm1", timeout=1)
         assert time.monotonic() - start < 30            # the 1 s bound, not the 60 s default
         assert e.value.key == "rhv_url" and "did not answer" in str(e.value)
-        problems = ovirt_api.remove_created_disks(access, [str(uuid.uuid4())], timeout=1)
+        problems = ovirt_cleanup.remove_created_disks(access, [str(uuid.uuid4())], timeout=1)
         assert len(problems) == 1 and "did not answer" in problems[0]
         assert time.monotonic() - start < 8
 
@@ -336,13 +337,13 @@ def test_password_and_token_never_logged(ovirt_pki, caplog):
         disk = e.add_disk(locked_polls=1)
         e.add_transfer(disk)
         assert ovirt_api.check_target(access, "data", "Default", "vm1").allocation == "preallocated"
-        assert ovirt_api.remove_created_disks(access, [disk], poll=0.05) == []
+        assert ovirt_cleanup.remove_created_disks(access, [disk], poll=0.05) == []
         errors = []
         bad = ovirt_api.access_from_url(e.api_url, wrong, ovirt_pki.ca, False)
         with pytest.raises(JobError) as exc:
             ovirt_api.check_target(bad, "data", "Default", "vm1")
         errors.append(str(exc.value))
-        errors += ovirt_api.remove_created_disks(bad, [disk])
+        errors += ovirt_cleanup.remove_created_disks(bad, [disk])
         tokens = e.tokens | e.revoked
 
     assert caplog.records, "something was logged at all"

@@ -8,9 +8,11 @@ the disks a failed upload created.
 
 Modules:
 
-* ``api``       -- engine calls through the SDK: the target checks, the
-  allocation, cancelling transfers and removing created disks (bounded in
-  time, the password a ``Secret`` revealed only to the SDK).
+* ``api``       -- the connection (login bounded in time, the password a
+  ``Secret`` revealed only to the SDK, errors scrubbed) and the target checks
+  with the allocation they give.
+* ``cleanup``   -- after a failed upload: cancel the transfers of the disks it
+  created and remove those disks, bounded in time, never raising.
 * ``preflight`` -- what virt-v2v ``-o rhv-upload`` needs on this host,
   probed as the run-as user (``python3`` with the SDK, ``nbdkit python``,
   the CA), then ``api``'s engine questions.

@@ -7,9 +7,9 @@ which is an optional extra imported only here and only when needed:
   storage domain and the cluster in one data center, no VM of that name, and
   the storage type that gives the allocation (docs/contract.md §3.3: ``preallocated`` for
   block-like storage domains, ``sparse`` otherwise); the job uses this one;
-* :func:`remove_created_disks`: after a failed or cancelled upload, cancel the
-  image transfers of the disks this conversion created and remove those disks,
-  bounded in time, reporting problems instead of raising (docs/contract.md §8).
+* the connection helpers (:func:`access_from_url`, :func:`connect`,
+  :func:`explain`, :func:`scrub`, :func:`close`) that
+  :mod:`wrapper.ovirt.cleanup` shares for removing a failed upload's disks.
 
 Secrets: the password is a :class:`wrapper.security.secrets.Secret`, revealed only
 when handed to the SDK.  The SDK is never given ``debug=True`` nor a ``log``:
@@ -24,7 +24,6 @@ import math
 import os
 import re
 import threading
-import time
 from typing import Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -47,17 +46,7 @@ DEFAULT_CAFILE = VDSM_CA                 # wrapper.settings owns it
 # ovirtsdk4.types.StorageType.
 BLOCK_STORAGE_TYPES = frozenset({"fcp", "iscsi", "cinder", "glusterfs", "posixfs"})
 
-# Image transfer phases (ovirtsdk4.types.ImageTransferPhase) in which a
-# transfer no longer holds its disk, or is already being torn down by the
-# engine: cancelling those is pointless and the engine refuses it.
-_SETTLED_PHASES = frozenset({
-    "cancelled", "cancelled_system", "cancelled_user",
-    "finalizing_cleanup", "finalizing_failure", "finalizing_success",
-    "finished_cleanup", "finished_failure", "finished_success",
-})
 
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                      r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 # libcurl error codes (CURLE_*) that mean "the engine's certificate could not
 # be verified with the CA we were given" (60 PEER_FAILED_VERIFICATION, 58
@@ -109,7 +98,7 @@ def access_from_url(rhv_url, password, cafile=None, insecure=False):
                         insecure=bool(insecure))
 
 
-def _sdk():
+def load_sdk():
     """Import the SDK lazily: it is only needed for ``rhv_url`` jobs."""
     try:
         import ovirtsdk4
@@ -119,7 +108,7 @@ def _sdk():
     return ovirtsdk4
 
 
-def _scrub(text, access):
+def scrub(text, access):
     """One line, no secret: the message of an SDK or curl error."""
     text = " ".join(str(text).split())
     secret = access.password.reveal()
@@ -146,7 +135,7 @@ def _curl_reason(exc):
     return None, str(exc)
 
 
-def _explain(sdk, access, exc, during_login):
+def explain(sdk, access, exc, during_login):
     """Turn an SDK exception into a one-sentence WrapperError/JobError."""
     where = "the oVirt engine at %s" % access.url
     if during_login and isinstance(exc, sdk.AuthError):
@@ -154,11 +143,11 @@ def _explain(sdk, access, exc, during_login):
         # user 'admin@internal': The username or password is incorrect.."
         detail = str(exc).split(" : ", 1)[-1]
         return JobError("rhv_password", "%s refused the login of %s: %s" % (
-            where, access.username, _scrub(detail, access)))
+            where, access.username, scrub(detail, access)))
     if isinstance(exc, sdk.TimeoutError):
         return JobError("rhv_url", "%s did not answer in time" % where)
     code, reason = _curl_reason(exc)
-    reason = _scrub(reason, access)
+    reason = scrub(reason, access)
     if isinstance(exc, sdk.ConnectionError):
         return JobError("rhv_url", "cannot connect to %s: %s" % (where, reason))
     if code in _CURL_CA_ERRORS:
@@ -171,7 +160,7 @@ def _explain(sdk, access, exc, during_login):
     return WrapperError("request to %s failed: %s" % (where, reason))
 
 
-def _bounded(fn, timeout, what):
+def bounded(fn, timeout, what):
     """Run ``fn()`` but give up after ``timeout`` seconds.
 
     ovirtsdk4 4.6.3 sets no curl timeout on its SSO requests (login and
@@ -207,7 +196,7 @@ def connect(access, *, timeout=60.0):
     later request.  Errors are a :class:`JobError` naming the job key to fix
     (rhv_password, rhv_url, rhv_cafile), in one sentence without secrets.
     """
-    sdk = _sdk()
+    sdk = load_sdk()
     if not access.insecure and access.cafile and not os.path.exists(access.cafile):
         raise JobError("rhv_cafile", "the CA file %s does not exist" % access.cafile)
     kwargs = dict(
@@ -224,27 +213,27 @@ def connect(access, *, timeout=60.0):
     try:
         conn = sdk.Connection(**kwargs)
     except sdk.Error as e:
-        raise _explain(sdk, access, e, True) from None
+        raise explain(sdk, access, e, True) from None
     try:
-        _bounded(conn.authenticate, timeout, "login")
+        bounded(conn.authenticate, timeout, "login")
     except TimeoutError:
         raise JobError("rhv_url", "the oVirt engine at %s did not answer the login "
                        "within %g s" % (access.url, timeout)) from None
     except sdk.Error as e:
-        _close(conn, logout=False)
-        raise _explain(sdk, access, e, True) from None
+        close(conn, logout=False)
+        raise explain(sdk, access, e, True) from None
     except (UnicodeError, ValueError) as e:
-        _close(conn, logout=False)
+        close(conn, logout=False)
         raise JobError("rhv_url", "cannot send the login to the oVirt engine at %s: %s"
-                       % (access.url, _scrub(e, access))) from None
+                       % (access.url, scrub(e, access))) from None
     log.debug("logged in to the oVirt engine at %s as %s", access.url, access.username)
     return conn
 
 
-def _close(conn, logout=True, timeout=30.0):
+def close(conn, logout=True, timeout=30.0):
     """Close a connection, revoking its token; never raises."""
     try:
-        _bounded(lambda: conn.close(logout=logout), timeout, "logout")
+        bounded(lambda: conn.close(logout=logout), timeout, "logout")
     except Exception as e:  # the work is done; a failed logout only leaves a token to expire
         log.warning("closing the oVirt engine connection failed: %s", type(e).__name__)
 
@@ -284,21 +273,21 @@ def check_target(access, storage, cluster, vm_name, *, timeout=30.0):
     login and then the questions (and at most 5 s more for the logout),
     whatever the engine does.
     """
-    sdk = _sdk()
+    sdk = load_sdk()
     conn = connect(access, timeout=timeout)
     try:
-        return _bounded(lambda: _target_facts(sdk, access, conn, storage, cluster, vm_name),
+        return bounded(lambda: _target_facts(sdk, access, conn, storage, cluster, vm_name),
                         timeout, "pre-flight")
     except TimeoutError:
         raise JobError("rhv_url", "the oVirt engine at %s did not answer the pre-flight "
                        "checks within %g s" % (access.url, timeout)) from None
     except sdk.Error as e:
-        raise _explain(sdk, access, e, False) from None
+        raise explain(sdk, access, e, False) from None
     except (UnicodeError, ValueError) as e:    # pycurl refuses what it cannot send
         raise JobError("rhv_url", "cannot send a request to the oVirt engine at %s: %s"
-                       % (access.url, _scrub(e, access))) from None
+                       % (access.url, scrub(e, access))) from None
     finally:
-        _close(conn, timeout=min(5.0, timeout))   # the logout may not stretch the bound much
+        close(conn, timeout=min(5.0, timeout))   # the logout may not stretch the bound much
 
 
 def _target_facts(sdk, access, conn, storage, cluster, vm_name):
@@ -339,137 +328,3 @@ def _target_facts(sdk, access, conn, storage, cluster, vm_name):
 
 def _value(enum):
     return enum.value if enum is not None else None
-
-
-def remove_created_disks(access, disk_ids, *, timeout=300.0, clock=time.monotonic,
-                         sleep=time.sleep, poll=2.0, request_timeout=30.0):
-    """Cancel the image transfers of ``disk_ids`` and remove those disks.
-
-    Only the listed disks (the ones this conversion created) are touched:
-    only transfers whose disk or image id is listed are cancelled.  A disk
-    the engine has already removed (cancelling a transfer removes its disk)
-    counts as removed.  Locked disks are polled every ``poll`` seconds, all
-    disks in turn, until ``timeout`` seconds have passed overall (each disk
-    gets at least one attempt).  Never raises: every problem is logged and
-    returned, so the caller's original error stays the one reported.
-    """
-    problems = []
-
-    def problem(msg, *args):
-        text = msg % args
-        log.error("%s", text)
-        problems.append(text)
-
-    wanted = []
-    for disk_id in disk_ids:
-        disk_id = str(disk_id).strip().lower()
-        if not _UUID_RE.match(disk_id):
-            problem("not removing %r: not a disk id", disk_id)
-        elif disk_id not in wanted:
-            wanted.append(disk_id)
-    if not wanted:
-        return problems
-    deadline = clock() + timeout
-    try:
-        sdk = _sdk()
-        conn = connect(access, timeout=min(request_timeout, max(timeout, 1.0)))
-    except WrapperError as e:
-        problem("cannot remove the disks created on the oVirt engine (%s): %s",
-                ", ".join(wanted), e)
-        return problems
-    try:
-        _cancel_transfers(sdk, access, conn, wanted, problem)
-        _remove_disks(sdk, access, conn, wanted, timeout, deadline, clock, sleep, poll,
-                      problem)
-    except Exception as e:  # a bug or an SDK surprise must not mask the original error
-        problem("removing the disks created on the oVirt engine failed: %s",
-                _scrub("%s: %s" % (type(e).__name__, e), access))
-    finally:
-        _close(conn)
-    return problems
-
-
-def _cancel_transfers(sdk, access, conn, wanted, problem):
-    transfers_service = conn.system_service().image_transfers_service()
-    try:
-        transfers = transfers_service.list()
-    except sdk.Error as e:
-        problem("cannot list the image transfers on the oVirt engine: %s",
-                _explain(sdk, access, e, False))
-        return
-    for transfer in transfers:
-        # Transfers created by disk (virt-v2v 2.x) name the disk; older
-        # clients (virt-v2v 1.x) named the image, with the disk's id.
-        ids = {ref.id.lower() for ref in (transfer.disk, transfer.image)
-               if ref is not None and ref.id}
-        if not ids & set(wanted):
-            continue
-        phase = transfer.phase.value if transfer.phase is not None else "unknown"
-        if phase in _SETTLED_PHASES:
-            log.debug("image transfer %s of disk %s is %s: nothing to cancel",
-                      transfer.id, "/".join(sorted(ids)), phase)
-            continue
-        try:
-            transfers_service.image_transfer_service(transfer.id).cancel()
-            log.info("cancelled image transfer %s (%s) of disk %s",
-                     transfer.id, phase, "/".join(sorted(ids)))
-        except sdk.NotFoundError:
-            log.debug("image transfer %s is already gone", transfer.id)
-        except sdk.Error as e:
-            problem("cannot cancel image transfer %s of disk %s: %s", transfer.id,
-                    "/".join(sorted(ids)), _explain(sdk, access, e, False))
-
-
-def _remove_disks(sdk, access, conn, wanted, timeout, deadline, clock, sleep, poll,
-                  problem):
-    disks_service = conn.system_service().disks_service()
-    pending = {disk_id: "no attempt yet" for disk_id in wanted}
-    while True:
-        for disk_id in list(pending):
-            why = _try_remove(sdk, access, disks_service.disk_service(disk_id), disk_id)
-            if why is None:
-                del pending[disk_id]
-            else:
-                if why != pending[disk_id]:
-                    log.info("disk %s not removed yet: %s", disk_id, why)
-                pending[disk_id] = why
-        if not pending:
-            return
-        remaining = deadline - clock()
-        if remaining <= 0:
-            break
-        sleep(min(poll, remaining))
-    for disk_id, why in pending.items():
-        problem("disk %s created by this conversion was left on the oVirt engine: "
-                "%s (gave up after %g s)", disk_id, why, timeout)
-
-
-def _try_remove(sdk, access, disk_service, disk_id):
-    """One attempt; None when the disk is gone, else why it is still there."""
-    try:
-        disk = disk_service.get()
-    except sdk.NotFoundError:
-        log.info("disk %s is gone", disk_id)
-        return None
-    except sdk.Error as e:
-        return "cannot read it: %s" % _explain(sdk, access, e, False)
-    status = disk.status.value if disk.status is not None else "unknown"
-    if status == "locked":
-        return "it is locked"
-    try:
-        disk_service.remove()
-    except sdk.NotFoundError:
-        log.info("disk %s is gone", disk_id)
-        return None
-    except sdk.Error as e:
-        return "the engine refused to remove it: %s" % _explain(sdk, access, e, False)
-    log.info("removing disk %s (was %s)", disk_id, status)
-    # The engine may delete asynchronously: confirm at once, then poll.
-    try:
-        disk_service.get()
-    except sdk.NotFoundError:
-        log.info("disk %s removed", disk_id)
-        return None
-    except sdk.Error as e:
-        return "cannot read it after removal: %s" % _explain(sdk, access, e, False)
-    return "its removal was requested but it is still there"

@@ -46,9 +46,9 @@ def on_failure(target, disk_ids, settings):
         return
     log.info("conversion failed: removing the disks it created: %s", ", ".join(disk_ids))
     try:
-        from wrapper.ovirt import api as ovirt_api
+        from wrapper.ovirt import cleanup as ovirt_cleanup
         timeout = float(settings.ovirt_cleanup_timeout)
-        problems = ovirt_api.remove_created_disks(_access(target), disk_ids, timeout=timeout)
+        problems = ovirt_cleanup.remove_created_disks(_access(target), disk_ids, timeout=timeout)
     except Exception as e:      # cleanup must never mask the original error
         problems = ["cleanup of the created disks failed: %s" % e]
     for problem in problems:
