@@ -69,16 +69,21 @@ def test_nfs_export_domain_as_root_itself_is_allowed():
     assert users.resolve_run_as(settings(), NFS, ovirt_host=False, euid=0).uid == 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sudo default needs root")
-def test_cli_refuses_nfs_export_domain_under_sudo_in_one_line(tmp_path):
+def _run_as_nobody_under_sudo(tmp_path, **target):
+    """The real CLI with ``nobody`` as the (simulated) sudo caller and no
+    administrator-chosen run-as user; a vddk job with ``target``."""
     d = wr.WrapperDirs(tmp_path)
-    job = {"vm_name": "vm", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1",
-           "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20),
-           "export_domain": "nfs.example:/export"}
+    job = dict({"vm_name": "vm", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1",
+                "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20)}, **target)
     env = wr.env(SUDO_UID="65534", SUDO_GID="65534",
                  VIRT_V2V_WRAPPER_LOCK_DIR=str(tmp_path / "lock"))
     env.pop("VIRT_V2V_WRAPPER_RUN_AS", None)
-    r = wr.run(d.args("/bin/false"), job, env=env)
+    return d, wr.run(d.args("/bin/false"), job, env=env)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sudo default needs root")
+def test_cli_refuses_nfs_export_domain_under_sudo_in_one_line(tmp_path):
+    d, r = _run_as_nobody_under_sudo(tmp_path, export_domain="nfs.example:/export")
     assert r.returncode == 1 and r.stdout == ""
     assert len(r.stderr.splitlines()) == 1 and "--run-as root" in r.stderr
     assert "Traceback" not in r.stderr
@@ -139,14 +144,7 @@ def test_check_target_dir_uses_the_run_as_user():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sudo default needs root")
 def test_cli_refuses_a_root_only_output_dir_for_the_sudo_caller(tmp_path):
-    d = wr.WrapperDirs(tmp_path)
-    job = {"vm_name": "vm", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1",
-           "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20),
-           "output_dir": "/root"}
-    env = wr.env(SUDO_UID="65534", SUDO_GID="65534",
-                 VIRT_V2V_WRAPPER_LOCK_DIR=str(tmp_path / "lock"))
-    env.pop("VIRT_V2V_WRAPPER_RUN_AS", None)
-    r = wr.run(d.args("/bin/false"), job, env=env)
+    d, r = _run_as_nobody_under_sudo(tmp_path, output_dir="/root")
     assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
     assert len(r.stderr.splitlines()) == 1, r.stderr
     assert "output_dir: /root is not a directory nobody (uid 65534) can write" in r.stderr
