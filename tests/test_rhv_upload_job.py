@@ -88,7 +88,15 @@ def test_allocation_from_storage_domain(tmp_path, dirs, ovirt_engine, ovirt_pki,
     assert r.returncode == 0, r.stderr
     argv = json.load(open(tmp_path / "rec.json"))["argv"]
     assert argv[argv.index("-oa") + 1] == allocation
-    assert "rhv-verifypeer=true" in argv and "rhv-cafile=%s" % ovirt_pki.ca in argv
+    assert "rhv-verifypeer=true" in argv
+    # the job's CA reaches virt-v2v as a private copy, never as the caller's path
+    ca_arg = [a for a in argv if a.startswith("rhv-cafile=")]
+    assert len(ca_arg) == 1 and ca_arg[0] != "rhv-cafile=%s" % ovirt_pki.ca
+    copy = ca_arg[0].split("=", 1)[1]
+    assert "/v2v-wrapper-secrets-" in copy
+    with open(ovirt_pki.ca) as f:
+        assert json.load(open(tmp_path / "rec.json"))["files"][copy]["content"] == f.read()
+    assert not os.path.exists(copy)                      # gone with the secret directory
     state = wr.read_state(json.loads(r.stdout)["state_file"])
     assert state["vm_id"] == VM_UUID and "failed" not in state
 

@@ -25,6 +25,7 @@ from wrapper.security.secrets import Secret
 
 VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
 MAX_IGNORED_SHOWN = 50
+MAX_CA_BYTES = 1 << 20
 _FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){15,63}")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _NFS = re.compile(r"[^:/]+:/")
@@ -57,6 +58,9 @@ class RhvUploadTarget:
     storage: str
     cafile: Optional[str]
     insecure: bool
+    # the bytes of a CA file the job names, read once with the caller's rights;
+    # the job hands everyone a private copy (wrapper.job), never the caller's path
+    ca_pem: Optional[bytes] = field(default=None, repr=False, compare=False)
     name = "rhv-upload"
     ovirt = True
 
@@ -201,9 +205,10 @@ def _target(r, settings):
         storage = r.string("rhv_storage")
         insecure = r.boolean("insecure_connection", False)
         cafile = r.string("rhv_cafile", required=False)
+        ca_pem = None
         if cafile and not insecure:
-            # the caller's file: checked with the caller's rights
-            r.check_path("rhv_cafile", os.path.abspath(cafile), "the CA certificate")
+            # the caller's file: read once, with the caller's rights (root never opens it)
+            ca_pem = r.supplied("rhv_cafile", os.path.abspath(cafile), "the CA certificate", MAX_CA_BYTES)
         elif not insecure and "rhv_cafile" not in r.bad:
             cafile = settings.vdsm_ca            # the host's own: the administrator's path
             if not os.path.isfile(cafile):
@@ -211,7 +216,7 @@ def _target(r, settings):
                                         "insecure_connection)" % oneline(cafile, 200))
         # virt-v2v runs in /: a relative path means the caller's directory
         cafile = os.path.abspath(cafile) if cafile else cafile
-        return RhvUploadTarget(url, Secret(password or ""), cluster, storage, cafile, insecure)
+        return RhvUploadTarget(url, Secret(password or ""), cluster, storage, cafile, insecure, ca_pem)
     if "export_domain" in job:
         path = r.string("export_domain")
         if path:

@@ -7,6 +7,7 @@ given (:meth:`Job.abort`), the run's end — and ``finished`` is written only
 after it.  A lease (wrapper.leases) names what this job holds, so that if
 the wrapper is killed outright a later start can reclaim it.
 """
+import dataclasses
 import logging
 import os
 import tempfile
@@ -103,13 +104,14 @@ class Job:
         """Secrets, agent, command, state file.  A failure here refuses the job."""
         self._attach_metrics()
         self._open_lease()
+        secrets = SecretDir(self.settings.state_dir, self.user.uid, self.user.gid)
+        self.stack.callback(safe(secrets.remove, "removing the secret directory"))
+        self._lease_update(secret_dir=secrets.name, secret_ident=list(secrets.identity))
+        self._private_ca(secrets)
         if hasattr(self.hooks, "prepare"):
             env = v2v.build_env(self.config, self.settings.environ, self.user)
             self.allocation = self.hooks.prepare(self.config, self.settings, self.user, env) \
                 or self.allocation
-        secrets = SecretDir(self.settings.state_dir, self.user.uid, self.user.gid)
-        self.stack.callback(safe(secrets.remove, "removing the secret directory"))
-        self._lease_update(secret_dir=secrets.name, secret_ident=list(secrets.identity))
         vmware_pw = rhv_pw = sock = None
         if isinstance(self.config.source, VddkSource):
             vmware_pw = secrets.write("vmware_password", self.config.source.password)
@@ -136,6 +138,17 @@ class Job:
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
+
+    def _private_ca(self, secrets):
+        """A CA file the job named was read once with the caller's rights
+        (config); from here on the wrapper's own engine calls, the pre-flight
+        and virt-v2v all use a copy in the private directory, so nobody can
+        swap the caller's path for something root would then open."""
+        target = self.config.target
+        if isinstance(target, RhvUploadTarget) and target.ca_pem is not None:
+            copy = secrets.write("rhv_cafile", target.ca_pem.decode("utf-8", "replace"))
+            self.config = dataclasses.replace(
+                self.config, target=dataclasses.replace(target, cafile=copy))
 
     def _log_identities(self):
         """What virt-v2v's stdout and machine-readable descriptor must be: the

@@ -113,6 +113,15 @@ class JobReader:
             return None
         return text
 
+    def supplied(self, key, path, what, limit):
+        """The bytes of a (non-secret) file the job names, read with the
+        caller's rights; None and a problem naming ``key`` if it cannot be."""
+        try:
+            return jobinput.read_supplied_file(self.boundary, path, what, key, limit)
+        except JobError as e:
+            self.problems.append(e)
+            return None
+
     def check_path(self, key, path, what, dirs=False):
         """Whether the caller can open ``path`` (a regular file, or a
         directory with ``dirs``); a problem naming ``key`` if not, saying only
