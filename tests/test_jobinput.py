@@ -6,6 +6,7 @@ import json
 import pytest
 
 from wrapper import jobinput
+from wrapper.security import text as safetext
 from wrapper.errors import JobError
 
 
@@ -113,40 +114,40 @@ def test_lone_surrogate_escapes_parse_and_are_left_to_the_config():
     ("caf\u00e9 \u2603 \\ back", "caf\u00e9 \u2603 \\ back"),
 ])
 def test_oneline_escapes(text, expected):
-    assert jobinput.oneline(text) == expected
+    assert safetext.oneline(text) == expected
 
 
 def test_oneline_result_is_one_encodable_line():
     every = "".join(chr(c) for c in range(0x3000)) + "\ud800\udbff\udc00\udfff"
-    out = jobinput.oneline(every, limit=10 ** 6)
+    out = safetext.oneline(every, limit=10 ** 6)
     assert len(out.splitlines()) == 1
     out.encode("utf-8")                  # strict: no surrogate is left
 
 
 def test_oneline_truncates():
-    assert jobinput.oneline("x" * 1000, limit=10) == "x" * 9 + "\u2026"
-    assert jobinput.oneline("x" * 10, limit=10) == "x" * 10
-    cut = jobinput.oneline("\n" * 1000, limit=11)
+    assert safetext.oneline("x" * 1000, limit=10) == "x" * 9 + "\u2026"
+    assert safetext.oneline("x" * 10, limit=10) == "x" * 10
+    cut = safetext.oneline("\n" * 1000, limit=11)
     assert len(cut) == 11 and cut.endswith("\u2026")
-    assert len(jobinput.oneline("y" * (1 << 22))) == 500
+    assert len(safetext.oneline("y" * (1 << 22))) == 500
 
 
 def test_oneline_of_anything():
-    assert jobinput.oneline(OSError(2, "No such file")) == "[Errno 2] No such file"
+    assert safetext.oneline(OSError(2, "No such file")) == "[Errno 2] No such file"
 
     class Hostile:
         def __str__(self):
             raise RuntimeError("no")
 
-    assert jobinput.oneline(Hostile()) == "<Hostile>"
+    assert safetext.oneline(Hostile()) == "<Hostile>"
 
 
 def test_short_repr():
-    assert jobinput.short("vmdk") == "'vmdk'"
-    assert jobinput.short("a\nb") == "'a\\nb'"
-    long = jobinput.short("z" * (1 << 20))
+    assert safetext.short("vmdk") == "'vmdk'"
+    assert safetext.short("a\nb") == "'a\\nb'"
+    long = safetext.short("z" * (1 << 20))
     assert len(long) == 40 and long.endswith("\u2026")
-    assert jobinput.short(10 ** 5000) == "<int too large to show>"
+    assert safetext.short(10 ** 5000) == "<int too large to show>"
 
 
 # -- the string rules ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from wrapper.launch import child_launcher
 from wrapper.monitor import SignalFlag
 from wrapper.runner import run as default_runner
 from wrapper.security.boundary import Boundary
+from wrapper.security.text import oneline
 from wrapper.settings import LOCATIONS, SWITCHES, env_name, resolve, sudo_caller, switch_problem
 
 log = logging.getLogger("wrapper")
@@ -59,7 +60,7 @@ def build_parser(check_names):
 
 def _refuse(stderr, error):
     try:
-        stderr.write("%s: error: %s\n" % (PROG, jobinput.oneline(str(error), 1000)))
+        stderr.write("%s: error: %s\n" % (PROG, oneline(str(error), 1000)))
         stderr.flush()
     except (OSError, ValueError, AttributeError):
         pass                     # nobody left to tell

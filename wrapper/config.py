@@ -6,7 +6,7 @@ Every string of the job, nested ones too, passes the rules of
 :mod:`wrapper.jobinput` (no NUL, no lone surrogate anywhere; no control
 character in names, paths and URIs; secrets have their own rules) before it
 is looked at, so no message can span two lines.  Values a message repeats
-go through :func:`~wrapper.jobinput.oneline` or :func:`~wrapper.jobinput.short`.
+go through :func:`~wrapper.security.text.oneline` or :func:`~wrapper.security.text.short`.
 Paths handed to virt-v2v are made absolute (it runs in ``/``).
 """
 import os
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from wrapper import isodomain, luks
 from wrapper.throttling import limits
 from wrapper.errors import JobError
-from wrapper.jobinput import oneline
+from wrapper.security.text import oneline
 from wrapper.jobreader import KNOWN_KEYS, JobReader, json_type  # noqa: F401 (KNOWN_KEYS: the schema)
 from wrapper.security.boundary import Boundary
 from wrapper.security.secrets import Secret

@@ -16,53 +16,10 @@ import re
 
 from wrapper.errors import JobError
 from wrapper.security.boundary import CallerOpenError, integrity_problem
+from wrapper.security.text import oneline
 
 MAX_JOB_BYTES = 1 << 20
 MAX_DEPTH = 64              # a job is 3 levels deep; unknown keys get some room
-ELLIPSIS = "\u2026"
-
-# C0, DEL, C1; U+2028/2029 (line/paragraph separators: str.splitlines and
-# many viewers break lines there); bidirectional embeddings, overrides and
-# isolates (they reorder what a reader sees); lone surrogates (not encodable).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match):
-    ch = match.group()
-    if ch in _NAMED:
-        return _NAMED[ch]
-    code = ord(ch)
-    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
-
-
-def oneline(text, limit=500):
-    """``text`` (anything; non-strings go through ``str``) as one safe line of
-    at most ``limit`` characters, cut with an ellipsis."""
-    if not isinstance(text, str):
-        try:
-            text = str(text)
-        except Exception:            # a hostile __str__ must not break a refusal
-            text = "<%s>" % type(text).__name__
-    # escaping only makes text longer: never look at more than we can show
-    cut = len(text) > limit
-    out = _UNSAFE.sub(_escape, text[:limit + 1] if cut else text)
-    if cut or len(out) > limit:
-        out = out[:max(0, limit - 1)] + ELLIPSIS
-    return out
-
-
-def short(value, limit=40):
-    """A short, one-line ``repr`` of a value a message repeats."""
-    if isinstance(value, str) and len(value) > limit * 4:
-        value = value[:limit * 4]
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):    # an int of too many digits, a deep list
-        text = "<%s too large to show>" % type(value).__name__
-    return oneline(text, limit)
-
-
 def _reject_constant(name):
     raise ValueError("%s is not allowed in JSON" % name)
 

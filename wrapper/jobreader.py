@@ -9,7 +9,7 @@ read.  Secret files and paths the job names are opened through the caller's
 """
 from wrapper import jobinput
 from wrapper.errors import JobError
-from wrapper.jobinput import oneline, short
+from wrapper.security.text import oneline, short
 from wrapper.security.boundary import CallerOpenError
 
 KNOWN_KEYS = frozenset((

@@ -10,7 +10,7 @@ stderr that may be the very thing that broke.
 import logging
 import os
 
-from wrapper.jobinput import oneline
+from wrapper.security.text import oneline
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STDERR_FORMAT = "%(asctime)s %(levelname)s: %(message)s"

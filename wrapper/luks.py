@@ -14,7 +14,7 @@ import os
 
 from wrapper import jobinput
 from wrapper.errors import JobError
-from wrapper.jobinput import oneline, short
+from wrapper.security.text import oneline, short
 from wrapper.security.boundary import CallerOpenError, integrity_problem
 from wrapper.security.secrets import Secret
 

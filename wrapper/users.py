@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from wrapper.config import ExportDomainTarget, LocalTarget, is_nfs_share
 from wrapper.errors import JobError
-from wrapper.jobinput import oneline
+from wrapper.security.text import oneline
 from wrapper.settings import sudo_caller
 
 VDSM_USER = "vdsm"

@@ -6,7 +6,7 @@ real run would trip over before starting virt-v2v: the user that would run it,
 the virt-v2v program itself, and the state and log directories.  Nothing
 here writes a file, makes a directory or runs a program; config.collect may
 read the ISO domain and the LUKS vault.  Every line printed is one line
-(:func:`wrapper.jobinput.oneline`), whatever the job holds.
+(:func:`wrapper.security.text.oneline`), whatever the job holds.
 """
 import logging
 import os
@@ -15,7 +15,7 @@ import stat
 from wrapper import config as jobconfig, vmname
 from wrapper.security import fsafe
 from wrapper.errors import JobError, WrapperError
-from wrapper.jobinput import oneline
+from wrapper.security.text import oneline
 
 log = logging.getLogger(__name__)
 

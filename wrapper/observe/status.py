@@ -13,7 +13,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from wrapper import rate
 from wrapper.observe.summary import (  # noqa: F401 (re-exported: the view's vocabulary)
     FAILED, FILE_PROBLEMS, FINISHED, INVALID, MISSING, RUNNING, STALE, STATE_GLOB, STATE_MAX,
     UNREADABLE, Reading, all_over, order, pid_alive, read_state, scan, summarize)
+from wrapper.security.text import printable
 from wrapper.settings import resolve
 
 EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE = 0, 1, 2
@@ -31,25 +31,6 @@ _COLORS = {RUNNING: "36", FINISHED: "32", FAILED: "31", STALE: "33",
            MISSING: "35", UNREADABLE: "35", INVALID: "35"}
 _LABELS = {STALE: "stale (wrapper gone)"}
 # C0, DEL, C1, line/paragraph separators, bidi overrides and isolates, lone surrogates
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-                          "\ud800-\udfff]")
-
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text):
-    """``text`` with every control character written as an escape (``\\x1b``,
-    ``\\n``, ``\\u2028``): what a file says can never act on the terminal."""
-    def escape(m):
-        if m.group() in _NAMED:
-            return _NAMED[m.group()]
-        c = ord(m.group())
-        if 0xdc80 <= c <= 0xdcff:          # an undecodable byte of a file name
-            return "\\x%02x" % (c - 0xdc00)
-        return "\\x%02x" % c if c < 0x100 else "\\u%04x" % c
-    return _UNPRINTABLE.sub(escape, str(text))
-
-
 # -- drawing --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Style:

@@ -19,7 +19,7 @@ directory, and even a root-owned one carries virt-v2v's own messages.  So:
   memory stays bounded however many files someone plants.
 
 Texts are kept as they are (control characters included): escaping them is
-the job of whoever prints them (status.printable, metrics.escape_label).
+the job of whoever prints them (security.text.printable in status, metrics.escape_label).
 """
 import errno
 import fnmatch

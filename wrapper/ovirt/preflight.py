@@ -31,7 +31,7 @@ from wrapper.ovirt import api as ovirt_api
 from wrapper.security import fsafe
 from wrapper import runner as runner_mod, vmname
 from wrapper.errors import JobError, WrapperError
-from wrapper.jobinput import oneline
+from wrapper.security.text import oneline
 from wrapper.security.secrets import PrivateDir
 
 log = logging.getLogger(__name__)

@@ -9,13 +9,18 @@ ssh-agent socket.
 
 Modules:
 
-* ``fsafe``    -- open/create/read/remove by descriptor, ``O_EXCL|O_NOFOLLOW``,
-  untrusted and caller-named files, ``AtomicFile`` (the state file's rewrite).
+* ``boundary`` -- the privilege boundary: who the caller is (the sudo caller,
+  root without sudo, the invoking user otherwise) and every path the job or
+  the caller names opened WITH THE CALLER'S RIGHTS (a forked child drops to
+  the caller's uid, gid and groups and passes the descriptor back).
+* ``fsafe``    -- open/create/read by descriptor, ``O_EXCL|O_NOFOLLOW``, what
+  other users supply (the throttling file, state files), ``AtomicFile`` (the
+  state file's rewrite; its first version linked into place complete).
+* ``fstree``   -- removing a tree by descriptor, without recursion or links.
 * ``secrets``  -- ``Secret`` (prints as ``******``), ``PrivateDir``,
   ``SecretDir`` (root-owned, 0710) and ``AgentDir`` (the run-as user's).
-* ``boundary`` -- planned (issue 20): who the caller is, what the caller may
-  name, and with whose rights each thing is opened.
-* (planned, issue 19) the text escaping now in ``wrapper.jobinput``.
+* ``text``     -- escaping for logs, refusals and terminals (``oneline``,
+  ``short``, ``printable``): one owner for every unsafe character.
 
 Imports: the standard library only (and modules of this wing).  It is the
 bottom of the package: the core and every other wing may import its

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from wrapper.errors import ThrottleError
-from wrapper.jobinput import short
+from wrapper.security.text import short
 
 KEYS = ("cpu", "network")
 UNLIMITED = "unlimited"
