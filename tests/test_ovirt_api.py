@@ -285,7 +285,7 @@ def test_engine_that_never_answers_is_bounded(ovirt_pki):
         assert e.value.key == "rhv_url" and "did not answer" in str(e.value)
         problems = ovirt_cleanup.remove_created_disks(access, [str(uuid.uuid4())], timeout=1)
         assert len(problems) == 1 and "did not answer" in problems[0]
-        assert time.monotonic() - start < 8
+        assert time.monotonic() - start < 60           # both 1 s bounds, not the 60 s and 300 s defaults
 
 
 @needs_sdk

@@ -144,7 +144,7 @@ def test_fifo_never_blocks(tmp_path):
     os.mkfifo(tmp_path / "t")
     start = time.monotonic()
     throttler(tmp_path / "t", state, {"cpu": Recorder()}, {os.geteuid()}).step()
-    assert time.monotonic() - start < 2 and not os.path.lexists(tmp_path / "t")
+    assert time.monotonic() - start < 30 and not os.path.lexists(tmp_path / "t")
 
 
 def test_hard_link_refused(tmp_path):
