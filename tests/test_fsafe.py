@@ -99,14 +99,20 @@ def test_unlink_same_leaves_a_swapped_entry(d):
     assert fsafe.unlink_same(fd, "x", fsafe.ident(os.stat(path / "x"))) and not (path / "x").exists()
 
 
-def test_remove_tree_never_follows_symlinks(d):
+def _tree_beside_outside(d):
+    """A private tree to remove, and beside it a directory ``outside`` with a
+    file ``keep`` that no removal may reach."""
     path, fd = d
     outside = path / "outside"
     outside.mkdir()
     (outside / "keep").write_text("keep")
     name, dfd = fsafe.mkdir_private(fd, "t-")
     os.close(dfd)
-    tree = path / name
+    return path, fd, outside, name, path / name
+
+
+def test_remove_tree_never_follows_symlinks(d):
+    path, fd, outside, name, tree = _tree_beside_outside(d)
     os.symlink(outside, tree / "link")
     (tree / "sub").mkdir()
     os.symlink(outside / "keep", tree / "sub" / "f")
@@ -204,13 +210,7 @@ def test_remove_tree_leaves_a_swapped_entry_alone(d):
 
 
 def test_remove_tree_never_follows_fifos_or_links_to_directories(d):
-    path, fd = d
-    outside = path / "outside"
-    outside.mkdir()
-    (outside / "keep").write_text("keep")
-    name, dfd = fsafe.mkdir_private(fd, "t-")
-    os.close(dfd)
-    tree = path / name
+    path, fd, outside, name, tree = _tree_beside_outside(d)
     os.mkfifo(tree / "fifo")
     (tree / "a" / "b").mkdir(parents=True)
     os.symlink(outside, tree / "a" / "b" / "out")
