@@ -218,3 +218,65 @@ def test_remove_tree_never_follows_fifos_or_links_to_directories(d):
     assert fstree.remove_tree_at(fd, name)
     assert not tree.exists() and (outside / "keep").read_text() == "keep"
     assert os.stat(outside / "keep").st_nlink == 1
+
+
+# -- a tree owned by someone else is emptied with that owner's rights ------------------------
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="root empties another user's tree")
+
+
+def _owned(path, uid, mode=0o700):
+    os.chown(path, uid, uid)
+    os.chmod(path, mode)
+
+
+@needs_root
+def test_a_tree_owned_by_another_user_is_emptied_by_that_user_alone(d):
+    """The attack of the review (F4): the owner of a throttling or agent
+    directory moves into it a directory of its own holding root's files and
+    a private directory of root's.  Root must not delete them for it, nor
+    flatten their entries into the owner's reach."""
+    path, fd = d
+    top = path / "top"
+    top.mkdir()
+    _owned(top, NOBODY)
+    deep = top / "own"
+    for i in range(50):                       # the owner's own nested tree: removed
+        deep = deep / str(i)
+    deep.mkdir(parents=True)
+    for p in [top / "own", *(top / "own").rglob("*")]:
+        os.chown(p, NOBODY, NOBODY)
+    moved = top / "moved"
+    moved.mkdir()
+    _owned(moved, NOBODY, 0o755)
+    (moved / "root-owned").mkdir()                            # root's directory, 0755
+    (moved / "root-owned" / "important.conf").write_text("root's")
+    private = moved / "private"
+    private.mkdir(mode=0o700)
+    (private / "thesis.tex").write_text("root's private")
+    tfd = fsafe.open_dir(str(top))
+    try:
+        with pytest.raises(OSError):
+            fstree.empty_dir(tfd)
+    finally:
+        os.close(tfd)
+    assert (moved / "root-owned" / "important.conf").read_text() == "root's"
+    assert (private / "thesis.tex").read_text() == "root's private"
+    assert not (top / "own").exists()
+    assert sorted(p.name for p in top.iterdir()) == ["moved"]   # nothing flattened up
+    assert sorted(p.name for p in moved.iterdir()) == ["private", "root-owned"]
+
+
+@needs_root
+def test_the_owners_own_tree_is_removed_whole(d):
+    path, fd = d
+    top = path / "top"
+    top.mkdir()
+    (top / "a" / "b").mkdir(parents=True)
+    (top / "a" / "b" / "f").write_text("x")
+    os.symlink("/etc/passwd", top / "a" / "link")
+    for p in [top, *top.rglob("*")]:
+        os.lchown(p, NOBODY, NOBODY)
+    st = os.lstat(top)
+    assert fstree.remove_tree_at(fd, "top", (st.st_dev, st.st_ino)) is True
+    assert not top.exists() and os.path.exists("/etc/passwd")

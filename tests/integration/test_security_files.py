@@ -454,6 +454,36 @@ def test_another_user_cannot_plant_or_replace_the_throttling_file(scratch, attac
     assert attack.read_json(doc["state_file"]).get("finished") is True
 
 
+def test_what_the_caller_moves_into_its_throttling_directory_is_removed_with_its_rights(
+        scratch, attack_users):
+    """The review's F4: the caller moves into its throttling directory a
+    directory of its own holding a root-owned directory (with root's file)
+    and another user's private directory.  The wrapper's cleanup must not
+    delete them for the caller, nor flatten their entries into its reach;
+    what the caller may remove goes, the rest stays and is reported."""
+    other, caller = attack_users.other, attack_users.caller
+    run, doc = _held_run_as_caller(scratch, caller, scratch.dir("state", 0o1777))
+    scratch.dir("home", 0o755, owner=caller)
+    loot = scratch.dir("home/loot", 0o755, owner=caller)
+    scratch.dir("home/loot/root-owned", 0o755)
+    scratch.file("home/loot/root-owned/important.conf", "root's\n", 0o644)
+    scratch.dir("home/loot/other-private", 0o700, owner=other)
+    scratch.file("home/loot/other-private/thesis.tex", "other's\n", 0o600, owner=other)
+    scratch.file("home/loot/mine", "the caller's own\n", 0o644, owner=caller)
+    inside = os.path.join(os.path.dirname(doc["throttling_file"]), "loot")
+    attack.as_user(caller, "import os,sys\nos.rename(sys.argv[1], sys.argv[2])\n", loot, inside)
+    rc = _stop(run)
+    assert rc is not None
+    moved = os.path.join(inside, "root-owned", "important.conf")
+    kept = [p for p in (moved, os.path.join(inside, "other-private", "thesis.tex")) if os.path.exists(p)]
+    attack.note("throttling-dir-removal-rights", kept=len(kept), rc=rc)
+    assert len(kept) == 2, "root removed what only root or the other user may remove"
+    with open(moved) as f:
+        assert f.read() == "root's\n"
+    assert not os.path.exists(os.path.join(inside, "mine"))     # the caller's own: removed
+    assert attack.read_json(doc["state_file"]).get("finished") is True
+
+
 # -- 10. bad inputs --------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_luks_vault_that_is_not_a_regular_file(scratch, kind):

@@ -14,11 +14,24 @@ directory descriptors are open at any time, whatever the depth.  ``rename``,
 ``unlink`` and ``rmdir`` act on the entry itself and never follow a link.
 The work is bounded (:data:`MAX_STEPS`): a tree that keeps growing, or one
 that cannot be emptied (a mount point), raises OSError instead of spinning.
+
+**With the owner's rights, never root's.**  Whoever owns the top directory
+can move anything it may rename into it: a directory of its own that holds
+root's files, or (as a link target's parent) another user's private
+directory.  Root emptying such a tree would delete files the owner could not
+delete, and the flattening would hand their entries to the owner.  So a root
+process empties a directory owned by someone else in a short-lived child
+that has dropped to that owner's uid and gid (no supplementary groups), the
+descriptor inherited and every other descriptor closed: the kernel then
+removes exactly what the owner could remove itself.  What it cannot is left
+behind and reported, never removed on its behalf.
 """
 import errno
 import os
 import secrets
+import select
 import stat
+import time
 
 from wrapper.security.fsafe import ident, lstat_at, open_dir
 
@@ -35,18 +48,93 @@ class _Budget:
             raise OSError(errno.EBUSY, "too many entries, or the tree keeps changing")
 
 
-def empty_dir(fd, max_steps=MAX_STEPS):
+OWNER_TIMEOUT = 300.0       # seconds for a child emptying a tree as its owner
+
+
+def empty_dir(fd, max_steps=MAX_STEPS, timeout=OWNER_TIMEOUT):
     """Remove every entry of the open directory ``fd``, never following a
-    link, never recursing."""
+    link, never recursing -- with the rights of the directory's owner (see
+    the module's docstring)."""
+    st = os.fstat(fd)
+    if os.geteuid() == 0 and st.st_uid != 0:
+        _empty_as(fd, st.st_uid, st.st_gid, max_steps, timeout)
+    else:
+        _empty(fd, max_steps)
+
+
+def _empty_as(fd, uid, gid, max_steps, timeout):
+    """:func:`_empty` in a child with ``uid``/``gid`` only; OSError if it
+    could not empty the directory (its errno), or did not end in time."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                        # the child: never returns
+        code = 1
+        try:
+            for name in os.listdir("/proc/self/fd"):   # root's descriptors stay with root
+                if int(name) not in (fd, w):
+                    try:
+                        os.close(int(name))
+                    except OSError:
+                        pass
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            _empty(fd, max_steps)
+            code = 0
+        except OSError as e:
+            try:
+                os.write(w, str(e.errno or errno.EIO).encode())
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        report, deadline = b"", time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise OSError(errno.ETIMEDOUT, "emptying the directory as uid %d took over %g s"
+                              % (uid, timeout))
+            chunk = os.read(r, 64)
+            if not chunk:
+                break
+            report += chunk
+    finally:
+        os.close(r)
+    _pid, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        number = int(report) if report.isdigit() else errno.EIO
+        raise OSError(number, "cannot empty the directory as its owner (uid %d): %s"
+                      % (uid, os.strerror(number)))
+
+
+def _empty(fd, max_steps):
+    """Pass after pass until the directory is empty; an entry this process
+    may not remove (EACCES, EPERM, ENOTEMPTY of a directory it cannot empty)
+    is skipped, and once a pass finds nothing but such entries, the first
+    error is raised: everything removable is gone by then."""
     budget = _Budget(max_steps)
+    stuck, first = set(), None
     while True:
         with os.scandir(fd) as entries:
             names = [e.name for e, _ in zip(entries, range(4096))]
-        if not names:
+        todo = [n for n in names if n not in stuck]
+        if not todo:
+            if first is not None:
+                raise first
             return
-        for name in names:
+        for name in todo:
             budget.spend()
-            _remove_or_flatten(fd, name, budget)
+            try:
+                _remove_or_flatten(fd, name, budget)
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EPERM, errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                stuck.add(name)
+                first = first or e
 
 
 def _remove_or_flatten(fd, name, budget):
@@ -74,14 +162,12 @@ def _remove_or_flatten(fd, name, budget):
         os.rmdir(name, dir_fd=fd)            # emptied (refilled meanwhile: the next pass)
     except FileNotFoundError:
         pass
-    except OSError as e:
-        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
 
 
 def _move_entries_up(sub, top, budget):
     with os.scandir(sub) as entries:
         names = [e.name for e, _ in zip(entries, range(4096))]
+    refused = None
     for name in names:
         budget.spend()
         for _ in range(10):
@@ -90,9 +176,14 @@ def _move_entries_up(sub, top, budget):
                 break
             except FileNotFoundError:
                 break
+            except PermissionError as e:     # not this owner's to move: the others still go
+                refused = refused or e
+                break
             except OSError as e:         # the fresh name exists (a directory): another one
                 if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
                     raise
+    if refused is not None:
+        raise refused
 
 
 def _quiet(op, name, fd):
