@@ -37,8 +37,10 @@ def host_state():
 
 @pytest.fixture
 def lock_dir():
+    # a lock directory must not sit in a directory others can write (/tmp): a private parent
     d = tempfile.mkdtemp(prefix="v2vw-netlock-", dir="/tmp")
-    yield d
+    os.mkdir(os.path.join(d, "lock"), 0o700)
+    yield os.path.join(d, "lock")
     import shutil
     shutil.rmtree(d, ignore_errors=True)
 

@@ -187,7 +187,8 @@ def lab(make_test_systemd, netns_pair, receiver):
     """Everything a test needs; every wrapper, cgroup and file is gone at teardown."""
     root = tempfile.mkdtemp(prefix="v2vw-net-", dir="/var/tmp")
     os.chmod(root, 0o755)
-    lock_dir = tempfile.mkdtemp(prefix="v2vw-netlock-", dir="/tmp")
+    lock_dir = os.path.join(root, "lock")   # not in /tmp: others may write there
+    os.mkdir(lock_dir, 0o700)
     lab = Lab(root, lock_dir, make_test_systemd, netns_pair, receiver)
     try:
         yield lab
