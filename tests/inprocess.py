@@ -174,6 +174,8 @@ def run_main(argv, raw, environ, virt_v2v, hang_after=60):
         return InProcessDaemon(before_ready)
 
     handlers = {s: signal.getsignal(s) for s in SIGNALS}
+    logger = logging.getLogger("wrapper")
+    level, propagate = logger.level, logger.propagate     # logsetup changes both
     stdout, stderr = io.StringIO(), io.StringIO()
     escaped = None
     faulthandler.dump_traceback_later(hang_after, exit=True, file=sys.__stderr__)
@@ -186,9 +188,10 @@ def run_main(argv, raw, environ, virt_v2v, hang_after=60):
         faulthandler.cancel_dump_traceback_later()
         for s, h in handlers.items():
             signal.signal(s, h)
-        logger = logging.getLogger("wrapper")
         for h in list(logger.handlers):
             logger.removeHandler(h)
             h.close()
+        logger.setLevel(level)
+        logger.propagate = propagate
     others = [c for c in runner.calls if c[:2] != [virt_v2v, "--machine-readable"]]
     return Outcome(rc, stdout.getvalue(), stderr.getvalue(), bool(daemonized), escaped, others)

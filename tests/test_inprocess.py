@@ -16,7 +16,7 @@ def vddk_job(out, **kw):
                  "vmware_password": "pw", "vmware_fingerprint": FP, "output_dir": out}, **kw)
 
 
-def setup(tmp_path):
+def _world(tmp_path):
     dirs = wr.WrapperDirs(tmp_path)
     exe = make_fake_v2v(dirs.bin)
     env = dict(wr.env(HOME=str(tmp_path)), VIRT_V2V_WRAPPER_CGROUP_ROOT=str(tmp_path / "no-cgroup"),
@@ -26,7 +26,7 @@ def setup(tmp_path):
 
 
 def test_a_foreground_job_runs_its_life_and_starts_nothing(tmp_path):
-    dirs, exe, env = setup(tmp_path)
+    dirs, exe, env = _world(tmp_path)
     raw = json.dumps(vddk_job(dirs.out, daemonize=False)).encode()
     o = inprocess.run_main(dirs.args(exe), raw, env, exe)
     assert o.returncode == 0 and not o.daemonized and o.escaped is None and o.other_commands == []
@@ -37,7 +37,7 @@ def test_a_foreground_job_runs_its_life_and_starts_nothing(tmp_path):
 
 
 def test_a_daemonized_job_runs_here_as_the_daemon(tmp_path):
-    dirs, exe, env = setup(tmp_path)
+    dirs, exe, env = _world(tmp_path)
     o = inprocess.run_main(dirs.args(exe), json.dumps(vddk_job(dirs.out)).encode(), env, exe)
     assert o.returncode == 0 and o.daemonized and o.stdout == ""
     (name,) = [n for n in os.listdir(dirs.state) if n.endswith(".state")]
@@ -46,7 +46,7 @@ def test_a_daemonized_job_runs_here_as_the_daemon(tmp_path):
 
 
 def test_a_bad_job_is_refused_in_one_line(tmp_path):
-    dirs, exe, env = setup(tmp_path)
+    dirs, exe, env = _world(tmp_path)
     o = inprocess.run_main(dirs.args(exe), b'{"vm_name": 5}', env, exe)
     assert o.returncode == 1 and o.stdout == "" and o.escaped is None
     assert len(o.stderr.splitlines()) == 1 and o.stderr.startswith("virt-v2v-wrapper: error: ")

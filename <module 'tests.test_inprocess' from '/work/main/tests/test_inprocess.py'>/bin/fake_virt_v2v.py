@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""A small real stand-in for virt-v2v used by the process tests.
+
+Run as ``fake_virt_v2v.py --scenario FILE <virt-v2v arguments>`` (tests put
+that line in a generated executable).  The scenario (JSON) says:
+
+* ``log``: a captured verbose log to replay on stdout (``-v -x`` output),
+  at a pace: ``duration`` seconds in all, in ``chunks`` pieces;
+* ``mr``: the matching machine-readable log; each line is written to the
+  ``--machine-readable=file:`` path when its message shows up in the replay;
+* ``frame_pause``: seconds between progress-bar frames;
+* ``exit_code``: status at the end; ``cpu_burn``: seconds of busy loop
+  before exiting (for CPU throttling tests); ``hold``: seconds to sleep;
+* ``record``: a path where argv, environment, and the contents of the
+  files named by -ip/-op/--key/-oo rhv-cafile= (``files``) and by --bandwidth-file
+  (``bandwidth``) are written as JSON (for leak tests);
+* ``tcp_send``: ``{"host", "port", "seconds", "stop_file", "child"}``: before
+  the replay, send bulk TCP to host:port for ``seconds`` or until
+  ``stop_file`` exists (for network throttling tests); with ``child`` the
+  sending is done by a forked child (like virt-v2v's nbdkit), the fake waits.
+
+On SIGTERM it behaves like virt-v2v 2.2: prints "virt-v2v: Exiting on
+signal SIGTERM" and exits 1.
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+# virt-v2v 2.2's answer to --machine-readable (tests/data/virt-v2v--machine-readable.txt)
+CAPABILITIES = """virt-v2v
+virt-v2v-2.0
+libguestfs-rewrite
+vcenter-https
+xen-ssh
+vddk
+colours-option
+vdsm-compat-option
+io/oo
+mac-option
+bandwidth-option
+mac-ip-option
+input:disk
+input:libvirt
+input:libvirtxml
+input:ova
+input:vmx
+output:glance
+output:kubevirt
+output:libvirt
+output:local
+output:null
+output:openstack
+output:qemu
+output:rhv
+output:rhv-upload
+output:vdsm
+convert:linux
+convert:windows
+ovf:ovirt
+ovf:rhvexp
+"""
+
+
+def on_term(signum, _frame):
+    sys.stdout.write("virt-v2v: Exiting on signal %s\n" % signal.Signals(signum).name)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def record(path, argv):
+    files = {}
+    for i, a in enumerate(argv):
+        target = None
+        if a in ("-ip", "-op") and i + 1 < len(argv):
+            target = argv[i + 1]
+        elif a == "--key" and i + 1 < len(argv) and ":file:" in argv[i + 1]:
+            target = argv[i + 1].split(":file:", 1)[1]
+        elif a == "-oo" and i + 1 < len(argv) and argv[i + 1].startswith("rhv-cafile="):
+            target = argv[i + 1].split("=", 1)[1]
+        if target:
+            try:
+                st = os.stat(target)
+                with open(target) as f:
+                    files[target] = {"content": f.read(), "mode": st.st_mode & 0o777,
+                                     "uid": st.st_uid}
+            except OSError as e:
+                files[target] = {"error": str(e)}
+    bandwidth = None
+    if "--bandwidth-file" in argv[:-1]:
+        try:
+            with open(argv[argv.index("--bandwidth-file") + 1]) as f:
+                bandwidth = f.read()
+        except OSError as e:
+            bandwidth = str(e)
+    with open(path, "w") as f:
+        json.dump({"argv": argv, "env": dict(os.environ), "files": files, "bandwidth": bandwidth,
+                   "pid": os.getpid(),
+                   "uid": os.getuid()}, f)
+
+
+def _send(host, port, seconds, stop_file):
+    import socket
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            s = socket.create_connection((host, port), timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    s.settimeout(None)
+    chunk = b"\0" * (1 << 16)
+    end = time.monotonic() + seconds
+    next_look = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        if stop_file and now >= next_look:
+            if os.path.exists(stop_file):
+                break
+            next_look = now + 0.05
+        s.send(chunk)
+    s.close()
+
+
+def tcp_send(spec):
+    args = (spec["host"], int(spec["port"]), float(spec.get("seconds", 10)), spec.get("stop_file"))
+    if not spec.get("child"):
+        _send(*args)
+        return
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        status = 0
+        try:
+            _send(*args)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            status = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    os.waitpid(pid, 0)
+
+
+def main():
+    args = sys.argv[1:]
+    scenario = {}
+    if args[:1] == ["--scenario"]:
+        with open(args[1]) as f:
+            scenario = json.load(f)
+        args = args[2:]
+    if args == ["--machine-readable"]:
+        sys.stdout.write(scenario.get("capabilities", CAPABILITIES))
+        return 0
+    signal.signal(signal.SIGTERM, on_term)
+    if scenario.get("record"):
+        record(scenario["record"], args)
+    if scenario.get("tcp_send"):
+        tcp_send(scenario["tcp_send"])
+    mr_path = next((a.split("=file:", 1)[1] for a in args if a.startswith("--machine-readable=file:")), None)
+    mr_lines = []
+    if scenario.get("mr"):
+        with open(scenario["mr"], "rb") as f:
+            mr_lines = f.read().splitlines(keepends=True)
+    mr = open(mr_path, "wb", buffering=0) if mr_path else None
+    data = b""
+    if scenario.get("log"):
+        with open(scenario["log"], "rb") as f:
+            data = f.read()
+    chunks = max(1, int(scenario.get("chunks", 50)))
+    pause = float(scenario.get("duration", 1.0)) / chunks
+    size = max(1, -(-len(data) // chunks))
+    out = sys.stdout.buffer
+    frame_pause = float(scenario.get("frame_pause", 0))
+    for i in range(0, len(data), size):
+        piece = data[i:i + size]
+        if frame_pause and b"% [" in piece:
+            # nbdcopy's bar: one frame at a time, like a real copy
+            for frame in piece.split(b"\r"):
+                out.write(frame + b"\r")
+                out.flush()
+                if b"% [" in frame:
+                    time.sleep(frame_pause)
+        else:
+            out.write(piece)
+            out.flush()
+        while mr_lines and mr:
+            try:
+                message = json.loads(mr_lines[0])["message"].split("\n")[0].encode()
+            except (ValueError, KeyError):
+                message = b""
+            if message and message not in data[:i + size]:
+                break
+            mr.write(mr_lines.pop(0))
+        time.sleep(pause)
+    if mr:
+        for line in mr_lines:
+            mr.write(line)
+        mr.close()
+    deadline = time.monotonic() + float(scenario.get("cpu_burn", 0))
+    while time.monotonic() < deadline:
+        pass
+    time.sleep(float(scenario.get("hold", 0)))
+    return int(scenario.get("exit_code", 0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
