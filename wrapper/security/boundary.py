@@ -53,6 +53,11 @@ class CallerOpenError(OSError):
         return self.why
 
 
+class CallerReadError(CallerOpenError):
+    """The caller opened the file but reading its descriptor failed; ``str()``
+    is a phrase about the file ("cannot be read: <errno text>")."""
+
+
 @dataclass(frozen=True)
 class Caller:
     """The person the wrapper acts for: the sudo caller, or the invoking user."""
@@ -260,12 +265,18 @@ class Boundary:
 
 
 def _read_bounded(fd, limit):
+    """At most ``limit + 1`` bytes of ``fd``.  Any read error is the caller's
+    file's own (e.g. ESRCH: a /proc file of the boundary's child, which has
+    exited): a CallerReadError with the errno text only, never a traceback."""
     chunks, size = [], 0
     while size <= limit:
         try:
             chunk = os.read(fd, min(1 << 16, limit + 1 - size))
         except BlockingIOError:             # O_NONBLOCK on a regular file: not expected
-            raise CallerOpenError(errno.EAGAIN, "cannot be read without blocking") from None
+            raise CallerReadError(errno.EAGAIN, "cannot be read without blocking") from None
+        except OSError as e:
+            code = e.errno or errno.EIO
+            raise CallerReadError(code, "cannot be read: %s" % os.strerror(code)) from None
         if not chunk:
             break
         chunks.append(chunk)
