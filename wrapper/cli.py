@@ -237,8 +237,8 @@ def _accept(job, settings, runner, launcher_factory, signals):
                  config.vm_name, config.source.name, config.target.name, user.name, user.uid, user.gid)
         users.check_target_dir(user, config.target)
         reserved.hand_logs_to(user.uid, user.gid)
-        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner,
-                                      env=dict(settings.environ, LANG="C"))
+        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner, user=user,
+                                      env=v2v.build_env(config, settings.environ, user))
         log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
                       launcher_factory or _default_launcher(config, settings, runner),
