@@ -59,11 +59,15 @@ class RecordingRunner:
 
     def __init__(self, answers=None):
         self.calls = []
+        self.users = []           # (argv, user, env) of calls made as a user (runner.run's user=)
         self.answers = answers or {}
 
-    def __call__(self, argv, *, input=None, env=None, timeout=None, check=True, quiet=False):
+    def __call__(self, argv, *, input=None, env=None, timeout=None, check=True, quiet=False,
+                 user=None):
         argv = [str(a) for a in argv]
         self.calls.append(argv)
+        if user is not None:
+            self.users.append((argv, user, env))
         answer = None
         for key, value in self.answers.items():
             if tuple(argv[:len(key)]) == tuple(key):

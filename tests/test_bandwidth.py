@@ -181,7 +181,7 @@ def _run_as_user_checks(parent):
 
 # ---- --check-throttling's line ------------------------------------------------------------------
 def settings_for(tmp_path):
-    return SimpleNamespace(virt_v2v_path=lambda: "/usr/bin/virt-v2v")
+    return SimpleNamespace(virt_v2v_path=lambda: "/usr/bin/virt-v2v", run_as=None, environ={})
 
 
 def caps_runner(text):

@@ -180,6 +180,46 @@ def test_read_supplied_file_refuses_with_the_errno_only():
     assert str(e.value).endswith("cannot open the ssh_key file /root/.ssh/id_rsa: Permission denied")
 
 
+def test_a_descriptor_that_cannot_be_read_is_a_one_line_refusal(tmp_path):
+    """Review F7 (fake): reading what the caller opened fails (here EBADF: a
+    write-only descriptor); the job readers refuse naming the key, with the
+    errno text only, no traceback."""
+    f = tmp_path / "f"
+    f.write_text("secret-bytes")
+    f.chmod(0o600)
+
+    def write_only(_caller, _path, _flags=boundary.OPEN_FLAGS):
+        return os.open(str(f), os.O_WRONLY)
+    b = Boundary(NOBODY, opener=write_only, euid=0)
+    b.owners = lambda: frozenset({0, os.geteuid()})
+    with pytest.raises(boundary.CallerReadError, match="^cannot be read: Bad file descriptor$"):
+        b.read("/x", 100)
+    with pytest.raises(JobError) as e:
+        jobinput.read_supplied_file(b, "/x", "the vmware_password file", "vmware_password_file")
+    assert e.value.key == "vmware_password_file" and "secret" not in str(e.value)
+    assert str(e.value).endswith("the vmware_password file /x cannot be read: Bad file descriptor")
+    with pytest.raises(JobError) as e:
+        luks.read_vault(b, "/x", "vm1")
+    assert str(e.value).endswith("the LUKS keys vault /x cannot be read: Bad file descriptor")
+
+
+@needs_root
+@pytest.mark.parametrize("key", ["vmware_password_file", "ssh_key_file", "luks_keys_vault"])
+def test_a_proc_file_of_the_boundary_child_is_refused_not_a_crash(tmp_path, key):
+    """Review F7 (real): /proc/self/maps opened by the boundary's child, which
+    has exited when the parent reads it (ESRCH)."""
+    job = {"vm_name": "vm1", "transport_method": "vddk", "vmware_uri": "esx://root@h?no_verify=1",
+           "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20),
+           "output_dir": str(tmp_path / "out"), key: "/proc/self/maps"}
+    if key == "vmware_password_file":
+        del job["vmware_password"]
+    if key == "ssh_key_file":
+        job.update(vm_name="ssh://root@h/vmfs/volumes/ds/vm/vm.vmx", transport_method="ssh")
+    _cfg, problems = config.collect(job, _settings(tmp_path), Boundary(HOMELESS))
+    mine = [p for p in problems if p.key == key]          # (nobody cannot reach root's tmp_path)
+    assert len(mine) == 1 and str(mine[0]).endswith("/proc/self/maps cannot be read: No such process")
+
+
 def _settings(tmp_path):
     (tmp_path / "out").mkdir(exist_ok=True)
     return Settings(state_dir=str(tmp_path), iso_domain_root=str(tmp_path / "mnt"),

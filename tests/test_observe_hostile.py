@@ -119,6 +119,64 @@ def test_scan_keeps_the_newest_files_only(tmp_path):
                                                 for i in (549, 550, 551)]
 
 
+FUTURE = T0 + 10 * 365 * 86400       # mtimes another user sets on its own entries
+OTHER_UID = 65534
+
+
+def plant_decoys(directory, count=lib.MAX_FILES):
+    """What another user leaves in a shared state directory: symlinks, a
+    FIFO and regular files of its own under the wrapper's names, all newer
+    than any real conversion (lutimes on its own entries is free)."""
+    for i in range(count):
+        link = os.path.join(str(directory), "v2v-import-20300101T000000-%012x.state" % i)
+        os.symlink("/nonexistent", link)
+        os.utime(link, (FUTURE, FUTURE), follow_symlinks=False)
+        forged = plant(directory, "v2v-import-20300102T000000-%012x.state" % i,
+                       json.dumps({"vm": "forged", "pid": 1, "disks": [{"path": "/dev/sda"}]}))
+        os.chown(forged, OTHER_UID, OTHER_UID)
+        os.utime(forged, (FUTURE, FUTURE))
+    fifo = os.path.join(str(directory), "v2v-import-fifo.state")
+    os.mkfifo(fifo)
+    os.utime(fifo, (FUTURE, FUTURE))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's files needs root")
+def test_scan_filters_before_the_cut(tmp_path):
+    """Review F2: another user's entries are skipped before the newest-N cut,
+    so they cannot push a real conversion out of it (they used to fill it)."""
+    real = write(tmp_path / STATE, make_state("copying"))
+    plant_decoys(tmp_path)
+    assert lib.scan(str(tmp_path)) == [real]
+    assert lib.scan(str(tmp_path), owners={OTHER_UID}) == sorted(
+        str(tmp_path / ("v2v-import-20300102T000000-%012x.state" % i)) for i in range(lib.MAX_FILES))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's files needs root")
+def test_status_and_exporter_see_the_real_conversion_among_decoys(tmp_path):
+    write(tmp_path / STATE, make_state("copying"))
+    plant_decoys(tmp_path)
+    rc, out, _ = run_status(["--json", "--state-dir", str(tmp_path)])
+    convs = no_nan_json(out)["conversions"]
+    assert rc == 0 and [c["vm"] for c in convs] == ["vm1"]
+    f = families(exporter.Collector(str(tmp_path), clock=lambda: T0 + 60, alive=alive_all).text())
+    assert [labels["vm"] for labels, _ in f["v2v_conversion_info"]] == ["vm1"]
+    assert {labels["outcome"]: v for labels, v in f["v2v_exporter_state_files"]}["unreadable"] == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's files needs root")
+def test_status_never_shows_another_users_state_file_as_a_conversion(tmp_path):
+    """Review F3: a forged 'running' state file of another user is not listed,
+    and named explicitly it is unreadable, not a live conversion."""
+    forged = write(tmp_path / STATE, make_state("copying", vm="forged"))
+    os.chown(forged, OTHER_UID, OTHER_UID)
+    rc, out, _ = run_status(["--plain", "--state-dir", str(tmp_path)])
+    assert rc == 0 and "forged" not in out and out == "no conversions in %s\n" % tmp_path
+    rc, out, _ = run_status(["--json", forged])
+    conv = no_nan_json(out)["conversions"][0]
+    assert rc == status.EXIT_UNREADABLE and conv["outcome"] == lib.UNREADABLE
+    assert "owned by uid %d" % OTHER_UID in conv["problem"] and "vm" not in conv
+
+
 # -- the view ----------------------------------------------------------------------
 def test_plain_text_escapes_what_files_say(tmp_path):
     data = make_state("failed", vm=EVIL, target=EVIL, throttling={"cpu": EVIL, "network": EVIL})

@@ -149,3 +149,81 @@ def test_cli_refuses_a_root_only_output_dir_for_the_sudo_caller(tmp_path):
     assert len(r.stderr.splitlines()) == 1, r.stderr
     assert "output_dir: /root is not a directory nobody (uid 65534) can write" in r.stderr
     assert wr.secret_dirs(d.state) == []
+
+
+# -- the caller must be able to write the directory too (review F10) ---------------------
+def test_check_caller_can_write_asks_the_caller_and_names_the_key():
+    from wrapper.security.boundary import Boundary, Caller
+    import errno
+    asked = []
+
+    def denied(caller, path):
+        asked.append((caller.uid, path))
+        raise OSError(errno.EACCES, "Permission denied")
+    caller = Caller(65534, 65534, "nobody", "/nonexistent", True)
+    b = Boundary(caller, euid=0, writable_opener=denied)
+    with pytest.raises(JobError) as e:
+        users.check_caller_can_write(b, LocalTarget("/etc/sudoers.d"))
+    assert e.value.key == "output_dir" and asked == [(65534, "/etc/sudoers.d")]
+    assert str(e.value) == ("output_dir: /etc/sudoers.d is not a directory you (uid 65534) can "
+                            "write: Permission denied")
+    with pytest.raises(JobError) as e:
+        users.check_caller_can_write(b, ExportDomainTarget("/etc/sudoers.d"))
+    assert e.value.key == "export_domain"
+    users.check_caller_can_write(b, NFS)                   # nothing local: virt-v2v mounts it
+    root = Boundary(Caller(0, 0, "root", "/root"), euid=0, writable_opener=denied)
+    users.check_caller_can_write(root, LocalTarget("/etc/sudoers.d"))     # root may
+    assert len(asked) == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing user needs root")
+def test_the_caller_check_is_the_kernels_answer_for_the_caller(reachable):
+    from wrapper.security.boundary import Boundary, Caller, CallerOpenError
+    caller = Boundary(Caller(65534, 65534, "nobody", "/nonexistent", True))
+    shut = reachable / "shut"                    # root 0755: reachable, not writable
+    shut.mkdir()
+    shut.chmod(0o755)
+    sticky = reachable / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    (reachable / "file").write_text("x")
+    with pytest.raises(CallerOpenError, match="^Permission denied$"):
+        caller.check_writable_dir(str(shut))
+    assert caller.check_writable_dir(str(sticky)).st_uid == 0
+    with pytest.raises(CallerOpenError, match="^No such file or directory$"):
+        caller.check_writable_dir(str(reachable / "missing"))
+    with pytest.raises(CallerOpenError, match="^Not a directory$"):
+        caller.check_writable_dir(str(reachable / "file"))
+    with pytest.raises(CallerOpenError, match="^Permission denied$"):
+        caller.check_writable_dir("/root")
+    os.chown(str(shut), 65534, 65534)
+    assert caller.check_writable_dir(str(shut)).st_uid == 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sudo default needs root")
+def test_run_as_root_does_not_write_where_the_caller_cannot(tmp_path, reachable):
+    """Review F10: with --run-as root, output_dir a root 0755 directory the
+    sudo caller can reach but not write (/etc/sudoers.d in the review):
+    refused in one line before virt-v2v or its probe runs."""
+    shut = reachable / "shut"
+    shut.mkdir()
+    shut.chmod(0o755)
+    record = reachable / "ran"
+    exe = reachable / "virt-v2v"
+    exe.write_text("#!/bin/sh\ntouch %s\necho virt-v2v\n" % record)
+    exe.chmod(0o755)
+    d = wr.WrapperDirs(tmp_path)
+    job = {"vm_name": "vm", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1",
+           "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20),
+           "output_dir": str(shut), "daemonize": False}
+    env = wr.env(SUDO_UID="65534", SUDO_GID="65534", VIRT_V2V_WRAPPER_LOCK_DIR=str(tmp_path / "lock"),
+                 VIRT_V2V_WRAPPER_SYSTEMD_MARKER=str(tmp_path / "no-systemd"))
+    r = wr.run(d.args(str(exe)) + ["--run-as", "root"], job, env=env)
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert ("output_dir: %s is not a directory you (uid 65534) can write: Permission denied"
+            % shut) in r.stderr
+    assert not record.exists() and os.listdir(str(shut)) == [] and wr.secret_dirs(d.state) == []
+    shut.chmod(0o777)                            # the caller may write: accepted, runs as root
+    r = wr.run(d.args(str(exe)) + ["--run-as", "root"], job, env=env)
+    assert "is not a directory you" not in r.stderr and record.exists(), r.stderr

@@ -22,13 +22,17 @@ def check_throttling(settings, runner):
     return ok, text + "\n" + source_read_report(settings, runner)
 
 
-def source_read_report(settings, runner):
-    from wrapper import v2v
+def source_read_report(settings, runner, resolve_user=None):
+    """Asks the virt-v2v program as the user that would run it (never root
+    unless that is root: a broad sudo rule may let the caller name it)."""
+    from wrapper import users, v2v
     from wrapper.throttling import bandwidth
-    from wrapper.errors import ConversionError
+    from wrapper.errors import WrapperError
     try:
-        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner)
-    except ConversionError as e:
+        user = (resolve_user or users.resolve_run_as)(settings, None)
+        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner, user=user,
+                                      env=v2v.build_env(None, settings.environ, user))
+    except WrapperError as e:
         return "network source read: unavailable (%s)" % e
     if bandwidth.supported(caps):
         return ("network source read: available (virt-v2v reports %s: --bandwidth-file, "

@@ -236,9 +236,10 @@ def _accept(job, settings, runner, launcher_factory, signals):
         log.info("job: vm %s, transport %s, target %s, virt-v2v runs as %s (%d:%d)",
                  config.vm_name, config.source.name, config.target.name, user.name, user.uid, user.gid)
         users.check_target_dir(user, config.target)
+        users.check_caller_can_write(Boundary.of(settings.environ), config.target)
         reserved.hand_logs_to(user.uid, user.gid)
-        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner,
-                                      env=dict(settings.environ, LANG="C"))
+        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner, user=user,
+                                      env=v2v.build_env(config, settings.environ, user))
         log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
                       launcher_factory or _default_launcher(config, settings, runner),

@@ -15,7 +15,7 @@ import json
 import re
 
 from wrapper.errors import JobError
-from wrapper.security.boundary import CallerOpenError, integrity_problem
+from wrapper.security.boundary import CallerOpenError, CallerReadError, integrity_problem
 from wrapper.security.text import oneline
 
 MAX_JOB_BYTES = 1 << 20
@@ -116,7 +116,7 @@ def read_supplied_file(boundary, path, what, key=None, limit=MAX_JOB_BYTES, priv
     except CallerOpenError as e:
         if e.errno == errno.EINVAL and "valid file name" in str(e):
             raise JobError(key, "the path of %s is not a valid file name" % what) from None
-        if e.errno in (errno.EFBIG, errno.EINVAL):
+        if isinstance(e, CallerReadError) or e.errno in (errno.EFBIG, errno.EINVAL):
             raise JobError(key, "%s %s %s" % (what, shown, oneline(e, 100))) from None
         raise JobError(key, "cannot open %s %s: %s" % (what, shown, oneline(e, 100))) from None
     problem = integrity_problem(st, boundary.owners(), private)

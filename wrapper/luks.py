@@ -15,7 +15,7 @@ import os
 from wrapper import jobinput
 from wrapper.errors import JobError
 from wrapper.security.text import oneline, short
-from wrapper.security.boundary import CallerOpenError, integrity_problem
+from wrapper.security.boundary import CallerOpenError, CallerReadError, integrity_problem
 from wrapper.security.secrets import Secret
 
 VAULT_NAME = ".v2v_luks_keys_vault.json"
@@ -42,7 +42,7 @@ def read_vault(boundary, path, vm_name, optional=False, key=KEY):
             return ()
         if e.errno == errno.EINVAL and "valid file name" in str(e):
             raise JobError(key, "the path of the LUKS keys vault is not a valid file name") from None
-        if e.errno in (errno.EFBIG, errno.EINVAL):
+        if isinstance(e, CallerReadError) or e.errno in (errno.EFBIG, errno.EINVAL):
             raise JobError(key, "the LUKS keys vault %s %s" % (shown, oneline(e, 100))) from None
         raise JobError(key, "cannot open the LUKS keys vault %s: %s" % (shown, oneline(e, 100))) from None
     problem = integrity_problem(st, boundary.owners())

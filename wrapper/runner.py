@@ -26,22 +26,28 @@ def quote(argv):
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
-def run(argv, *, input=None, env=None, timeout=60, check=True, quiet=False):
+def run(argv, *, input=None, env=None, timeout=60, check=True, quiet=False, user=None):
     """Run ``argv`` to completion and return a :class:`Result`.
 
     Raises :class:`CommandError` when ``check`` and the exit status is not 0,
-    or when the program cannot be started (rc 127, like a shell).
-    ``quiet`` keeps frequent polls (systemctl show) out of the log.
+    or when the program cannot be started (rc 127, like a shell; 126 when
+    ``user`` may not run it).  ``quiet`` keeps frequent polls (systemctl
+    show) out of the log.  ``user`` (a wrapper.users.RunUser) runs it as
+    that user, from ``/`` (the capability probe of a program the caller may
+    have named: never root's unless the run-as user is root).
     """
     argv = [str(a) for a in argv]
     if not quiet:
-        log.debug("running: %s", quote(argv))
+        log.debug("running: %s%s", quote(argv), "" if user is None else " (as %s)" % user.name)
+    as_user = {} if user is None else dict(user.popen_kwargs(), cwd="/")
     try:
         proc = subprocess.run(argv, input=input, env=env, timeout=timeout,
                               stdin=None if input is not None else subprocess.DEVNULL,
-                              capture_output=True, text=True, close_fds=True)
+                              capture_output=True, text=True, close_fds=True, **as_user)
     except FileNotFoundError as e:
         raise CommandError(argv, 127, "", str(e)) from None
+    except PermissionError as e:
+        raise CommandError(argv, 126, "", str(e)) from None
     except subprocess.TimeoutExpired:
         raise CommandError(argv, 124, "", "timed out after %ss" % timeout) from None
     res = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)

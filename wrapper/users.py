@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from wrapper.config import ExportDomainTarget, LocalTarget, is_nfs_share
 from wrapper.errors import JobError
+from wrapper.security.boundary import CallerOpenError
 from wrapper.security.text import oneline
 from wrapper.settings import sudo_caller
 
@@ -143,6 +144,23 @@ def target_dir(target):
     if isinstance(target, ExportDomainTarget) and not is_nfs_share(target.path):
         return "export_domain", target.path
     return None
+
+
+def check_caller_can_write(boundary, target):
+    """Refuse a job whose output directory the CALLER itself cannot write
+    (docs/security.md rule 16): with ``--run-as root`` (NFS export domains)
+    or ``vdsm``, virt-v2v would otherwise write wherever the caller can merely
+    reach (``/etc/sudoers.d``).  Asked by a child with the caller's
+    credentials (wrapper.security.boundary); the message is what the
+    caller's own attempt got.  Nothing to ask for a root caller."""
+    found = target_dir(target)
+    if found is None or boundary.caller.is_root:
+        return
+    try:
+        boundary.check_writable_dir(found[1])
+    except CallerOpenError as e:
+        raise JobError(found[0], "%s is not a directory you (uid %d) can write: %s"
+                       % (oneline(found[1], 200), boundary.caller.uid, oneline(e, 100))) from None
 
 
 def check_target_dir(user, target, writable=writable_dir_as):

@@ -41,10 +41,12 @@ def parse_capabilities(text):
     return Capabilities(tuple(line.strip() for line in text.splitlines() if line.strip()))
 
 
-def probe_capabilities(virt_v2v, runner, env=None):
-    """Ask ``virt-v2v --machine-readable`` once at start."""
+def probe_capabilities(virt_v2v, runner, env=None, user=None):
+    """Ask ``virt-v2v --machine-readable`` once at start, as ``user`` (the
+    run-as user, with virt-v2v's environment): the program may be one the
+    caller named, so it runs with no more rights than virt-v2v itself."""
     try:
-        res = runner([virt_v2v, "--machine-readable"], env=env, timeout=60)
+        res = runner([virt_v2v, "--machine-readable"], env=env, timeout=60, user=user)
     except CommandError as e:
         raise ConversionError("cannot query virt-v2v capabilities (%s)" % e) from None
     caps = parse_capabilities(res.out)
@@ -115,14 +117,15 @@ def build_command(config, caps, paths, *, virt_v2v="virt-v2v", allocation=None):
 def build_env(config, environ, user, paths=None):
     """The environment virt-v2v runs with: minimal, secret-free.  Without
     ``paths``: what the programs it runs get before the job's files exist
-    (the rhv-upload pre-flight)."""
+    (the capability probe, the rhv-upload pre-flight); without ``config``:
+    a probe outside a job (``--check-throttling``)."""
     env = {"LANG": "C", "LC_ALL": "C", "LIBGUESTFS_BACKEND": "direct",
            "PATH": environ.get("PATH") or DEFAULT_PATH}
     env.update(user.identity_env())
     for name, value in environ.items():
         if name in PASSED_ENV or name.startswith(PASSED_ENV_PREFIXES):
             env[name] = value
-    if config.virtio_win and config.install_drivers:
+    if config is not None and config.virtio_win and config.install_drivers:
         env["VIRTIO_WIN"] = config.virtio_win
     if paths is not None and paths.ssh_auth_sock:
         env["SSH_AUTH_SOCK"] = paths.ssh_auth_sock

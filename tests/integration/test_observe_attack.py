@@ -84,11 +84,52 @@ def peak_mb(argv, env):
     return p.returncode, p.stdout, err, int(m.group(1)) / 1024 if m else None
 
 
+DECOYS = r'''
+import os, sys
+d, count, future = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+for i in range(count):
+    name = os.path.join(d, "v2v-import-20300101T000000-%012x.state" % i)
+    os.symlink("/nonexistent", name)
+    os.utime(name, (future, future), follow_symlinks=False)
+name = os.path.join(d, "v2v-import-20300102T000000-aaaaaaaaaaaa.state")
+with open(name, "w") as f:
+    f.write('{"vm": "forged", "pid": 1, "disks": [{"path": "/dev/sda", "progress": 42.0}]}')
+os.utime(name, (future, future))
+'''
+
+
+def test_another_user_cannot_hide_or_forge_conversions(attack_users, scratch):
+    """Review F2/F3: 512 symlinks with future mtimes and a forged 'running'
+    file from another user; root's status and metrics still show the real
+    conversion, and only it."""
+    shared = scratch.dir("shared", 0o1777)
+    with open(os.path.join(shared, "v2v-import-20270115T080000-100.state"), "w") as f:
+        json.dump({"vm": "real-vm", "tag": "20270115T080000-100", "started_at": time.time() - 60,
+                   "finished_at": time.time(), "finished": True, "disks": []}, f)
+    attack.as_user(attack_users.other, DECOYS, shared, 512, time.time() + 10 * 365 * 86400)
+    env = scratch.env(VIRT_V2V_WRAPPER_STATE_DIR=shared)
+    p = subprocess.run([attack.WRAPPER_PYTHON, "-m", "wrapper", "status", "--json"], env=env,
+                       cwd=attack.SOURCE_ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert [c["vm"] for c in json.loads(p.stdout)["conversions"]] == ["real-vm"]
+    p = subprocess.run([attack.WRAPPER_PYTHON, "-m", "wrapper", "metrics"], env=env,
+                       cwd=attack.SOURCE_ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert 'vm="real-vm"' in p.stdout and "forged" not in p.stdout
+    assert 'v2v_exporter_state_files{outcome="unreadable"} 0' in p.stdout
+
+
 @pytest.mark.skipif(not os.access("/usr/bin/time", os.X_OK), reason="needs /usr/bin/time")
 def test_status_over_files_planted_by_another_user(attack_users, scratch):
     shared = scratch.dir("shared", 0o1777)
     attack.as_user(attack_users.other, PLANT, shared, 36 << 20, 250 << 10, timeout=300)
     env = scratch.env(VIRT_V2V_WRAPPER_STATE_DIR=shared)
+    rc, out, err, _mb = peak_mb([attack.WRAPPER_PYTHON, "-m", "wrapper", "status", "--json"], env)
+    assert rc == 0 and json.loads(out)["conversions"] == [], err[-2000:]   # none is root's
+    # The same hostile content in root-owned files (virt-v2v's messages reach
+    # root's own state files): read, bounded and escaped.
+    for name in os.listdir(shared):
+        os.chown(os.path.join(shared, name), 0, 0)
     figures = {}
     for mode in ("--plain", "--json"):
         rc, out, err, mb = peak_mb([attack.WRAPPER_PYTHON, "-m", "wrapper", "status", mode], env)

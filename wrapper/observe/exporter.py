@@ -85,14 +85,14 @@ class Collector:
         self.state_dir = state_dir
         self.clock = clock
         self.alive = alive
-        self.owners = {0, os.geteuid()} if owners is None else owners
+        self.owners = summary.trusted_owners() if owners is None else owners
         self._one_at_a_time = threading.Lock()
 
     def text(self):
         with self._one_at_a_time:          # concurrent scrapes: one set of files in memory
             now = self.clock()
             summaries = [summary.summarize(summary.read_state(p, self.owners), now, self.alive)
-                         for p in summary.scan(self.state_dir)]
+                         for p in summary.scan(self.state_dir, owners=self.owners)]
             return metrics.exposition(summaries, now, exporter=True)
 
 

@@ -4,8 +4,10 @@ This is the view only: :mod:`wrapper.observe.summary` reads and summarises
 the files (``--json`` prints its dicts); :func:`render` turns summaries into
 text lines, every text taken from a file passed through :func:`printable`
 (a planted name or a virt-v2v message cannot move the cursor or forge a
-line).  :func:`main` wires them to the command line, the clock and the
-terminal; every side effect there is a parameter so tests can drive it.
+line).  Only state files owned by root or the reader's own user are shown
+(wrapper.observe.summary.scan; a named one of someone else is shown as
+unreadable, never as a conversion).  :func:`main` wires them to the command
+line, the clock and the terminal; every side effect there is a parameter so tests can drive it.
 Reclaiming what dead wrappers left is not a viewer's business: the command
 line (wrapper/cli.py) does that before it hands over to :func:`main`.
 """
@@ -21,7 +23,7 @@ from typing import Optional
 from wrapper import rate
 from wrapper.observe.summary import (  # noqa: F401 (re-exported: the view's vocabulary)
     FAILED, FILE_PROBLEMS, FINISHED, INVALID, MISSING, RUNNING, STALE, STATE_GLOB, STATE_MAX,
-    UNREADABLE, Reading, all_over, order, pid_alive, read_state, scan, summarize)
+    UNREADABLE, Reading, all_over, order, pid_alive, read_state, scan, summarize, trusted_owners)
 from wrapper.security.text import printable
 from wrapper.settings import resolve
 
@@ -189,7 +191,9 @@ def build_parser():
     p = _Parser(prog="virt-v2v-wrapper status", description=(
         "Show the conversions whose state files are given, or every conversion in the state "
         "directory, newest first."),
-        epilog="Exit status: 0 every file shown could be read, 1 a file is missing, unreadable "
+        epilog="Only state files owned by root or by the user running this command are shown "
+               "(symbolic links and other entries are skipped). "
+               "Exit status: 0 every file shown could be read, 1 a file is missing, unreadable "
                "or not a state file (or the state directory cannot be read), 2 usage error.")
     p.add_argument("files", nargs="*", metavar="STATE_FILE", help="state files to show")
     p.add_argument("--state-dir", metavar="DIR",
@@ -227,7 +231,7 @@ def _volatile_free(summaries):
 
 
 def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep=time.sleep,
-         alive=pid_alive, tty=None, term_size=None):
+         alive=pid_alive, tty=None, term_size=None, owners=None):
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
     environ = dict(os.environ if environ is None else environ)
@@ -238,6 +242,7 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep
     except _UsageError as e:
         stderr.write("virt-v2v-wrapper status: error: %s\n" % e)
         return EXIT_USAGE
+    owners = trusted_owners() if owners is None else owners
     where = None
     if opts.files:
         files = [os.path.abspath(f) for f in opts.files]
@@ -246,7 +251,7 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep
     else:
         where = resolve({"state_dir": opts.state_dir}, environ).state_dir
         def paths():
-            return scan(where)
+            return scan(where, owners=owners)
     terminal = (_is_tty(stdout) if tty is None else tty) and not opts.plain and not opts.json
     size = term_size or (lambda: _terminal_size(stdout))
     style_of = (lambda: Style(width=size().columns - 1, color="NO_COLOR" not in environ,
@@ -254,7 +259,7 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep
 
     def snapshot():
         now = clock()
-        found = [summarize(read_state(p), now, alive) for p in paths()]
+        found = [summarize(read_state(p, owners), now, alive) for p in paths()]
         return now, (found if opts.files else order(found))
 
     try:

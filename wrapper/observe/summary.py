@@ -15,8 +15,14 @@ directory, and even a root-owned one carries virt-v2v's own messages.  So:
 * :func:`tame` bounds what a summary keeps of any state, read or in memory:
   texts to :data:`MAX_TEXT` characters, lists to :data:`MAX_DISKS` items,
   numbers to finite values within :data:`MAX_NUMBER`;
-* :func:`scan` keeps at most :data:`MAX_FILES` state files (the newest), so
-  memory stays bounded however many files someone plants.
+* :func:`scan` lists only regular files (lstat: no symlink, FIFO or
+  directory) owned by a trusted user -- root or the reader's own user
+  (:func:`trusted_owners`) -- and of those keeps the :data:`MAX_FILES`
+  newest, so memory stays bounded however many files someone plants, and
+  another user's entries (whose mtimes are theirs to choose) can neither
+  push a real conversion out of the cut nor pose as one.  :func:`read_state`
+  checks type and owner again on the opened descriptor (the name may have
+  been swapped since).
 
 Texts are kept as they are (control characters included): escaping them is
 the job of whoever prints them (security.text.printable in status, metrics.escape_label).
@@ -27,6 +33,7 @@ import heapq
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass
 from typing import Optional
 
@@ -168,19 +175,33 @@ def read_state(path, allowed_uids=None):
     return Reading(path, data=data, mtime=mtime)
 
 
-def scan(state_dir, limit=MAX_FILES):
+def trusted_owners():
+    """Whose state files a reader shows: root's (a wrapper run through sudo
+    or by root) and its own user's; in a shared directory anyone else may
+    have planted the name (docs/security.md)."""
+    return frozenset({0, os.geteuid()})
+
+
+def scan(state_dir, limit=MAX_FILES, owners=None):
     """State files in ``state_dir`` (only the wrapper's own names: /tmp is
-    shared), at most ``limit`` of them, the most recently changed; sorted by
-    name.  Raises OSError when the directory cannot be listed."""
+    shared) that are regular files owned by one of ``owners`` (None:
+    :func:`trusted_owners`), at most ``limit`` of them, the most recently
+    changed; sorted by name.  The filter comes before the cut: an entry of
+    someone else never takes a place.  Raises OSError when the directory
+    cannot be listed."""
+    owners = trusted_owners() if owners is None else owners
+
     def found():
         with os.scandir(state_dir) as entries:
             for entry in entries:
-                if fnmatch.fnmatch(entry.name, STATE_GLOB):
-                    try:
-                        when = entry.stat(follow_symlinks=False).st_mtime
-                    except OSError:
-                        when = 0.0
-                    yield when, entry.name
+                if not fnmatch.fnmatch(entry.name, STATE_GLOB):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue                # gone since it was listed
+                if stat.S_ISREG(st.st_mode) and st.st_uid in owners:
+                    yield st.st_mtime, entry.name
     newest = heapq.nlargest(limit, found())
     return sorted(os.path.join(state_dir, name) for _when, name in newest)
 

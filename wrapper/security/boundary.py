@@ -53,6 +53,11 @@ class CallerOpenError(OSError):
         return self.why
 
 
+class CallerReadError(CallerOpenError):
+    """The caller opened the file but reading its descriptor failed; ``str()``
+    is a phrase about the file ("cannot be read: <errno text>")."""
+
+
 @dataclass(frozen=True)
 class Caller:
     """The person the wrapper acts for: the sudo caller, or the invoking user."""
@@ -106,10 +111,10 @@ def _drop_to(caller, groups):
     os.setresuid(caller.uid, caller.uid, caller.uid)
 
 
-def _child(caller, groups, path, flags, sock):
-    """In the forked child: become the caller, open, send the fd or errno.
-    Nothing here looks anything up (NSS after fork is not safe): the groups
-    were found by the parent."""
+def _child(caller, groups, path, flags, sock, do_open=os.open):
+    """In the forked child: become the caller, open (``do_open``), send the
+    fd or errno.  Nothing here looks anything up (NSS after fork is not
+    safe): the groups were found by the parent."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -119,7 +124,7 @@ def _child(caller, groups, path, flags, sock):
         close_inherited(sock.fileno())
         try:
             _drop_to(caller, groups)
-            fd = os.open(path, flags)
+            fd = do_open(path, flags)
         except OSError as e:
             sock.sendall(_ERRNO.pack(e.errno or errno.EIO))
             return
@@ -158,6 +163,36 @@ def fork_open(caller, path, flags=OPEN_FLAGS, timeout=CHILD_TIMEOUT, child=None)
         return fds[0]
     code = _ERRNO.unpack(data)[0] if len(data) == _ERRNO.size else errno.EIO
     raise OSError(code or errno.EIO, os.strerror(code or errno.EIO))
+
+
+def open_writable_dir(path, flags=DIR_FLAGS):
+    """Open the directory ``path`` and keep it only if whoever runs this may
+    create files in it: the kernel's ``faccessat(W_OK|X_OK)`` on the very
+    directory opened (ACLs, read-only mounts included); EACCES otherwise."""
+    fd = os.open(path, flags)
+    try:
+        writable = os.access(".", os.W_OK | os.X_OK, dir_fd=fd)
+    except OSError:
+        writable = False
+    if not writable:
+        os.close(fd)
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+    return fd
+
+
+def _writable_dir_child(caller, groups, path, flags, sock):    # pragma: no cover (the child)
+    _child(caller, groups, path, flags, sock, do_open=open_writable_dir)
+
+
+def fork_writable_dir(caller, path, timeout=CHILD_TIMEOUT):
+    """:func:`open_writable_dir` in a child with ``caller``'s credentials
+    (uid, gid, supplementary groups; not dumpable, so the caller cannot
+    steer its answer): the descriptor, or OSError with the child's errno."""
+    return fork_open(caller, path, DIR_FLAGS, timeout, child=_writable_dir_child)
+
+
+def direct_writable_dir(_caller, path):
+    return open_writable_dir(path)
 
 
 def close_inherited(keep):
@@ -203,10 +238,12 @@ class Boundary:
     ``opener(caller, path, flags) -> fd`` is used when the wrapper has more rights
     than the caller (it is root, the caller is not); it raises OSError."""
 
-    def __init__(self, caller, opener=fork_open, euid=None):
+    def __init__(self, caller, opener=fork_open, euid=None, writable_opener=fork_writable_dir):
         self.caller = caller
         euid = os.geteuid() if euid is None else euid
-        self._open = opener if (euid == 0 and not caller.is_root) else direct_open
+        dropping = euid == 0 and not caller.is_root
+        self._open = opener if dropping else direct_open
+        self._open_writable = writable_opener if dropping else direct_writable_dir
 
     @classmethod
     def of(cls, environ, **kw):
@@ -244,6 +281,23 @@ class Boundary:
         os.close(opened.fd)
         return opened.st
 
+    def check_writable_dir(self, path):
+        """Whether the caller itself may create files in the directory
+        ``path`` (reaching it with its rights, then ``faccessat(W_OK|X_OK)``
+        on the directory it opened): its stat, or CallerOpenError with the
+        errno the caller's own attempt got (EACCES when it may not write)."""
+        if not isinstance(path, str) or "\0" in path:
+            raise CallerOpenError(errno.EINVAL, "is not a valid file name")
+        try:
+            fd = self._open_writable(self.caller, path)
+        except OSError as e:
+            code = e.errno or errno.EIO
+            raise CallerOpenError(code, e.strerror or os.strerror(code)) from None
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
     def read(self, path, max_size):
         """``(bytes, stat)`` of the regular file ``path``, read by descriptor,
         at most ``max_size`` bytes (larger is CallerOpenError)."""
@@ -260,12 +314,18 @@ class Boundary:
 
 
 def _read_bounded(fd, limit):
+    """At most ``limit + 1`` bytes of ``fd``.  Any read error is the caller's
+    file's own (e.g. ESRCH: a /proc file of the boundary's child, which has
+    exited): a CallerReadError with the errno text only, never a traceback."""
     chunks, size = [], 0
     while size <= limit:
         try:
             chunk = os.read(fd, min(1 << 16, limit + 1 - size))
         except BlockingIOError:             # O_NONBLOCK on a regular file: not expected
-            raise CallerOpenError(errno.EAGAIN, "cannot be read without blocking") from None
+            raise CallerReadError(errno.EAGAIN, "cannot be read without blocking") from None
+        except OSError as e:
+            code = e.errno or errno.EIO
+            raise CallerReadError(code, "cannot be read: %s" % os.strerror(code)) from None
         if not chunk:
             break
         chunks.append(chunk)
