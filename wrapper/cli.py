@@ -210,9 +210,21 @@ def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, cal
     if isinstance(accepted, WrapperError):
         return _refuse(stderr, accepted)
     answer = accepted.files.announcement() + "\n"
-    if not accepted.config.daemonize:
-        return _run_in_foreground(accepted, answer, stdout, stderr, signals)
-    return _detach_and_run(accepted, answer, stdout, stderr, signals, detach, caller_fds)
+    try:
+        if not accepted.config.daemonize:
+            return _run_in_foreground(accepted, answer, stdout, stderr, signals)
+        return _detach_and_run(accepted, answer, stdout, stderr, signals, detach, caller_fds)
+    finally:
+        _release(accepted.reserved, accepted.leases)
+
+
+def _release(reserved, book):
+    """The job is over in this process (caller or daemon alike): its
+    descriptors go (a process that runs many jobs, as the tests do, would
+    otherwise run out of them)."""
+    reserved.close()
+    if book is not None:
+        book.close()
 
 
 def _accept(job, settings, runner, launcher_factory, signals):
@@ -254,7 +266,9 @@ def _accept(job, settings, runner, launcher_factory, signals):
         else:
             stack.close()
             reserved.give_back()
-        return _refusal(e, reserved.files.wrapper_log)
+        refusal = _refusal(e, reserved.files.wrapper_log)
+        _release(reserved, book)
+        return refusal
 
 
 def _config(job, settings):

@@ -157,6 +157,18 @@ class Reserved:
             for fd in (self.v2v_log_fd, self.mr_log_fd):
                 os.fchown(fd, uid, gid)
 
+    def close(self):
+        """Close our descriptors (not the wrapper log's: its log handler
+        owns it) once the job is over in this process; idempotent."""
+        for attr in ("v2v_log_fd", "mr_log_fd", "throttle_dir_fd", "log_dir_fd", "state_dir_fd"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                setattr(self, attr, None)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
     @property
     def state_name(self):
         return os.path.basename(self.files.state_file)
