@@ -208,12 +208,18 @@ class StateFile:
     sees nothing, then the first full content (docs/security.md rule 4).
     """
 
-    def __init__(self, path, dir_fd=None, reserve=64 << 10, exclusive=False):
+    def __init__(self, path, dir_fd=None, reserve=64 << 10, exclusive=False, adopt=None):
+        """``adopt``: the AtomicFile that already linked the first document
+        into place (wrapper.jobfiles.reserve); it goes on through ``dir_fd``."""
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
         self._dir_fd = fsafe.open_dir(directory) if dir_fd is None else os.dup(dir_fd)
-        self._file = fsafe.AtomicFile(self._dir_fd, os.path.basename(path), 0o644, reserve,
-                                      exclusive=exclusive)
+        if adopt is not None:
+            adopt.dir_fd = self._dir_fd
+            self._file = adopt
+        else:
+            self._file = fsafe.AtomicFile(self._dir_fd, os.path.basename(path), 0o644, reserve,
+                                          exclusive=exclusive)
         self._last = None
         self._failing = None
         self.writes = 0
