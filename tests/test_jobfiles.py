@@ -320,18 +320,24 @@ class Squatter:
     for every tag any name shows (a log, the throttling directory, a
     temporary file) — before the wrapper can take that name itself."""
 
-    def __init__(self, state_dir, *watched):
+    def __init__(self, state_dir, *watched, throttle=False):
+        """``throttle``: it takes ``v2v-import-<tag>.throttle.d`` instead, as
+        soon as the state file shows the tag."""
         self.state_dir = state_dir
         self.watched = (state_dir,) + watched
+        self.throttle = throttle
         self.planted = []
 
     def __call__(self):
         for d in self.watched:
             for name in os.listdir(d):
                 m = _TAG_IN_NAME.search(name)
-                target = os.path.join(self.state_dir, "v2v-import-%s.state" % m.group(1)) if m else None
-                if target and not os.path.lexists(target):
-                    os.symlink("/nonexistent", target)
+                if not m or (self.throttle and not name.endswith(".state")):
+                    continue
+                suffix = ".throttle.d" if self.throttle else ".state"
+                target = os.path.join(self.state_dir, "v2v-import-%s%s" % (m.group(1), suffix))
+                if not os.path.lexists(target):
+                    (os.mkdir if self.throttle else lambda t: os.symlink("/nonexistent", t))(target)
                     self.planted.append(os.path.basename(target))
 
     def patch(self, monkeypatch):
@@ -348,7 +354,9 @@ class Squatter:
         return call
 
 
-def test_a_squatter_who_watches_the_state_directory_cannot_refuse_the_job(tmp_path, monkeypatch):
+@pytest.mark.parametrize("throttle", [False, True], ids=["state-name", "throttle-dir-name"])
+def test_a_squatter_who_watches_the_state_directory_cannot_refuse_the_job(tmp_path, monkeypatch,
+                                                                          throttle):
     from tests import inprocess
     from tests import wrapperrun as wr
     from tests.fakes import make_fake_v2v
@@ -360,7 +368,7 @@ def test_a_squatter_who_watches_the_state_directory_cannot_refuse_the_job(tmp_pa
     job = {"vm_name": "vm1", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1?no_verify=1",
            "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20),
            "output_dir": dirs.out, "daemonize": False}
-    squatter = Squatter(dirs.state, dirs.logs)
+    squatter = Squatter(dirs.state, dirs.logs, throttle=throttle)
     with monkeypatch.context() as m:
         squatter.patch(m)
         o = inprocess.run_main(dirs.args(exe), json.dumps(job).encode(), env, exe)
@@ -368,8 +376,13 @@ def test_a_squatter_who_watches_the_state_directory_cannot_refuse_the_job(tmp_pa
     answer = json.loads(o.stdout.splitlines()[0])
     assert wr.read_state(answer["state_file"])["finished"] is True
     assert os.path.basename(answer["state_file"]) not in squatter.planted
-    planted_here = [n for n in os.listdir(dirs.state) if os.path.islink(os.path.join(dirs.state, n))]
-    assert planted_here == squatter.planted               # theirs, untouched
+    throttle_dir = os.path.basename(os.path.dirname(answer["throttling_file"]))
+    assert throttle_dir not in squatter.planted and throttle_dir.endswith(".throttle.d")
+    # the state name is taken before any name shows the tag: nothing to plant;
+    # the throttling directory's usual name is taken, and a fresh one used
+    assert bool(squatter.planted) is throttle
+    theirs = [n for n in os.listdir(dirs.state) if n in squatter.planted]
+    assert sorted(theirs) == sorted(squatter.planted)     # untouched
 
 
 def test_the_squatter_does_refuse_a_job_whose_names_show_the_tag_first(dirs, monkeypatch):

@@ -21,6 +21,7 @@ the caller (mode 0700): only the caller and root can create or replace the
 throttling file, which the caller still writes with a plain SFTP put.  It
 is removed, by descriptor, on every way out (:meth:`Reserved.remove_throttle_dir`).
 """
+import dataclasses
 import errno
 import json
 import logging
@@ -223,12 +224,12 @@ def reserve(settings, log_dir, state_dir_fd, log_dir_fd, now=None, rand=secrets.
     now = time.time() if now is None else now
     for attempt in range(TAG_ATTEMPTS):
         files = job_files(settings, log_dir, make_tag(now, rand))
-        taken = _take(files, state_dir_fd, log_dir_fd, caller, now)
+        taken = _take(files, state_dir_fd, log_dir_fd, caller, now, rand)
         if taken is not None:
             if attempt:
                 log.warning("the names of %d earlier tags were taken by someone else; using "
                             "tag %s", attempt, files.tag)
-            return Reserved(files, state_dir_fd, log_dir_fd, *taken)
+            return Reserved(*taken[:1], state_dir_fd, log_dir_fd, *taken[1:])
     raise JobError(None, "cannot find free names for the job's files: every tag tried was "
                          "already in use in %s or %s" % (settings.state_dir, log_dir))
 
@@ -241,13 +242,13 @@ def first_state(files, now):
                         "started_at": round(now, 3)}).data
 
 
-def _take(files, state_dir_fd, log_dir_fd, caller, now):
+def _take(files, state_dir_fd, log_dir_fd, caller, now, rand):
     state = _link_state(state_dir_fd, files, now)
     if state is None:
         return None
     fds, idents, throttle = {}, {}, None
     try:
-        throttle = _make_throttle_dir(state_dir_fd, os.path.dirname(files.throttle_file), caller)
+        files, throttle = _throttle_dir(state_dir_fd, files, caller, rand)
         for key in _LOGS:
             name = os.path.basename(getattr(files, key))
             fd = _create_or_refuse(log_dir_fd, name, "--log-dir", getattr(files, key))
@@ -267,7 +268,29 @@ def _take(files, state_dir_fd, log_dir_fd, caller, now):
         if isinstance(e, FileExistsError):
             return None
         raise
-    return state, fds, idents, throttle
+    return files, state, fds, idents, throttle
+
+
+def _throttle_dir(state_dir_fd, files, caller, rand):
+    """The throttling directory, made right after the state file: ``(files,
+    (fd, identity))``.  The state file shows the tag, so someone watching
+    the directory may take ``v2v-import-<tag>.throttle.d`` first; then a
+    name with a fresh random token nobody has seen is used instead
+    (``v2v-import-<tag>.<token>.throttle.d``, announced like the other)."""
+    path = first = os.path.dirname(files.throttle_file)
+    for attempt in range(TAG_ATTEMPTS):
+        try:
+            throttle = _make_throttle_dir(state_dir_fd, path, caller)
+        except FileExistsError:
+            base = os.path.join(os.path.dirname(path), "v2v-import-%s" % files.tag)
+            path = "%s.%s%s" % (base, make_tag(0, rand).split("-")[-1], THROTTLE_DIR_SUFFIX)
+            continue
+        if attempt:
+            log.warning("%s was taken by someone else after the state file appeared; the "
+                        "throttling directory is %s", first, path)
+            files = dataclasses.replace(files, throttle_file=os.path.join(path, THROTTLE_NAME))
+        return files, throttle
+    raise FileExistsError(errno.EEXIST, "no free name for the throttling directory", path)
 
 
 def _link_state(state_dir_fd, files, now):
