@@ -5,6 +5,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -71,8 +72,12 @@ def test_a_taken_name_draws_a_new_tag_and_is_left_alone(dirs, caplog):
     assert (state / ("v2v-import-%s.state" % tag1)).read_text() == "theirs"
     assert "2 earlier tags" in caplog.text
     assert sorted(os.listdir(logs))[0].startswith("v2v-import-") and len(os.listdir(logs)) == 4
+    ours = {os.path.basename(r.files.state_file), os.path.basename(os.path.dirname(r.files.throttle_file))}
+    kept = {n for n in os.listdir(state) if not n.endswith(".tmp")}   # (+ the reserved spare)
+    assert kept == ours | {"v2v-import-%s.state" % tag1}   # tag 2's given back
     r.give_back(keep_wrapper_log=False)
     assert len(os.listdir(logs)) == 1                      # only their FIFO
+    assert os.listdir(state) == ["v2v-import-%s.state" % tag1]
 
 
 def test_every_tag_taken_is_one_line_refusal(dirs):
@@ -115,9 +120,11 @@ def test_throttling_file_is_in_a_private_directory_of_the_job(dirs):
     assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
     assert st.st_uid == os.geteuid()
     assert json.loads(r.files.announcement())["throttling_file"] == r.files.throttle_file
-    assert not os.path.lexists(r.files.state_file)        # its first write creates it
+    first = json.loads(open(r.files.state_file).read())  # taken first, with a whole document
+    assert first["tag"] == r.files.tag and first["disks"] == [] and first["disk_count"] == 0
+    assert first["wrapper_pid"] == os.getpid() and first["started_at"] == NOW
     r.give_back()
-    assert not os.path.lexists(d)
+    assert not os.path.lexists(d) and not os.path.lexists(r.files.state_file)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -290,7 +297,7 @@ def test_a_reader_polling_during_many_starts_never_sees_an_empty_state_file(dirs
     try:
         for i in range(150):
             r = jobfiles.reserve(settings, str(logs), sfd, lfd)
-            sf = StateFile(r.files.state_file, dir_fd=sfd, exclusive=True)
+            sf = StateFile(r.files.state_file, dir_fd=sfd, adopt=r.state)
             assert sf.write({"disks": [], "n": i, "pad": "x" * 4000})
             sf.write({"disks": [], "n": i, "started": True, "pad": "y" * 4000})
             sf.discard()
@@ -300,3 +307,94 @@ def test_a_reader_polling_during_many_starts_never_sees_an_empty_state_file(dirs
         thread.join()
     assert seen["reads"] > 0
     assert seen["bad"] == []
+
+
+# ---- a watcher of a shared state directory cannot learn the tag before the state file exists ---
+_TAG_IN_NAME = re.compile(r"v2v-import-(\d{8}T\d{6}-[0-9a-f]{12})")
+
+
+class Squatter:
+    """An instantaneous attacker (docs/security.md: another local user in a
+    world-writable state directory): after every name the wrapper creates, it
+    lists the directories and plants a symlink at ``v2v-import-<tag>.state``
+    for every tag any name shows (a log, the throttling directory, a
+    temporary file) — before the wrapper can take that name itself."""
+
+    def __init__(self, state_dir, *watched, throttle=False):
+        """``throttle``: it takes ``v2v-import-<tag>.throttle.d`` instead, as
+        soon as the state file shows the tag."""
+        self.state_dir = state_dir
+        self.watched = (state_dir,) + watched
+        self.throttle = throttle
+        self.planted = []
+
+    def __call__(self):
+        for d in self.watched:
+            for name in os.listdir(d):
+                m = _TAG_IN_NAME.search(name)
+                if not m or (self.throttle and not name.endswith(".state")):
+                    continue
+                suffix = ".throttle.d" if self.throttle else ".state"
+                target = os.path.join(self.state_dir, "v2v-import-%s%s" % (m.group(1), suffix))
+                if not os.path.lexists(target):
+                    (os.mkdir if self.throttle else lambda t: os.symlink("/nonexistent", t))(target)
+                    self.planted.append(os.path.basename(target))
+
+    def patch(self, monkeypatch):
+        """Seam: every syscall that makes a name (open, mkdir, link, rename)
+        lets the attacker act right after it."""
+        for fn in ("open", "mkdir", "link", "rename", "replace"):
+            monkeypatch.setattr(os, fn, self._after(getattr(os, fn)))
+
+    def _after(self, real):
+        def call(*args, **kwargs):
+            result = real(*args, **kwargs)
+            self()
+            return result
+        return call
+
+
+@pytest.mark.parametrize("throttle", [False, True], ids=["state-name", "throttle-dir-name"])
+def test_a_squatter_who_watches_the_state_directory_cannot_refuse_the_job(tmp_path, monkeypatch,
+                                                                          throttle):
+    from tests import inprocess
+    from tests import wrapperrun as wr
+    from tests.fakes import make_fake_v2v
+    dirs = wr.WrapperDirs(tmp_path)
+    exe = make_fake_v2v(dirs.bin)
+    env = dict(wr.env(HOME=str(tmp_path)), VIRT_V2V_WRAPPER_CGROUP_ROOT=str(tmp_path / "no-cgroup"),
+               VIRT_V2V_WRAPPER_SYSTEMD_MARKER=str(tmp_path / "no-systemd"),
+               VIRT_V2V_WRAPPER_LOCK_DIR=str(tmp_path / "lock"))
+    job = {"vm_name": "vm1", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1?no_verify=1",
+           "vmware_password": "pw", "vmware_fingerprint": ":".join(["AB"] * 20),
+           "output_dir": dirs.out, "daemonize": False}
+    squatter = Squatter(dirs.state, dirs.logs, throttle=throttle)
+    with monkeypatch.context() as m:
+        squatter.patch(m)
+        o = inprocess.run_main(dirs.args(exe), json.dumps(job).encode(), env, exe)
+    assert o.escaped is None and o.returncode == 0, o.stderr
+    answer = json.loads(o.stdout.splitlines()[0])
+    assert wr.read_state(answer["state_file"])["finished"] is True
+    assert os.path.basename(answer["state_file"]) not in squatter.planted
+    throttle_dir = os.path.basename(os.path.dirname(answer["throttling_file"]))
+    assert throttle_dir not in squatter.planted and throttle_dir.endswith(".throttle.d")
+    # the state name is taken before any name shows the tag: nothing to plant;
+    # the throttling directory's usual name is taken, and a fresh one used
+    assert bool(squatter.planted) is throttle
+    theirs = [n for n in os.listdir(dirs.state) if n in squatter.planted]
+    assert sorted(theirs) == sorted(squatter.planted)     # untouched
+
+
+def test_the_squatter_does_refuse_a_job_whose_names_show_the_tag_first(dirs, monkeypatch):
+    """The attacker is real: a name of the tag made before the state file
+    (the order that F6 of the review exploited) loses the state name to it."""
+    settings, state, logs, sfd, lfd = dirs
+    squatter = Squatter(str(state), str(logs))
+    with monkeypatch.context() as m:
+        squatter.patch(m)
+        fd = fsafe.create(lfd, "v2v-import-%s.log" % jobfiles.make_tag(NOW, counter_rand()))
+    os.close(fd)
+    assert squatter.planted == ["v2v-import-%s.state" % jobfiles.make_tag(NOW, counter_rand())]
+    r = jobfiles.reserve(settings, str(logs), sfd, lfd, now=NOW, rand=counter_rand())
+    assert not r.files.tag.endswith("-000000000001")       # that tag's state name was theirs
+    r.give_back(keep_wrapper_log=False)

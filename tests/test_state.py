@@ -253,3 +253,72 @@ def test_real_rhv_upload_failures_name_their_cause(name, expected):
     message = state["last_message"]["message"]
     assert message.startswith(expected), message
     assert "\n" not in message and len(message) < 400
+
+
+# ---- hostile lines from the run-as user's own log cannot grow root's state (review F9) --------
+def _replay(blob, state=None, dialect=2, chunk=8192):
+    s = State() if state is None else state
+    parser = p.LogParser(dialect)
+    for i in range(0, len(blob), chunk):
+        for e in parser.feed(blob[i:i + chunk]):
+            apply(s, e)
+    for e in parser.flush():
+        apply(s, e)
+    return s
+
+
+def _real_log():
+    from tests.fakes import data
+    with open(data("v2v-2.2-ssh-2disk.vx.log"), "rb") as f:
+        return f.read()
+
+
+HOSTILE = [
+    b"[   3.0] Copying disk 1000000/1000000\n",
+    b"[   3.1] Copying disk 257/257\n",
+    b"[   3.2] Copying disk 5/4\n",
+    b"[   3.3] Copying disk 0/0\n",
+    b"[   3.4] Copying disk 1/" + b"9" * 5000 + b"\n",
+    b"Copying disk " + b"9" * 5000 + b"/1\n",
+    b"  uri: nbd+unix:///?socket=/tmp/v2v.x/in100000000\n",
+    b"export-size: " + b"9" * 5000 + b"\n  uri: nbd+unix:///?socket=/tmp/v2v.x/in1\n",
+    b"export-size: 99999999999999999999\n  uri: nbd+unix:///?socket=/tmp/v2v.x/in0\n",
+    b"(" + b"9" * 5000 + b"/100%)\n",
+] + [b"nbdkit ... '--unix' '/tmp/v2v.x/in%d' 'file=/x/%d.vmdk'\n" % (i, i) for i in range(0, 100000, 97)]
+
+
+def test_hostile_lines_after_a_real_log_leave_the_state_small(caplog):
+    s = _replay(_real_log() + b"".join(HOSTILE))
+    assert s["disk_count"] == 2                           # the last count in range
+    assert len(s["disks"]) <= 256 and len(json.dumps(s.data)) < 64 << 10
+    assert s.sizes == {0: 536870912, 1: 67108864}         # nothing out of range replaced them
+    assert s["progress"] == 100 and all(0 <= d["progress"] <= 100 for d in s["disks"])
+    assert sum("out of range (disk index or count)" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("line", HOSTILE[:10])
+def test_one_hostile_line_alone_is_ignored(line):
+    s = _replay(b"[   1.0] Copying disk 1/2\n" + line, dialect=None)
+    assert s["disk_count"] == 2 and len(s["disks"]) <= 2
+    assert s.sizes.get(0, 0) < 1 << 63
+
+
+def test_a_flood_of_distinct_disk_ids_errors_and_sources_stays_bounded():
+    uuid = "%08x-0000-0000-0000-000000000000"
+    blob = b"".join(b"disk.id = '%s'\nvirt-v2v: error: e%d\n" % ((uuid % i).encode(), i)
+                    for i in range(5000))
+    blob += b"".join(b"nbdkit: debug: Opening file /x/%d.vmdk (x)\n" % i for i in range(5000))
+    s = _replay(blob, dialect=None)
+    assert len(s.disk_ids) == 256 and len(s.v2v_errors) == 32 and len(s.v2v_causes) <= 32
+    assert len(s["disks"]) <= 256
+    assert s.v2v_errors[0] == "e0"                       # the first is what gets reported
+
+
+def test_huge_stage_and_mr_lines_are_cut():
+    mr = p.MachineReadableParser()
+    s = State()
+    huge = json.dumps({"type": "message", "message": "x" * (2 << 20)}).encode() + b"\n"
+    long_ok = json.dumps({"type": "message", "message": "y" * 100000}).encode() + b"\n"
+    for e in mr.feed(huge + long_ok):
+        apply(s, e)
+    assert s["stage"] == "y" * 4096

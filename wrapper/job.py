@@ -89,8 +89,9 @@ class Job:
         self.network = NetworkLimit(self.state, NetLimiter(
             self.files.tag, runner=runner, cgroup_root=settings.cgroup_root,
             lock_dir=settings.lock_dir))
+        # the name was taken with a first document (jobfiles.reserve): replaced from here on
         self.state_file = StateFile(self.files.state_file, dir_fd=reserved.state_dir_fd,
-                                    exclusive=True)
+                                    adopt=reserved.state)
         self.paths = None
         self.argv = None
         self.env = None

@@ -8,14 +8,20 @@ still taken with ``O_CREAT|O_EXCL|O_NOFOLLOW``; when one is taken anyway,
 everything taken so far is given back and a new tag is drawn — nobody's
 entry is ever opened, adopted or removed.
 
-The state file is not created here: its first write links a complete file
-into place (:class:`wrapper.state.StateFile`), so the name never shows an
-empty file.  The throttling file lives in a directory of its own,
+The state file's name is taken FIRST, by linking a complete first document
+into place exclusively (docs/contract.md §4; its temporary name does not
+carry the tag): until it exists, no name of the job shows the tag, so
+another user who watches a shared state directory (``/tmp``) cannot learn
+the tag and squat ``v2v-import-<tag>.state`` ahead of us.  The name never
+shows an empty or torn file; :class:`wrapper.state.StateFile` goes on
+replacing it.  The throttling directory is made right after it, then the
+logs.  The throttling file lives in a directory of its own,
 ``v2v-import-<tag>.throttle.d``, made here by root exclusively and handed to
 the caller (mode 0700): only the caller and root can create or replace the
 throttling file, which the caller still writes with a plain SFTP put.  It
 is removed, by descriptor, on every way out (:meth:`Reserved.remove_throttle_dir`).
 """
+import dataclasses
 import errno
 import json
 import logging
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 
 from wrapper.security import fsafe, fstree
 from wrapper.errors import JobError
+from wrapper.state import State
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,7 @@ TAG_ATTEMPTS = 20
 TOKEN_BYTES = 6                  # 48 random bits in each tag
 THROTTLE_DIR_SUFFIX = ".throttle.d"
 THROTTLE_NAME = "throttle"
+STATE_RESERVE = 64 << 10         # bytes kept ahead for the state file's writes (StateFile)
 
 
 @dataclass(frozen=True)
@@ -136,11 +144,14 @@ def env_label(option):
 
 
 class Reserved:
-    """The job's names, taken: open descriptors on the three logs, the state
-    directory and the throttling directory, and what to give back on a refusal."""
+    """The job's names, taken: the state file (a :class:`fsafe.AtomicFile`
+    already holding its first document), open descriptors on the three logs,
+    the state directory and the throttling directory, and what to give back
+    on a refusal."""
 
-    def __init__(self, files, state_dir_fd, log_dir_fd, fds, idents, throttle):
+    def __init__(self, files, state_dir_fd, log_dir_fd, state, fds, idents, throttle):
         self.files = files
+        self.state = state
         self.state_dir_fd = state_dir_fd
         self.log_dir_fd = log_dir_fd
         self.wrapper_log_fd = fds["wrapper_log"]
@@ -200,6 +211,11 @@ class Reserved:
             self.remove_throttle_dir()
         except OSError as e:
             log.warning("cannot remove %s: %s", self.throttle_dir_name, e)
+        try:
+            self.state.remove()
+        except OSError as e:
+            log.warning("cannot remove %s: %s", self.state_name, e)
+        self.state.close()
         for key, (dir_fd, name, identity) in self._idents.items():
             if key == "wrapper_log" and keep_wrapper_log:
                 continue
@@ -220,36 +236,90 @@ def reserve(settings, log_dir, state_dir_fd, log_dir_fd, now=None, rand=secrets.
     now = time.time() if now is None else now
     for attempt in range(TAG_ATTEMPTS):
         files = job_files(settings, log_dir, make_tag(now, rand))
-        taken = _take(files, state_dir_fd, log_dir_fd, caller)
+        taken = _take(files, state_dir_fd, log_dir_fd, caller, now, rand)
         if taken is not None:
             if attempt:
                 log.warning("the names of %d earlier tags were taken by someone else; using "
                             "tag %s", attempt, files.tag)
-            return Reserved(files, state_dir_fd, log_dir_fd, *taken)
+            return Reserved(*taken[:1], state_dir_fd, log_dir_fd, *taken[1:])
     raise JobError(None, "cannot find free names for the job's files: every tag tried was "
                          "already in use in %s or %s" % (settings.state_dir, log_dir))
 
 
-def _take(files, state_dir_fd, log_dir_fd, caller):
-    if fsafe.lstat_at(state_dir_fd, os.path.basename(files.state_file)) is not None:
+def first_state(files, now):
+    """The state file's first document (docs/contract.md §5: the keys every
+    state has, and the tag, wrapper pid and start time); the job's own first
+    write adds the rest before the caller learns the name."""
+    return State(extra={"tag": files.tag, "wrapper_pid": os.getpid(),
+                        "started_at": round(now, 3)}).data
+
+
+def _take(files, state_dir_fd, log_dir_fd, caller, now, rand):
+    state = _link_state(state_dir_fd, files, now)
+    if state is None:
         return None
-    fds, idents = {}, {}
+    fds, idents, throttle = {}, {}, None
     try:
+        files, throttle = _throttle_dir(state_dir_fd, files, caller, rand)
         for key in _LOGS:
             name = os.path.basename(getattr(files, key))
             fd = _create_or_refuse(log_dir_fd, name, "--log-dir", getattr(files, key))
             fds[key] = fd
             idents[key] = (log_dir_fd, name, fsafe.ident(os.fstat(fd)))
-        throttle = _make_throttle_dir(state_dir_fd, os.path.dirname(files.throttle_file), caller)
     except BaseException as e:
         for fd in fds.values():
             os.close(fd)
         for dir_fd, name, identity in idents.values():
             fsafe.unlink_same(dir_fd, name, identity)
+        if throttle is not None:
+            os.close(throttle[0])
+            fsafe.unlink_same(state_dir_fd, os.path.basename(os.path.dirname(files.throttle_file)),
+                              throttle[1])
+        state.remove()
+        state.close()
         if isinstance(e, FileExistsError):
             return None
         raise
-    return fds, idents, throttle
+    return files, state, fds, idents, throttle
+
+
+def _throttle_dir(state_dir_fd, files, caller, rand):
+    """The throttling directory, made right after the state file: ``(files,
+    (fd, identity))``.  The state file shows the tag, so someone watching
+    the directory may take ``v2v-import-<tag>.throttle.d`` first; then a
+    name with a fresh random token nobody has seen is used instead
+    (``v2v-import-<tag>.<token>.throttle.d``, announced like the other)."""
+    path = first = os.path.dirname(files.throttle_file)
+    for attempt in range(TAG_ATTEMPTS):
+        try:
+            throttle = _make_throttle_dir(state_dir_fd, path, caller)
+        except FileExistsError:
+            base = os.path.join(os.path.dirname(path), "v2v-import-%s" % files.tag)
+            path = "%s.%s%s" % (base, make_tag(0, rand).split("-")[-1], THROTTLE_DIR_SUFFIX)
+            continue
+        if attempt:
+            log.warning("%s was taken by someone else after the state file appeared; the "
+                        "throttling directory is %s", first, path)
+            files = dataclasses.replace(files, throttle_file=os.path.join(path, THROTTLE_NAME))
+        return files, throttle
+    raise FileExistsError(errno.EEXIST, "no free name for the throttling directory", path)
+
+
+def _link_state(state_dir_fd, files, now):
+    """Link the state file's first document into place, exclusively: the
+    AtomicFile that goes on writing it, or None when the name is taken."""
+    out = fsafe.AtomicFile(state_dir_fd, os.path.basename(files.state_file), 0o644,
+                           STATE_RESERVE, exclusive=True)
+    try:
+        out.write(json.dumps(first_state(files, now)) + "\n")
+    except FileExistsError:
+        out.close()
+        return None
+    except OSError as e:
+        out.close()
+        raise JobError(env_label("--state-dir"), "cannot create %s: %s"
+                       % (files.state_file, e.strerror or e)) from None
+    return out
 
 
 def _create_or_refuse(dir_fd, name, option, path):

@@ -101,12 +101,14 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 # Each marker is a literal found with bytes.find (memchr for one byte); its
 # regexes run only on the lines that contain it.  Long or single-byte
 # needles search fastest, which is why some look odd.
-_R_COPYING = re.compile(re.escape(stages.COPYING) + r" (\d+)/(\d+)")
+# Numbers are taken with a bounded number of digits (int() of thousands of digits raises,
+# and nothing real has them); what they mean is bounded where they are folded (state.MAX_DISKS).
+_R_COPYING = re.compile(re.escape(stages.COPYING) + r" (\d{1,9})/(\d{1,9})(?!\d)")
 _R_BAR = re.compile(r"(\d{1,3})% \[")
-_R_PERCENT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
-_R_NBDKIT = re.compile(r"'--unix' '[^']*/in(\d+)'.*?'(?:file|path)=((?:[^']|'\\'')*)'")
-_R_URI = re.compile(r"^\s*uri: nbd\+unix:.*socket=[^ ]*/in(\d+)\s*$")
-_R_SIZE = re.compile(rb"export-size: (\d+)")
+_R_PERCENT = re.compile(r"\((\d{1,3}(?:\.\d{1,9})?)/100%\)")
+_R_NBDKIT = re.compile(r"'--unix' '[^']*/in(\d{1,9})'.*?'(?:file|path)=((?:[^']|'\\'')*)'")
+_R_URI = re.compile(r"^\s*uri: nbd\+unix:.*socket=[^ ]*/in(\d{1,9})\s*$")
+_R_SIZE = re.compile(rb"export-size: (\d{1,20})(?!\d)")
 _R_V1VDDK = re.compile(r"^nbdkit: (?:.*?: )?debug: Opening file (.*) \(.*\)\s*$")
 _R_V1SSH = re.compile(r"overlay source qemu URI: json:(.*)$")
 _R_DISKID = re.compile(r"disk\.id = '(%s)'" % _UUID)
@@ -149,6 +151,7 @@ _V1 = (
 )
 MARKERS = {1: _COMMON + _V1, 2: _COMMON + _V2,
            None: _COMMON + _V1 + ((b"' '--unix' '", ((_R_NBDKIT, "nbdkit"),)),)}
+MAX_V1_SOURCES = 256    # distinct source paths remembered (1.x logs); as state.MAX_DISKS
 MAX_CARRY = 1 << 20     # a "line" longer than this is cut: memory stays bounded
 LOOKBACK = 8192         # nbdinfo prints export-size a few lines before the uri; an
                         # error's cause is printed a few lines before the error
@@ -302,7 +305,7 @@ class LogParser:
             return (DiskSource(int(m.group(1)), _shell_unquote(m.group(2))),)
         if kind in ("v1vddk", "v1ssh"):
             path = m.group(1).strip() if kind == "v1vddk" else _v1_qemu_path(m.group(1))
-            if not path or path in self._v1_sources:
+            if not path or path in self._v1_sources or len(self._v1_sources) >= MAX_V1_SOURCES:
                 return ()
             self._v1_sources.append(path)
             return (DiskSource(len(self._v1_sources) - 1, path),)
@@ -339,6 +342,8 @@ class MachineReadableParser:
             self._carry = b""
         events = []
         for raw in lines:
+            if len(raw) > MAX_CARRY:      # no message of virt-v2v is that long
+                continue
             event = parse_mr_line(raw)
             if event:
                 events.append(event)

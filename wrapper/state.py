@@ -15,6 +15,16 @@ log = logging.getLogger(__name__)
 
 _SEE_EARLIER = re.compile(r",? see earlier errors?(?: messages)?\.?$")
 
+# What virt-v2v's log says is folded in here, and that log is written by the run-as user
+# (the caller by default): a line like "Copying disk 1000000/1000000" must not make root
+# allocate per claimed disk.  A VMware VM has at most 4 SCSI controllers x 15 disks, plus
+# 4 SATA x 30 and 4 NVMe x 15 (vSphere 8 configuration maximums), well under 256; indexes
+# and counts beyond it are ignored (logged once).
+MAX_DISKS = 256
+MAX_DISK_BYTES = (1 << 63) - 1    # a disk size must fit in 64 bits (VMDKs stop at 62 TB)
+MAX_ERRORS = 32                   # "virt-v2v: error:" lines (and their causes) kept
+MAX_TEXT = 4096                   # characters kept of a path or stage line
+
 
 class State:
     """What the state file says, plus bookkeeping that is not written out."""
@@ -39,6 +49,13 @@ class State:
         self.signal = None           # "Exiting on signal X"
         self.vm_id_definitive = False
         self._soft_message = False
+        self.ignored = set()         # kinds of out-of-range events already logged
+
+    def ignore(self, kind, event):
+        """An event whose numbers are out of range: dropped, logged once per kind."""
+        if kind not in self.ignored:
+            self.ignored.add(kind)
+            log.warning("ignoring virt-v2v output out of range (%s): %.200r", kind, event)
 
     # -- plain accessors -------------------------------------------------
     def __getitem__(self, key):
@@ -128,9 +145,30 @@ class State:
         self.data["progress"] = max(round(value, 2), self.data.get("progress", 0))
 
 
+def in_range(event):
+    """The kind of range problem of an event, or None: disk indexes and counts
+    within MAX_DISKS, sizes within MAX_DISK_BYTES, lists kept bounded."""
+    if isinstance(event, ev.CopyingDisk):
+        return None if 0 <= event.index < event.count <= MAX_DISKS else "disk index or count"
+    if isinstance(event, (ev.DiskSource, ev.DiskSize)):
+        if event.index is None or not 0 <= event.index < MAX_DISKS:
+            return "disk index"
+        if isinstance(event, ev.DiskSize) and not 0 <= event.size <= MAX_DISK_BYTES:
+            return "disk size"
+    return None
+
+
 def apply(state, event):
     """Fold one parser event into the state (the state file writer notices
-    whether anything changed)."""
+    whether anything changed).  Out-of-range events are dropped (in_range)."""
+    problem = in_range(event)
+    if problem:
+        state.ignore(problem, event)
+        return
+    _fold(state, event)
+
+
+def _fold(state, event):
     if isinstance(event, ev.CopyingDisk):
         if state.current is not None and state.current != event.index:
             state.set_progress(state.current, 100)
@@ -143,12 +181,15 @@ def apply(state, event):
         if state.current is not None:
             state.set_progress(state.current, event.percent)
     elif isinstance(event, ev.DiskSource):
-        state.place_source(event.index, event.path)
+        state.place_source(event.index, event.path[:MAX_TEXT])
     elif isinstance(event, ev.DiskSize):
         state.sizes[event.index] = event.size
     elif isinstance(event, ev.DiskId):
         if event.uuid not in state.disk_ids:
-            state.disk_ids.append(event.uuid)
+            if len(state.disk_ids) < MAX_DISKS:
+                state.disk_ids.append(event.uuid)
+            else:
+                state.ignore("disk ids", event)
     elif isinstance(event, ev.VmId):
         if event.definitive or not state.vm_id_definitive:
             state.data["vm_id"] = event.uuid
@@ -156,8 +197,9 @@ def apply(state, event):
     elif isinstance(event, ev.V2vMessage):
         _apply_message(state, event)
     elif isinstance(event, ev.V2vError):
-        state.v2v_errors.append(event.text)
-        if event.cause:
+        if len(state.v2v_errors) < MAX_ERRORS:      # the first one is what is reported
+            state.v2v_errors.append(event.text[:MAX_TEXT])
+        if event.cause and len(state.v2v_causes) < MAX_ERRORS:
             state.v2v_causes.setdefault(event.text, event.cause)
     elif isinstance(event, ev.UploadFailure):
         if state.upload_failure is None:
@@ -168,7 +210,7 @@ def apply(state, event):
 
 def _apply_message(state, event):
     if event.type == "message":
-        text = event.text.strip()
+        text = event.text.strip()[:MAX_TEXT]
         if not stages.is_copying(text):      # the verbose log drives copying
             state.data["stage"] = text
         if stages.is_after_copy(text) and state.current is not None:
@@ -208,12 +250,18 @@ class StateFile:
     sees nothing, then the first full content (docs/security.md rule 4).
     """
 
-    def __init__(self, path, dir_fd=None, reserve=64 << 10, exclusive=False):
+    def __init__(self, path, dir_fd=None, reserve=64 << 10, exclusive=False, adopt=None):
+        """``adopt``: the AtomicFile that already linked the first document
+        into place (wrapper.jobfiles.reserve); it goes on through ``dir_fd``."""
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
         self._dir_fd = fsafe.open_dir(directory) if dir_fd is None else os.dup(dir_fd)
-        self._file = fsafe.AtomicFile(self._dir_fd, os.path.basename(path), 0o644, reserve,
-                                      exclusive=exclusive)
+        if adopt is not None:
+            adopt.dir_fd = self._dir_fd
+            self._file = adopt
+        else:
+            self._file = fsafe.AtomicFile(self._dir_fd, os.path.basename(path), 0o644, reserve,
+                                          exclusive=exclusive)
         self._last = None
         self._failing = None
         self.writes = 0

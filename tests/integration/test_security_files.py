@@ -561,6 +561,92 @@ def test_a_reader_polling_during_real_starts_never_sees_an_empty_state_file(scra
     assert seen["bad"] == 0, "empty or torn state files seen: %s" % seen
 
 
+SQUAT_TAGS = r"""
+import ctypes, json, os, re, struct, sys
+state, logs, stop, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+tag_re = re.compile(r"v2v-import-(\d{8}T\d{6}-[0-9a-f]{12})")
+libc = ctypes.CDLL(None, use_errno=True)
+IN_CREATE, IN_MOVED_TO, IN_NONBLOCK = 0x100, 0x80, 0o4000
+fd = libc.inotify_init1(IN_NONBLOCK)
+for d in (state, logs):
+    if libc.inotify_add_watch(fd, d.encode(), IN_CREATE | IN_MOVED_TO) < 0:
+        sys.exit("inotify_add_watch %s: errno %d" % (d, ctypes.get_errno()))
+seen, planted, won = set(), [], []
+def squat(tag, name):
+    # mode "state": plant <tag>.state for any name showing a tag (the review's F6);
+    # mode "throttle": take <tag>.throttle.d once <tag>.state shows it (after the fix)
+    try:
+        if mode == "state":
+            os.symlink("/nonexistent", os.path.join(state, "v2v-import-%s.state" % tag))
+        elif name.endswith(".state"):
+            os.mkdir(os.path.join(state, "v2v-import-%s.throttle.d" % tag))
+        else:
+            return
+        planted.append(tag)
+    except FileExistsError:
+        won.append(tag)          # the wrapper had taken it first
+while not os.path.exists(stop):
+    try:
+        buf = os.read(fd, 65536)
+    except BlockingIOError:
+        continue                 # a tight loop: react as fast as a local user can
+    pos = 0
+    while pos < len(buf):
+        _wd, _mask, _cookie, length = struct.unpack_from("iIII", buf, pos)
+        name = buf[pos + 16:pos + 16 + length].rstrip(b"\0").decode("utf-8", "replace")
+        pos += 16 + length
+        m = tag_re.search(name)
+        if m and (m.group(1), name.endswith(".state")) not in seen:
+            seen.add((m.group(1), name.endswith(".state")))
+            squat(m.group(1), name)
+print(json.dumps({"planted": planted, "too_late": won}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["state", "throttle"])
+def test_a_squatter_watching_the_shared_state_dir_refuses_no_start(scratch, attack_users, mode):
+    """Review F6: another user watches a world-writable state directory (and
+    the readable log directory) with inotify in a tight loop, and for every
+    tag any new name shows plants a symlink at ``v2v-import-<tag>.state``
+    ("state"), or takes ``v2v-import-<tag>.throttle.d`` the moment the state
+    file shows the tag ("throttle").  The state file is taken before any
+    name shows the tag, and a taken throttling name gives way to one with a
+    fresh token: every start succeeds."""
+    state = scratch.dir("state", 0o1777)
+    logs = scratch.dir("logs")
+    out = scratch.dir("out", 0o777)
+    exe = scratch.fake(hold=0.1)
+    stop = scratch.path("stop-squatting")
+    squatter = scratch.popen([attack.SYSTEM_PYTHON, "-c", SQUAT_TAGS, state, logs, stop, mode],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             **attack.demote(attack_users.other))
+    time.sleep(0.5)                                  # its watches are in place
+    rcs, errors = [], []
+    try:
+        for _ in range(8):
+            run = scratch.start(wrapper_args(state, logs, exe), vddk_job(out, daemonize=False))
+            rcs.append(run.wait(90))
+            errors += [run.stderr[-300:]] if rcs[-1] else []
+    finally:
+        open(stop, "w").close()
+        out_text, err_text = squatter.communicate(timeout=30)
+    assert squatter.returncode == 0, err_text
+    seen = json.loads(out_text)
+    assert rcs == [0] * 8, errors
+    announced = [os.path.basename(os.path.dirname(r.announce(1)["throttling_file"]))
+                 for r in scratch.runs]
+    fresh = [n for n in announced if n.count(".") == 3]   # v2v-import-<tag>.<token>.throttle.d
+    attack.note("squatter-watching-state-dir", mode=mode, starts=len(rcs), rcs=rcs,
+                planted=len(seen["planted"]), too_late=len(seen["too_late"]),
+                fresh_throttle_names=len(fresh))
+    assert len(seen["planted"]) + len(seen["too_late"]) >= 8      # it saw every job's names
+    if mode == "state":
+        assert seen["planted"] == [] and fresh == []   # always too late
+    else:
+        assert len(fresh) == len(seen["planted"])      # each name it won gave way to a fresh one
+    assert not set(announced) & {"v2v-import-%s.throttle.d" % t for t in seen["planted"]}
+
+
 def test_logs_and_state_belong_to_root_and_are_readable_by_the_caller(scratch, attack_users):
     caller = attack_users.caller
     state = scratch.dir("state")

@@ -215,7 +215,9 @@ class AtomicFile:
     one) is set on each temporary file when it is created, before anything
     is in it.  With ``exclusive`` the first write ``link()``s the complete
     file into place and fails (FileExistsError) if the name exists: the name
-    never appears empty or torn, and nobody's entry is replaced.
+    never appears empty or torn, and nobody's entry is replaced; until then
+    the temporary file's name does not carry ``name`` either (``.<random>.tmp``),
+    so a watcher of the directory cannot learn the name before it is taken.
     """
 
     def __init__(self, dir_fd, name, mode=0o644, reserve=64 << 10, owner=None, exclusive=False):
@@ -230,8 +232,10 @@ class AtomicFile:
         self.identity = None         # (dev, ino) of what the last write put under ``name``
 
     def _new_spare(self):
+        hidden = self.exclusive and self.identity is None
         for _ in range(100):
-            tmp = ".%s.%s.tmp" % (self.name, os.urandom(4).hex())
+            tmp = ((".%s.tmp" % os.urandom(8).hex()) if hidden
+                   else ".%s.%s.tmp" % (self.name, os.urandom(4).hex()))
             try:
                 fd = create(self.dir_fd, tmp, os.O_RDWR, 0o600, self.owner)
             except FileExistsError:
