@@ -294,6 +294,24 @@ def test_failing_step_does_not_stop_the_others_and_keeps_the_lease(job, caplog):
     assert os.listdir(job.jobs) == []
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a tree of another owner needs root")
+def test_what_the_owner_left_and_cannot_remove_does_not_keep_the_lease(job, caplog):
+    """The caller's throttling directory holds what its owner cannot remove
+    (here a directory of root's): emptied with the owner's rights, it stays,
+    is logged -- and the lease goes, or every later start would retry it
+    (and wait on a child the owner may stop) for ever (second review)."""
+    top = job.state / job.throttle_dir
+    (top / "x").mkdir()
+    (top / "x" / "f").write_text("root's")                 # root's directory in the owner's tree
+    for p in [top, *[q for q in top.rglob("*") if not str(q).startswith(str(top / "x"))]]:
+        os.lchown(p, 65534, 65534)
+    dead_lease(job, wrapper_pid=999999999)
+    assert reclaim(job) == [job.tag]
+    assert "remove_throttle_dir failed" in caplog.text
+    assert (top / "x" / "f").read_text() == "root's"
+    assert os.listdir(job.jobs) == [] and state(job)["finished"] is True
+
+
 def test_create_update_release(tmp_path):
     with leases.LeaseBook.open(str(tmp_path / "lock")) as book:
         lease = book.create("t1", {"state_dir": "/x", "wrapper_pid": 5})

@@ -81,7 +81,12 @@ class Leftovers:
         self.proc_root, self.now = proc_root, now
 
     def clean(self):
-        """Every step, whatever the others did; True when none failed."""
+        """Every step, whatever the others did; True when none of root's own
+        steps failed.  The agent and throttling directories are emptied with
+        their owner's rights (security.fstree): what the owner itself cannot
+        remove stays, is logged, and does not keep the lease -- otherwise the
+        owner could make every later start retry it (and wait on a child the
+        owner may stop) for ever."""
         ok = True
         for step in (self.stop_unit, self.kill_child, self.stop_agent, self.remove_secret_dir,
                      self.remove_agent_dir, self.remove_throttle_dir, self.finish_state):
@@ -89,8 +94,11 @@ class Leftovers:
                 step()
             except Exception as e:   # logged; the other steps still run
                 self.log.warning("reclaim %s: %s failed: %s", self.tag, step.__name__, e)
-                ok = False
+                if step.__name__ not in self.OWNERS_STEPS:
+                    ok = False
         return ok
+
+    OWNERS_STEPS = frozenset({"remove_agent_dir", "remove_throttle_dir"})
 
     def _info(self, fmt, *args):
         self.log.info("reclaim %s: " + fmt, self.tag, *args)

@@ -21,6 +21,7 @@ When the caller is root (no sudo) or the wrapper already runs as the caller
 (not root), there is nothing to drop: the path is opened directly.  The
 child's opener is a seam (:class:`Boundary` ``opener=``) for unit tests.
 """
+import ctypes
 import errno
 import os
 import pwd
@@ -105,10 +106,33 @@ def caller_from(environ, getuid=os.getuid, getgid=os.getgid):
     return Caller(uid, gid, name, home, via_sudo)
 
 
-def _drop_to(caller, groups):
+def _load_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# resolved once, in the parent: a forked child must not dlopen (the loader's
+# lock may be held by another thread at fork time)
+_PRCTL = _load_prctl()
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
+
+
+def become(uid, gid, groups, prctl=_PRCTL):
+    """In a child forked from root: become ``uid``/``gid`` with ``groups``
+    for good, and not dumpable -- so that user can neither ptrace it nor read
+    its memory (which holds root's copy of everything the parent had read),
+    whatever ``fs.suid_dumpable`` says."""
     os.setgroups(groups)
-    os.setresgid(caller.gid, caller.gid, caller.gid)
-    os.setresuid(caller.uid, caller.uid, caller.uid)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if prctl is not None:
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def _drop_to(caller, groups):
+    become(caller.uid, caller.gid, groups)
 
 
 def _child(caller, groups, path, flags, sock, do_open=os.open):
