@@ -198,8 +198,12 @@ class Reserved:
         if self.throttle_dir_fd is None:
             return
         try:
+            # out of the caller's path first, then emptied through our descriptor with the
+            # caller's rights, then removed if that name still is it
+            name = fstree.move_aside(self.state_dir_fd, self.throttle_dir_name, self.throttle_dir_ident)
             fstree.empty_dir(self.throttle_dir_fd)
-            fsafe.unlink_same(self.state_dir_fd, self.throttle_dir_name, self.throttle_dir_ident)
+            if name is not None:
+                fsafe.unlink_same(self.state_dir_fd, name, self.throttle_dir_ident)
         finally:
             os.close(self.throttle_dir_fd)
             self.throttle_dir_fd = None

@@ -302,10 +302,10 @@ class Scratch:
 
 def leftovers(*dirs):
     """The wrapper's private directories (secrets, agent, a job's throttling
-    directory) and temporary files left in ``dirs``."""
+    directory) and temporary files, and trees moved aside to be removed (``.rm-*``), left in ``dirs``."""
     found = []
     for d in dirs:
-        for pattern in ("v2v-wrapper-*", "v2v-import-*.throttle.d", ".*.tmp", "*.tmp"):
+        for pattern in ("v2v-wrapper-*", "v2v-import-*.throttle.d", ".*.tmp", "*.tmp", ".rm-*"):
             found += glob.glob(os.path.join(d, pattern))
     return sorted(set(found))
 
@@ -524,8 +524,11 @@ class PtySession:
         self.buf = bytearray()
         self._stop = threading.Event()
         try:
+            # a terminal session as a user has it: SIGHUP at its default even when the test run
+            # itself ignores it (started under nohup, which the wrapper rightly honours)
             self.proc = scratch.popen(["setsid", "-c", "/bin/sh", "-c", script], stdin=slave, stdout=slave,
-                                      stderr=slave, env=env, cwd=cwd or SOURCE_ROOT, close_fds=True)
+                                      stderr=slave, env=env, cwd=cwd or SOURCE_ROOT, close_fds=True,
+                                      preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
         finally:
             os.close(slave)
         self._thread = threading.Thread(target=self._drain, daemon=True)
