@@ -414,40 +414,38 @@ def test_the_child_keeps_none_of_roots_descriptors(tmp_path):
             os.close(fd)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
-def test_a_child_that_became_another_user_is_not_dumpable():
-    """Whatever fs.suid_dumpable says, the user a root child becomes can
-    neither ptrace it nor read its memory (second review)."""
+def _in_a_child(fn):
+    """What ``fn()`` returns (bytes), run in a forked child."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            boundary.become(65534, 65534, [])
-            os.write(w, str(boundary._PRCTL(boundary.PR_GET_DUMPABLE, 0, 0, 0, 0)).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    answer = os.read(r, 16)
-    os.close(r)
-    os.waitpid(pid, 0)
-    assert answer == b"0"
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
-def test_become_asks_for_not_dumpable_itself():
-    """The kernel clears "dumpable" on a uid change only while fs.suid_dumpable
-    is 0 (as here): become() asks for it itself, after the change."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            calls = []
-            boundary.become(65534, 65534, [], prctl=lambda *a: calls.append((a, os.getuid())))
-            os.write(w, repr(calls).encode())
+            os.write(w, fn())
         finally:
             os._exit(0)
     os.close(w)
     answer = os.read(r, 200)
     os.close(r)
     os.waitpid(pid, 0)
-    assert answer == repr([((boundary.PR_SET_DUMPABLE, 0, 0, 0, 0), 65534)]).encode()
+    return answer
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_a_child_that_became_another_user_is_not_dumpable():
+    """Whatever fs.suid_dumpable says, the user a root child becomes can
+    neither ptrace it nor read its memory (second review)."""
+    def child():
+        boundary.become(65534, 65534, [])
+        return str(boundary._PRCTL(boundary.PR_GET_DUMPABLE, 0, 0, 0, 0)).encode()
+    assert _in_a_child(child) == b"0"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_become_asks_for_not_dumpable_itself():
+    """The kernel clears "dumpable" on a uid change only while fs.suid_dumpable
+    is 0 (as here): become() asks for it itself, after the change."""
+    def child():
+        calls = []
+        boundary.become(65534, 65534, [], prctl=lambda *a: calls.append((a, os.getuid())))
+        return repr(calls).encode()
+    assert _in_a_child(child) == repr([((boundary.PR_SET_DUMPABLE, 0, 0, 0, 0), 65534)]).encode()
