@@ -70,7 +70,7 @@ class Job:
     """Prepared resources + the run.  Built by :func:`prepare`."""
 
     def __init__(self, config, settings, reserved, user, caps, stack, runner, launcher_factory,
-                 allowed_uids, leases=None, clock=time.monotonic, sleep=time.sleep):
+                 allowed_uids, leases=None, lease=None, clock=time.monotonic, sleep=time.sleep):
         self.config = config
         self.settings = settings
         self.reserved = reserved
@@ -81,8 +81,8 @@ class Job:
         self.runner = runner
         self.launcher_factory = launcher_factory
         self.allowed_uids = allowed_uids
-        self.leases = leases
-        self.lease = None
+        self.leases = leases        # the lease book, closed when the job is over (cli._release)
+        self.lease = lease          # taken with the job's names (cli._take_lease)
         self.clock = clock
         self.sleep = sleep
         self.state = initial_state(config, self.files)
@@ -104,7 +104,7 @@ class Job:
     def prepare(self):
         """Secrets, agent, command, state file.  A failure here refuses the job."""
         self._attach_metrics()
-        self._open_lease()
+        self._lease_update(run_uid=self.user.uid)
         secrets = SecretDir(self.settings.state_dir, self.user.uid, self.user.gid)
         self.stack.callback(safe(secrets.remove, "removing the secret directory"))
         self._lease_update(secret_dir=secrets.name, secret_ident=list(secrets.identity))
@@ -189,18 +189,6 @@ class Job:
         return agent.socket
 
     # -- the lease --------------------------------------------------------
-    def _open_lease(self):
-        if self.leases is None:
-            return
-        try:
-            # LeaseBook.create fills in this process's pid, start time and boot id
-            self.lease = self.leases.create(self.files.tag, {
-                "state_dir": self.settings.state_dir, "state_name": self.reserved.state_name,
-                "throttle_dir": self.reserved.throttle_dir_name,
-                "throttle_ident": list(self.reserved.throttle_dir_ident), "run_uid": self.user.uid})
-        except (OSError, ValueError) as e:
-            log.warning("cannot record the job's lease: %s", e)
-
     def _lease_update(self, **fields):
         if self.lease is not None:
             try:
