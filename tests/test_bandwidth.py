@@ -278,7 +278,9 @@ def test_cli_without_the_capability_says_so_once(tmp_path):
     assert state["finished"] and "failed" not in state
     assert not any("bandwidth" in a for a in json.load(open(record))["argv"])
     log = open(doc["wrapper_log"]).read()
-    assert log.count("the read from the source is not limited") == 1, log
-    # the outbound limiter is off in this test too: the limit applies nowhere
+    assert log.count("does not report bandwidth-option: the read from the source is limited "
+                     "by policing what the conversion receives") == 1, log
+    # the outbound limiter is off in this test too, and the inbound policer lives in its
+    # table: the limit applies nowhere
     assert state["throttling"]["network"] is None
     assert state["throttling"]["network_directions"] == []
