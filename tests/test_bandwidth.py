@@ -195,8 +195,8 @@ def test_check_reports_the_source_read_mechanism(tmp_path):
     assert line.startswith("network source read: available (virt-v2v reports bandwidth-option")
     line = checks.source_read_report(settings_for(tmp_path),
                                      caps_runner(caps.replace("bandwidth-option\n", "")))
-    assert line.startswith("network source read: unavailable (virt-v2v does not report "
-                           "bandwidth-option: only outbound traffic is limited")
+    assert line.startswith("network source read: inbound policing (virt-v2v does not report "
+                           "bandwidth-option: what the conversion receives is dropped")
     line = checks.source_read_report(settings_for(tmp_path), caps_runner("hello\n"))
     assert line.startswith("network source read: unavailable (") and "did not answer" in line
 
