@@ -60,13 +60,15 @@ def _chain_decl(table):
             % (table, CHAIN))
 
 
-def ruleset(table, match, rate):
-    """Input for ``nft -f -``: (re)place the inbound rule of ``table`` at ``rate`` bytes/s."""
+def ruleset(table, match, rate, burst_bytes=None):
+    """Input for ``nft -f -``: (re)place the inbound rule of ``table`` at ``rate`` bytes/s
+    (``burst_bytes``: :func:`burst` unless a benchmark tries another)."""
     r = policed_rate(rate)
+    b = burst(r) if burst_bytes is None else burst_bytes
     return (_chain_decl(table)
             + "flush chain inet %s %s\n" % (table, CHAIN)
             + "add rule inet %s %s %s limit rate over %d bytes/second burst %d bytes "
-              "counter drop\n" % (table, CHAIN, match, r, burst(r)))
+              "counter drop\n" % (table, CHAIN, match, r, b))
 
 
 def removal(table):
