@@ -50,7 +50,7 @@ def test_the_throttling_check_probes_as_the_run_as_user():
     runner = RecordingRunner({("/bin/virt-v2v",): (0, "virt-v2v\n", "")})
     settings = Settings(virt_v2v="/bin/virt-v2v", run_as="nobody", environ={"SECRET": "x"})
     line = checks.source_read_report(settings, runner, resolve_user=lambda s, t: NOBODY)
-    assert line.startswith("network source read: unavailable (virt-v2v does not report")
+    assert line.startswith("network source read: inbound policing (virt-v2v does not report")
     (_argv, user, env), = runner.users
     assert user == NOBODY and "SECRET" not in env and env["USER"] == "nobody"
 
@@ -102,7 +102,7 @@ def test_the_probe_of_a_job_runs_as_the_run_as_user(public, tmp_path):
 def test_the_throttling_check_probe_runs_as_the_run_as_user(public):
     settings = Settings(virt_v2v=str(public / "virt-v2v"), run_as="nobody", environ={})
     line = checks.source_read_report(settings, runner.run)
-    assert line.startswith("network source read: unavailable"), line
+    assert line.startswith("network source read: inbound policing (virt-v2v does not report"), line
     assert recorded_uids(public) == [65534]
 
 

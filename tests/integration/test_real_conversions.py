@@ -65,6 +65,9 @@ class Run:
                       LIBGUESTFS_BACKEND_SETTINGS=v2v_env["LIBGUESTFS_BACKEND_SETTINGS"],
                       **{MARKER_VAR: self.marker})
 
+    def command(self):
+        return wr.wrapper_cmd(*self.args())
+
     def start(self, job, v2v_env):
         """Start the CLI like an SSH client; return the announced paths."""
         self.t0 = time.monotonic()
@@ -73,7 +76,7 @@ class Run:
         self.stderr_path = os.path.join(self.root, "stderr.txt")
         with open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(
-                wr.wrapper_cmd(*self.args()), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=err, universal_newlines=True, cwd=wr.ROOT, env=self.env(v2v_env))
         self.proc.stdin.write(json.dumps(job))
         self.proc.stdin.close()
