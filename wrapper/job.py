@@ -103,6 +103,7 @@ class Job:
     # -- before the caller gets its answer ------------------------------------
     def prepare(self):
         """Secrets, agent, command, state file.  A failure here refuses the job."""
+        self._source_preflight()
         self._attach_metrics()
         self._open_lease()
         secrets = SecretDir(self.settings.state_dir, self.user.uid, self.user.gid)
@@ -139,6 +140,15 @@ class Job:
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
+
+    def _source_preflight(self):
+        """A vddk job's pre-flight (wrapper.vmware.preflight), as the run-as
+        user with virt-v2v's environment, before anything is created."""
+        if not isinstance(self.config.source, VddkSource):
+            return
+        from wrapper.vmware import preflight
+        preflight.check_job(self.config, self.settings, self.user,
+                            v2v.build_env(self.config, self.settings.environ, self.user))
 
     def _private_ca(self, secrets):
         """A CA file the job named was read once with the caller's rights
