@@ -133,7 +133,8 @@ class Job:
         self.paths = v2v.RunPaths(machine_readable_log="/dev/fd/%d" % MACHINE_FD,
                                   vmware_password_file=vmware_pw, rhv_password_file=rhv_pw,
                                   luks_key_files=key_files, ssh_auth_sock=sock,
-                                  bandwidth_file=self.network.source_read_path)
+                                  bandwidth_file=self.network.source_read_path,
+                                  vddk_libdir=self.settings.vddk_libdir)
         self.argv = v2v.build_command(self.config, self.caps, self.paths,
                                       virt_v2v=self.settings.virt_v2v_path(),
                                       allocation=self.allocation)

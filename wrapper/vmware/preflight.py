@@ -48,8 +48,10 @@ def _who(user):
 
 
 def _last_line(text):
+    """The last ``error:`` line of ``text``, else its last line."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return oneline(lines[-1], 200) if lines else ""
+    errors = [line for line in lines if "error:" in line]
+    return oneline((errors or lines or [""])[-1], 200)
 
 
 # -- 1. nbdkit vddk --dump-plugin ------------------------------------------------
@@ -112,6 +114,17 @@ def _library_problem(user, libdir, listing):
 # -- 2. the probe ---------------------------------------------------------------
 def probe_argv(python=None):
     return [python or sys.executable, "-I", "-c", BOOT, PACKAGE_ROOT]
+
+
+def run_probe(run_as, user, env, timeout, stdin):
+    """The probe with the wrapper's own Python, or (when the run-as user may not
+    run that one: a virtualenv under root's home) the first ``python3`` on PATH."""
+    result = None
+    for python in (sys.executable, "python3"):
+        result = run_as(user, probe_argv(python), env=env, timeout=timeout, input=stdin)
+        if result.rc != 127:
+            break
+    return result
 
 
 def question(source, vm, libdir, timeout):
@@ -200,8 +213,8 @@ def check(source, vm, libdir, user, env, timeout, *, run_as=runner_mod.run_as,
     nbdkit = run_as(user, nbdkit_argv(libdir), env=env, timeout=timeout)
     left = max(MIN_STEP, timeout - (clock() - t0))
     child_env = {"PATH": env.get("PATH", os.defpath), "LANG": "C.UTF-8"}
-    result = run_as(user, probe_argv(), env=child_env, timeout=left,
-                    input=question(source, vm, libdir, max(MIN_STEP / 2, left - MIN_STEP)))
+    result = run_probe(run_as, user, child_env, left,
+                       question(source, vm, libdir, max(MIN_STEP / 2, left - MIN_STEP)))
     answer = read_probe(result, user, timeout)
     probe_failure = answer if isinstance(answer, JobError) else None
     answer = {} if probe_failure else answer
