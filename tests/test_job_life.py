@@ -100,6 +100,7 @@ class Host:
             "VIRT_V2V_WRAPPER_LOCK_DIR": str(tmp_path / "lock"),
             "VIRT_V2V_WRAPPER_CGROUP_ROOT": str(tmp_path / "cgroup"),
             "VIRT_V2V_WRAPPER_SYSTEMD_MARKER": str(tmp_path / "no-systemd"),
+            "VIRT_V2V_WRAPPER_VDDK_PREFLIGHT": "off",      # no VMware host answers (conftest)
         }
         self.caps = read("virt-v2v--machine-readable.txt").decode()
         self.runner = RecordingRunner({(VIRT_V2V, "--machine-readable"): (0, self.caps, "")})
