@@ -100,6 +100,9 @@ RHV = [
      "access_denied : Cannot authenticate user 'admin@internal': The username or password is "
      "incorrect.."),
     ("vm_name_taken", "vm-exists", "failed vmchecks: RuntimeError: VM already exists with name"),
+    ("storage_domain_unknown", "storage-unknown",
+     "failed server prechecks: RuntimeError: The storage domain \u2018no-such-domain\u2019 does "
+     "not exist"),
     ("imageio_write_failed", "imageio-500",
      "nbdcopy command failed: imageio answered 500 Internal Server Error to: could not write "
      "sector offset 134217728 size 1069056"),

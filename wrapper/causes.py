@@ -158,6 +158,7 @@ _ECHOES = re.compile(r"^nbdcopy: \S+: nbd_connect_uri: |can be caused by several
                      r"Requested export not available|could not recover after \d+ retries|"
                      r"(?:NBD_CMD_\w+|read request): (?:Connection reset by peer|Broken pipe|"
                      r"Bad message)$")
+_LINES = re.compile(r"[\r\n]")
 _TEMP = re.compile(r"/tmp/[\w.-]*\.\w{6}/")           # mkdtemp names: /tmp/v2v.AbC123/
 _CAUSE_LINE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
                          r"verification failed|[A-Za-z]+(?:Error|Exception): |Connection refused|"
@@ -169,6 +170,22 @@ NOT_CAUSES = ("virt-v2v: error:", "libguestfs: trace:", "+ ")
 def is_cause_line(text):
     """Could ``text`` (a stripped log line) explain a following virt-v2v error?"""
     return bool(text) and not text.startswith(NOT_CAUSES) and bool(_CAUSE_LINE.search(text))
+
+
+def cause_lines(text, limit, width):
+    """The lines of ``text`` (a log excerpt) that could explain a following error,
+    oldest first, each cut at ``width`` characters: from the end back to the first
+    one that is not an echo of an earlier line (the cause itself), at most
+    ``limit``.  Read from the end, so the usual case looks at a few lines only."""
+    found = []
+    for line in reversed(_LINES.split(text)):
+        line = line.strip()
+        if is_cause_line(line):
+            found.append(line[:width])
+            if len(found) == limit or not _ECHOES.search(line):
+                break
+    found.reverse()
+    return found
 
 
 def bounded(text, limit=MAX_MESSAGE):
