@@ -298,27 +298,33 @@ def test_each_bad_job_is_refused_with_its_line(tmp_path, server):
     e = refused(tmp_path, source(server, fingerprint=server.fingerprint.lower().replace("a", "b")
                                  if "A" in server.fingerprint else "AA:" * 19 + "AA"))
     assert e.key == "vmware_fingerprint" and "password was not sent" in e.message
+    assert e.code == "thumbprint_mismatch"
     assert server.fingerprint in e.message and server.passwords == []
     e = refused(tmp_path, source(server, password="nope"))
     assert e.key == "vmware_password" and "login as root to ESXi host 127.0.0.1:%d failed" % server.port \
         in e.message and "incorrect user name or password" in e.message
+    assert e.code == "source_login_refused"
     e = refused(tmp_path, source(server), vm="ghost")
-    assert e.key == "vm_name" and "no VM named 'ghost'" in e.message
+    assert e.key == "vm_name" and "no VM named 'ghost'" in e.message and e.code == "vm_not_found"
     e = refused(tmp_path, source(server), vm="busy")
     assert e.key == "vm_name" and "is poweredOn" in e.message and "shut it down" in e.message
+    assert e.code == "vm_powered_on"
     e = refused(tmp_path, source(server), vm="nap")
     assert "is suspended" in e.message
     e = refused(tmp_path, source(server), libdir=make_libdir(str(tmp_path / "empty"), name=None))
     assert e.key == "--vddk-libdir" and "no libvixDiskLib.so.N in" in e.message
+    assert e.code == "vddk_library_missing"
     e = refused(tmp_path, source(server), libdir=str(tmp_path / "nowhere"))
     assert e.key == "--vddk-libdir" and "does not exist" in e.message
     e = refused(tmp_path, source(server), mode="noplugin")
-    assert "nbdkit-plugin-vddk) is not installed" in e.message
+    assert "nbdkit-plugin-vddk) is not installed" in e.message and e.code is None
 
 
 def test_problems_are_one_line_first_cause_first(tmp_path, server):
     e = refused(tmp_path, source(server, password="nope"), libdir=make_libdir(str(tmp_path / "e"), name=None))
     assert e.key == "--vddk-libdir" and "; also vmware_password: login as root" in e.message
+    assert [(p.key, p.code) for p in e.problems] == [
+        ("--vddk-libdir", "vddk_library_missing"), ("vmware_password", "source_login_refused")]
 
 
 def test_unreachable_server_refused_within_the_bound(tmp_path, cert):

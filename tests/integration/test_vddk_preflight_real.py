@@ -107,7 +107,7 @@ def test_good_jobs_pass_over_esx_and_vpx(vddk_plugin, vddk_standin, vddk_run_as,
         facts = preflight.check(VddkSource(uri, Secret(sim.password), sim.thumbprint.lower()),
                                 "testvm", str(sim.libdir), user_of(vddk_run_as),
                                 {"PATH": vddk_path(sim.world)}, 10, run_as=runner.run_as)
-        assert facts["version"] == "8" and facts["library"].startswith(str(sim.libdir))
+        assert facts["version"] == "8" and "libvixDiskLib.so.8" in facts["library"]
         assert facts["fingerprint"].replace(":", "") == sim.thumbprint.replace(":", "").upper()
         r, dirs = run_wrapper(scratch, sim, vddk_run_as, vmware_uri=uri)
         assert r.returncode == 0, r.stderr
@@ -148,6 +148,10 @@ def test_empty_libdir_refused(sim, vddk_run_as, scratch):
 
 def test_without_the_plugin_refused(sim, vddk_run_as, scratch):
     """nbdkit first on PATH without the world's wrapper: Debian 12 has no vddk plugin."""
+    config = subprocess.run(["nbdkit", "--dump-config"], capture_output=True, text=True).stdout
+    plugindir = dict(line.split("=", 1) for line in config.splitlines() if "=" in line).get("plugindir")
+    if plugindir and os.path.exists(os.path.join(plugindir, "nbdkit-vddk-plugin.so")):
+        pytest.skip("this host has nbdkit's vddk plugin installed")
     with pytest.raises(JobError) as e:
         preflight.check(VddkSource(sim.esx_uri(), Secret(sim.password), sim.thumbprint), "testvm",
                         str(sim.libdir), user_of(vddk_run_as), {"PATH": "/usr/bin:/bin"}, 10,

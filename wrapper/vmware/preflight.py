@@ -17,8 +17,11 @@ user virt-v2v will run as and with the environment it will get, bounded by
    works; a VM named ``vm_name`` exists and is shut off.
 
 Every problem is a :class:`~wrapper.errors.JobError` naming the job key or
-setting and what to check; :func:`check` raises the first, the others
-appended.  Building the commands and reading their results are pure; the
+setting and what to check, with its failure code (wrapper.causes:
+``vddk_library_missing``, ``thumbprint_mismatch``, ``source_login_refused``,
+``vm_not_found``, ``vm_powered_on``; None, i.e. ``job_refused``, for the
+rest); :func:`check` raises the first, the others appended, all of them in
+its ``.problems``.  Building the commands and reading their results are pure; the
 commands run through the ``run_as`` seam (:func:`wrapper.runner.run_as`).
 """
 import json
@@ -36,6 +39,7 @@ from wrapper.vmware import endpoint
 log = logging.getLogger(__name__)
 
 LIBDIR_KEY = "--vddk-libdir"
+LIBRARY = "vddk_library_missing"        # failure codes: wrapper.causes.CATALOGUE
 PLUGIN_PACKAGE = "nbdkit's vddk plugin (nbdkit-plugin-vddk)"
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); from wrapper.vmware import probe; "
@@ -87,7 +91,7 @@ def read_nbdkit(result, user, libdir, listing, timeout):
     if listing is not None and not listing.get("exists"):
         return [JobError(LIBDIR_KEY, "the VDDK library directory %s does not exist or %s "
                                      "cannot reach it: install VDDK there, or point %s at it"
-                         % (oneline(libdir, 200), _who(user), LIBDIR_KEY))], fields
+                         % (oneline(libdir, 200), _who(user), LIBDIR_KEY), code=LIBRARY)], fields
     if result.rc != 0:
         return [JobError(None, "nbdkit's vddk plugin fails with libdir=%s as %s: %s" % (
             oneline(libdir, 200), _who(user),
@@ -104,11 +108,12 @@ def _library_problem(user, libdir, listing):
         return JobError(LIBDIR_KEY, "no libvixDiskLib.so.N in %s/lib64 (nbdkit's vddk plugin "
                                     "loads lib64/libvixDiskLib.so.8, .7 or .6 from the VDDK "
                                     "library directory): install VDDK there, or point %s at it"
-                        % (where, LIBDIR_KEY))
+                        % (where, LIBDIR_KEY), code=LIBRARY)
     return JobError(LIBDIR_KEY, "%s holds %s but nbdkit's vddk plugin loads none of them as %s: "
                                 "check that they are readable by that user and are a VDDK for "
                                 "this machine (8, 7 or 6, with the libraries of its lib64/)"
-                    % (where, ", ".join(oneline(f, 80) for f in found[:4]), _who(user)))
+                    % (where, ", ".join(oneline(f, 80) for f in found[:4]), _who(user)),
+                    code=LIBRARY)
 
 
 # -- 2. the probe ---------------------------------------------------------------
@@ -167,12 +172,14 @@ def server_problems(answer, source, vm, timeout):
     if not states:
         return [JobError("vm_name", "no VM named %s on %s (as %s): check vm_name (the VM's "
                                     "name in vSphere)" % (oneline(repr(vm), 200), where,
-                                                          oneline(ep.user, 80)))]
+                                                          oneline(ep.user, 80)),
+                     code="vm_not_found")]
     if "poweredOff" not in states:
         return [JobError("vm_name", "the VM %s on %s is %s: shut it down first (virt-v2v "
                                     "converts only a VM that is shut off)" % (
                                         oneline(repr(vm), 200), where,
-                                        oneline(states[0], 40) or "not shut off"))]
+                                        oneline(states[0], 40) or "not shut off"),
+                     code="vm_powered_on")]
     return []
 
 
@@ -181,7 +188,7 @@ def _server_error(error, ep, where, timeout):
     if step == "fingerprint":
         return JobError("vmware_fingerprint", "does not match the certificate of %s (%s): check "
                                               "vmware_fingerprint; the password was not sent"
-                        % (where, text))
+                        % (where, text), code="thumbprint_mismatch")
     if step == "timeout":
         return JobError("vmware_uri", "%s did not answer within %g s: check vmware_uri's host "
                                       "and port, and that this host reaches it" % (where, timeout))
@@ -197,7 +204,8 @@ def _server_error(error, ep, where, timeout):
     if step == "login":
         return JobError("vmware_password", "login as %s to %s failed (%s): check vmware_password "
                                            "and the user in vmware_uri" % (
-                                               oneline(ep.user, 80), where, text))
+                                               oneline(ep.user, 80), where, text),
+                        code="source_login_refused")
     if step == "vms":
         return JobError("vmware_uri", "%s cannot list the VMs on %s (%s): check that user's "
                                       "permissions" % (oneline(ep.user, 80), where, text))
@@ -224,7 +232,10 @@ def check(source, vm, libdir, user, env, timeout, *, run_as=runner_mod.run_as,
              "; ".join(str(p) for p in problems) if problems else "all passed")
     if problems:
         first = problems[0]
-        raise JobError(first.key, first.message + "".join("; also %s" % p for p in problems[1:]))
+        error = JobError(first.key, first.message + "".join("; also %s" % p for p in problems[1:]),
+                         code=first.code)
+        error.problems = tuple(problems)     # each with its own key and failure code
+        raise error
     facts = {"library": fields.get("vddk_dll"), "version": fields.get("vddk_library_version"),
              "server": answer.get("about", {}).get("fullName"),
              "fingerprint": answer.get("fingerprint")}
