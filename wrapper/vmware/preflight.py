@@ -24,6 +24,7 @@ rest); :func:`check` raises the first, the others appended, all of them in
 its ``.problems``.  Building the commands and reading their results are pure; the
 commands run through the ``run_as`` seam (:func:`wrapper.runner.run_as`).
 """
+import concurrent.futures
 import json
 import logging
 import os
@@ -218,11 +219,13 @@ def check(source, vm, libdir, user, env, timeout, *, run_as=runner_mod.run_as,
     """Every check, within ``timeout`` seconds; raises one :class:`JobError`
     (the first problem, the others appended) or returns what was found."""
     t0 = clock()
-    nbdkit = run_as(user, nbdkit_argv(libdir), env=env, timeout=timeout)
-    left = max(MIN_STEP, timeout - (clock() - t0))
     child_env = {"PATH": env.get("PATH", os.defpath), "LANG": "C.UTF-8"}
-    result = run_probe(run_as, user, child_env, left,
-                       question(source, vm, libdir, max(MIN_STEP / 2, left - MIN_STEP)))
+    # nbdkit and the probe at once: both bounded by ``timeout``, so is the whole
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        dump = pool.submit(run_as, user, nbdkit_argv(libdir), env=env, timeout=timeout)
+        result = run_probe(run_as, user, child_env, timeout,
+                           question(source, vm, libdir, max(MIN_STEP / 2, timeout - MIN_STEP)))
+        nbdkit = dump.result()
     answer = read_probe(result, user, timeout)
     probe_failure = answer if isinstance(answer, JobError) else None
     answer = {} if probe_failure else answer
