@@ -358,6 +358,26 @@ def test_probe_runs_as_the_run_as_user(tmp_path, server):
         shutil.rmtree(top)
 
 
+def test_a_probe_that_cannot_run_refuses_nothing(tmp_path, server, caplog):
+    """No Python the run-as user may run (or the wrapper's code unreadable to it): the
+    server checks are left to virt-v2v, with a warning; the library is still checked."""
+    def run_as(u, argv, **kw):
+        if argv[0] != "nbdkit":
+            return Result(tuple(argv), 127, "", "Permission denied")
+        return runner.run_as(u, argv, **kw)
+    bindir = make_bin(str(tmp_path / "bin"))
+    calls = []
+    facts = preflight.check(source(server, password="wrong"), "ghost", make_libdir(str(tmp_path)),
+                            ROOT_USER, env_for(bindir), 10,
+                            run_as=lambda *a, **kw: calls.append(a[1][0]) or run_as(*a, **kw))
+    assert facts["version"] == "8" and server.calls == []
+    assert calls.count("nbdkit") == 1 and len(calls) == 3        # the wrapper's Python, then python3
+    assert "the VMware host is left to virt-v2v" in caplog.text
+    with pytest.raises(JobError, match="no libvixDiskLib.so.N"):
+        preflight.check(source(server), "testvm", make_libdir(str(tmp_path / "e"), name=None),
+                        ROOT_USER, env_for(bindir), 10, run_as=run_as)
+
+
 def test_other_uri_schemes_skip_the_server_checks(tmp_path):
     src = VddkSource("qemu+ssh://root@h/system", Secret(PASSWORD), "AB:" * 19 + "AB")
     assert check(tmp_path, src)["version"] == "8"

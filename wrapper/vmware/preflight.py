@@ -141,21 +141,24 @@ def question(source, vm, libdir, timeout):
 
 
 def read_probe(result, user, timeout):
-    """The probe's answer (a dict), or the JobError that it gave none."""
-    if result.rc == 127:
-        return JobError(None, "the VDDK pre-flight cannot run %s as %s: %s" % (
-            oneline(result.argv[0], 200), _who(user), _last_line(result.err)))
+    """The probe's answer (a dict); the JobError of a host that did not answer in
+    time; or, when the probe itself could not run (no Python the run-as user may
+    run, the wrapper's code unreadable to it), a text saying why: a pre-flight
+    that cannot ask refuses nothing, it leaves the questions to virt-v2v."""
     if result.rc == 124:
         return JobError("vmware_uri", "the VDDK pre-flight did not finish within %g s: check "
                                       "that this host reaches vmware_uri's host" % timeout)
+    if result.rc == 127:
+        return "cannot run %s as %s: %s" % (oneline(result.argv[0], 200), _who(user),
+                                            _last_line(result.err))
     try:
         answer = json.loads(result.out.strip().splitlines()[-1])
         if isinstance(answer, dict):
             return answer
     except (ValueError, IndexError):
         pass
-    return JobError(None, "the VDDK pre-flight failed as %s (exit status %d): %s" % (
-        _who(user), result.rc, _last_line(result.err) or "no answer"))
+    return "the probe failed as %s (exit status %d): %s" % (
+        _who(user), result.rc, _last_line(result.err) or "no answer")
 
 
 def server_problems(answer, source, vm, timeout):
@@ -227,10 +230,15 @@ def check(source, vm, libdir, user, env, timeout, *, run_as=runner_mod.run_as,
                            question(source, vm, libdir, max(MIN_STEP / 2, timeout - MIN_STEP)))
         nbdkit = dump.result()
     answer = read_probe(result, user, timeout)
-    probe_failure = answer if isinstance(answer, JobError) else None
-    answer = {} if probe_failure else answer
-    problems, fields = read_nbdkit(nbdkit, user, libdir, answer.get("libdir"), timeout)
-    problems += [probe_failure] if probe_failure else server_problems(answer, source, vm, timeout)
+    listing = answer.get("libdir") if isinstance(answer, dict) else None
+    problems, fields = read_nbdkit(nbdkit, user, libdir, listing, timeout)
+    if isinstance(answer, JobError):
+        problems.append(answer)
+    elif isinstance(answer, str):
+        log.warning("VDDK pre-flight: %s; the VMware host is left to virt-v2v", answer)
+        answer = {}
+    else:
+        problems += server_problems(answer, source, vm, timeout)
     log.info("VDDK pre-flight took %.1f s: %s", clock() - t0,
              "; ".join(str(p) for p in problems) if problems else "all passed")
     if problems:
