@@ -58,13 +58,24 @@ def vddk_world():
 
 
 @pytest.fixture(scope="session")
-def vddk_plugin(vddk_world):
+def vddk_plugin(vddk_world, pytestconfig):
+    pytestconfig.stash[PLUGIN_KEY] = "%s (%s)" % (vddk_world.plugin_kind, vddk_world.plugin)
     if not vddk_world.real_plugin:
         warnings.warn("VDDK tests use the STAND-IN nbdkit vddk plugin: nbdkit's real one could "
                       "not be unpacked from Debian 13 (see %s/plugin.log)" % vddk_world.cache)
     print("\nVDDK world: nbdkit vddk plugin %s (%s)" % (vddk_world.plugin_kind,
                                                      vddk_world.plugin))
     return vddk_world
+
+
+PLUGIN_KEY = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Say which nbdkit vddk plugin the VDDK tests ran with (the real one, or the stand-in)."""
+    kind = config.stash.get(PLUGIN_KEY, None)
+    if kind is not None:
+        terminalreporter.write_line("VDDK tests ran with the nbdkit vddk plugin: %s" % kind)
 
 
 def default_vms():
