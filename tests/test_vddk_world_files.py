@@ -68,8 +68,18 @@ def test_with_libdir_binds_the_fixed_path_in_a_private_namespace(monkeypatch):
     ("[   0.1234] pci 0000:00:01.0: reg 0x10", False),
     ("libguestfs: trace: v2v: launch", False),
     ("nbdkit: vddk[1]: error: VixDiskLib_Open: x: Unknown error", True),
+    ("nbdkit: vddk[4]: debug: retry 2: original errno = 5", True),
     ("2026-12-06 19:58:11.164+0000: 13175: warning : esxVI_UserSession_Deserialize:7089 : x",
      False),
 ])
 def test_capture_trims_appliance_noise_only(line, kept):
     assert (capture.trim(line) == line + "\n") is kept
+
+
+@pytest.mark.parametrize("line", [
+    "nbdkit: vddk[3]: debug: retry: pread count=2097152 offset=0",
+    "nbdkit: debug: cow: config key=server, value=127.0.0.1",
+    "nbdkit: file[2]: debug: file: pwrite count=65536",
+])
+def test_capture_drops_the_filter_chain_and_the_output_side(line):
+    assert capture.trim(line) == "\n"

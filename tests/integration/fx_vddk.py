@@ -4,10 +4,10 @@ Fixtures:
 
 * ``vddk_world`` (session): the built :class:`vddk.world.World` (cached under
   /var/tmp/v2vw-vddk, rebuilt when its sources change; cold ~2 min, cached ~50 ms).
-  Skips when not root or when .ci/deps-vddk.sh's packages are missing; skips the
-  tests that need nbdkit's vddk plugin, saying so, when Debian 13's real plugin could not
-  be unpacked (``vddk_plugin``).
-* ``vddk_plugin`` (session): the world, but only when the real plugin is there.
+  Skips when not root or when .ci/deps-vddk.sh's packages are missing.
+* ``vddk_plugin`` (session): the world, saying which nbdkit vddk plugin the tests use: the
+  real one (Debian 13's, unpacked) or, when it cannot be had, the stand-in plugin (a
+  warning in the test summary says so).
 * ``vddk_standin`` (function): ``start(vms=None, **options)`` starts a SOAP stand-in
   (:class:`vddk.world.Standin`; options ``vpx``, ``powered_on``, ``password``,
   ``library_password``, ``read_delay_us``, ``fail_read``, ``calllog``) and stops it
@@ -26,6 +26,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import warnings
 from collections import namedtuple
 
 import pytest
@@ -57,14 +58,24 @@ def vddk_world():
 
 
 @pytest.fixture(scope="session")
-def vddk_plugin(vddk_world):
-    if not vddk_world.has_plugin:
-        pytest.skip("nbdkit's real vddk plugin could not be unpacked from Debian 13 "
-                    "(see %s/plugin.log); no stand-in plugin is used"
-                    % vddk_world.cache)
+def vddk_plugin(vddk_world, pytestconfig):
+    pytestconfig.stash[PLUGIN_KEY] = "%s (%s)" % (vddk_world.plugin_kind, vddk_world.plugin)
+    if not vddk_world.real_plugin:
+        warnings.warn("VDDK tests use the STAND-IN nbdkit vddk plugin: nbdkit's real one could "
+                      "not be unpacked from Debian 13 (see %s/plugin.log)" % vddk_world.cache)
     print("\nVDDK world: nbdkit vddk plugin %s (%s)" % (vddk_world.plugin_kind,
                                                      vddk_world.plugin))
     return vddk_world
+
+
+PLUGIN_KEY = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Say which nbdkit vddk plugin the VDDK tests ran with (the real one, or the stand-in)."""
+    kind = config.stash.get(PLUGIN_KEY, None)
+    if kind is not None:
+        terminalreporter.write_line("VDDK tests ran with the nbdkit vddk plugin: %s" % kind)
 
 
 def default_vms():

@@ -94,7 +94,7 @@ def test_vddk_failure_is_clean(outcomes, name):
     else:
         s = o.state
         assert s["finished"] is True and s["failed"] is True and s["return_code"] != 0, s
-        assert run.proc.returncode == 1, run.stderr()[-2000:]
+        assert run.proc.returncode == 2, run.stderr()[-2000:]       # foreground: failed (§2)
         assert isinstance(s["last_message"]["message"], str)
         assert [n for n in os.listdir(run.state_dir) if n.startswith("v2v-wrapper-")] == []
     assert run.wait_no_processes() == {}

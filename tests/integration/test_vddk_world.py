@@ -19,12 +19,13 @@ pytestmark = pytest.mark.integration
 
 
 def nbdkit_vddk(world, sim, vm, disk, run, *, password_file=None, thumbprint=None,
-                moref=None, timeout=120):
+                moref=None, timeout=120, wrapper_dir=None):
     argv = ["nbdkit", "-U", "-", "-r", "vddk", "server=127.0.0.1", "user=root",
             "password=+%s" % (password_file or sim.password_file),
             "thumbprint=%s" % (thumbprint or sim.thumbprint), "libdir=%s" % sim.libdir,
             "vm=moref=%s" % (moref or sim.morefs[vm]), "file=%s" % disk, "--run", run]
-    env = dict(os.environ, PATH=vddk_path(world), LANG="C")
+    env = dict(os.environ, PATH="%s:%s" % (wrapper_dir or world.wrapper_dir, os.environ["PATH"]),
+               LANG="C")
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -49,6 +50,21 @@ def test_two_disk_vm_reads_back_identical_through_the_real_plugin(vddk_plugin, v
     calls = sim.calllog_path.read_text()
     assert "Open [datastore1] testvm2/testvm2_1.vmdk flags=4 -> 0" in calls
     assert "InitEx 6.5 libdir=%s" % sim.libdir in calls
+
+
+def test_the_fallback_stand_in_plugin_reads_back_identical(vddk_plugin, vddk_standin, tmp_path):
+    """The plugin the tests fall back to where the real one cannot be had works too."""
+    sim = vddk_standin()
+    out = tmp_path / "copy.img"
+    r = nbdkit_vddk(vddk_plugin, sim, "testvm2", W.datastore_path("testvm2", 1),
+                    "nbdcopy $uri %s" % out, wrapper_dir=vddk_plugin.standin_wrapper_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert filecmp.cmp(str(out), str(sim.vms["testvm2"][1]), shallow=False)
+    r = nbdkit_vddk(vddk_plugin, sim, "testvm", W.datastore_path("testvm", 0),
+                    "nbdinfo --size $uri", thumbprint=":".join(["AA"] * 20),
+                    wrapper_dir=vddk_plugin.standin_wrapper_dir)
+    assert r.returncode != 0 and "VixDiskLib_Open: [datastore1] testvm/testvm.vmdk: " \
+        "Unknown error" in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("case, words", [

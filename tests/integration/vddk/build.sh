@@ -4,9 +4,12 @@
 # Rebuilt when any source here changes (the hash is kept in CACHE/.ready); safe to run
 # concurrently (flock). Needs .ci/deps-vddk.sh's packages. Layout:
 #   bin/soapsim                   the vSphere SOAP stand-in (soapsim/, Go, built offline)
-#   bin/nbdkit                    nbdkit wrapper: the plugin name "vddk" becomes plugin/…so
+#   bin/nbdkit                    nbdkit wrapper: the plugin name "vddk" becomes the plugin
 #   vix/libvixDiskLib.so.8        the file-backed VDDK library (vixlib/, C)
-#   plugin/…/nbdkit-vddk-plugin.so  Debian 13's real plugin (get-plugin.sh), else none
+#   plugin-HASH/…/nbdkit-vddk-plugin.so  Debian 13's real plugin (get-plugin.sh), or, when
+#                                 it cannot be had (or V2VW_VDDK_FORCE_STANDIN=1),
+#   vix/standin-plugin.so         the stand-in plugin (fallback/, C); standin-bin/nbdkit
+#                                 always selects it
 #   tls/cert.pem, tls/key.pem, tls/thumbprint   the TLS front's identity and its SHA-1
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +19,8 @@ chmod 755 "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9
 
-HASH=$(cd "$SRC" && cat build.sh get-plugin.sh vixlib/*.[ch] soapsim/*.go | sha256sum | cut -c1-32)
+HASH=$( (cd "$SRC" && cat build.sh get-plugin.sh vixlib/*.[ch] soapsim/*.go fallback/*.c
+        echo "force-standin=${V2VW_VDDK_FORCE_STANDIN:-}") | sha256sum | cut -c1-32)
 if [ "$(cat "$CACHE/.ready" 2>/dev/null)" = "$HASH" ]; then
     cat "$CACHE/world.txt"
     exit 0
@@ -45,33 +49,55 @@ fi
 chmod 644 "$CACHE/tls/cert.pem" "$CACHE/tls/thumbprint"
 chmod 600 "$CACHE/tls/key.pem"
 
-# the real nbdkit vddk plugin, unpacked from Debian 13 (private apt state)
-PLUGIN=none
-KIND=none
-if SO=$(bash "$SRC/get-plugin.sh" "$CACHE/plugin" 2>"$CACHE/plugin.log"); then
-    PLUGIN=$SO
-    KIND="real $(/usr/bin/nbdkit "$SO" --dump-plugin | sed -n 's/^version=//p')"
-else
-    echo "build.sh: the real nbdkit vddk plugin cannot be had (see $CACHE/plugin.log)" >&2
+# the fallback stand-in plugin: built always (cheap), used only without the real one
+gcc -O2 -g -Wall -Wextra -Wno-unused-parameter -fPIC -shared -o "$CACHE/vix/standin-plugin.so.tmp" \
+    "$SRC/fallback/plugin.c" -ldl
+mv "$CACHE/vix/standin-plugin.so.tmp" "$CACHE/vix/standin-plugin.so"
+
+# the real nbdkit vddk plugin, unpacked from Debian 13 (private apt state); fetched again
+# only when get-plugin.sh changes, into a new directory, so users of the old one keep it
+FETCH=$(sha256sum < "$SRC/get-plugin.sh" | cut -c1-16)
+if [ "$(cat "$CACHE/plugin-$FETCH/.fetched" 2>/dev/null)" != ok ]; then
+    if SO=$(bash "$SRC/get-plugin.sh" "$CACHE/plugin-$FETCH" 2>"$CACHE/plugin.log"); then
+        echo "$SO" > "$CACHE/plugin-$FETCH/.path"
+        echo ok > "$CACHE/plugin-$FETCH/.fetched"
+    fi
 fi
-cat > "$CACHE/bin/nbdkit" <<WRAP
+PLUGIN=$(cat "$CACHE/plugin-$FETCH/.path" 2>/dev/null || true)
+if [ -n "$PLUGIN" ] && [ -z "${V2VW_VDDK_FORCE_STANDIN:-}" ]; then
+    KIND="real $(/usr/bin/nbdkit "$PLUGIN" --dump-plugin | sed -n 's/^version=//p')"
+else
+    echo "build.sh: nbdkit's real vddk plugin cannot be had (see $CACHE/plugin.log):" \
+         "the tests use the STAND-IN plugin (fallback/plugin.c)" >&2
+    PLUGIN=$CACHE/vix/standin-plugin.so
+    KIND="stand-in"
+fi
+# bin/nbdkit: the chosen plugin; standin-bin/nbdkit: always the stand-in (checked by tests)
+write_wrapper() {
+    mkdir -p "$(dirname "$1")"
+    cat > "$1.tmp" <<WRAP
 #!/bin/sh
 # nbdkit for the VDDK tests: the real /usr/bin/nbdkit, but the plugin name "vddk" (an
-# argument that is exactly that word) becomes the unpacked plugin. First on PATH only in tests.
+# argument that is exactly that word) becomes $2. First on PATH only in tests.
 for a do
     shift
-    if [ "\$a" = vddk ]; then set -- "\$@" "$PLUGIN"; else set -- "\$@" "\$a"; fi
+    if [ "\$a" = vddk ]; then set -- "\$@" "$2"; else set -- "\$@" "\$a"; fi
 done
 exec /usr/bin/nbdkit "\$@"
 WRAP
-chmod 755 "$CACHE/bin/nbdkit"
-[ "$PLUGIN" = none ] && rm -f "$CACHE/bin/nbdkit"
-chmod -R a+rX "$CACHE/bin" "$CACHE/vix" "$CACHE/tls/thumbprint" "$CACHE/tls/cert.pem"
-[ -d "$CACHE/plugin" ] && chmod -R a+rX "$CACHE/plugin"
+    chmod 755 "$1.tmp"
+    mv "$1.tmp" "$1"
+}
+write_wrapper "$CACHE/bin/nbdkit" "$PLUGIN"
+write_wrapper "$CACHE/standin-bin/nbdkit" "$CACHE/vix/standin-plugin.so"
+chmod -R a+rX "$CACHE/bin" "$CACHE/standin-bin" "$CACHE/vix" "$CACHE/tls/thumbprint" \
+    "$CACHE/tls/cert.pem"
+for d in "$CACHE"/plugin-*; do [ -d "$d" ] && chmod -R a+rX "$d"; done
 {
     echo "plugin=$PLUGIN"
     echo "plugin_kind=$KIND"
     echo "nbdkit_wrapper_dir=$CACHE/bin"
+    echo "standin_wrapper_dir=$CACHE/standin-bin"
     echo "soapsim=$CACHE/bin/soapsim"
     echo "vixlib=$CACHE/vix/libvixDiskLib.so.8"
     echo "cert=$CACHE/tls/cert.pem"

@@ -22,11 +22,14 @@ from tests.integration.vddk import world as W
 from tests.integration.vddkrun import VddkRun, tokenize, vddk_job
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "vddk")
-MAX_LINES = 1200
-# appliance and libguestfs chatter that says nothing about the VDDK input
+MAX_LINES = 2000
+# appliance and libguestfs chatter, nbdkit's filter chain and the output side: nothing
+# about the VDDK input
 NOISE = re.compile(r"^(\[ *\d+\.\d+\] (?!Opening|Inspecting|Checking|Mapping|Setting|Copying|"
                    r"Creating|Finishing|Converting|Assigning)|libguestfs: trace: |guestfsd: |"
-                   r"commandrvf: |supermin: |  \w+=|\S+ \S+: \d+: warning : esxVI_)")
+                   r"commandrvf: |supermin: |  \w+=|\S+ \S+: \d+: warning : esxVI_|"
+                   r"nbdkit: (\S+: )?debug: ((rate|multi-conn|cow|blocksize|cacheextents|retry):|"
+                   r"registering |registered )|nbdkit: file\[\d+\]: )")
 
 
 def trim(text):

@@ -1,5 +1,6 @@
 """The VDDK test world: a vSphere SOAP stand-in, a file-backed VDDK library, the real
-nbdkit vddk plugin (docs/contract.md §3, transport_method "vddk").
+nbdkit vddk plugin, or a stand-in plugin where that cannot be had (docs/contract.md §3,
+transport_method "vddk").
 
 :func:`ensure_world` builds (or finds cached) everything under /var/tmp/v2vw-vddk with
 ``build.sh`` and returns a :class:`World`. :class:`Standin` is one running vSphere: a
@@ -41,9 +42,10 @@ SECTOR = 512
 
 class World(NamedTuple):
     cache: Path
-    plugin: str             # path of the nbdkit vddk plugin, or "none"
-    plugin_kind: str        # "real 1.42.3" or "none"
+    plugin: str             # path of the nbdkit vddk plugin the tests use
+    plugin_kind: str        # "real 1.42.3", or "stand-in" when the real one cannot be had
     wrapper_dir: Path       # put first on PATH: its nbdkit maps "vddk" to the plugin
+    standin_wrapper_dir: Path   # the same, always with the stand-in plugin
     soapsim: Path
     vixlib: Path
     cert: Path
@@ -51,8 +53,8 @@ class World(NamedTuple):
     thumbprint: str
 
     @property
-    def has_plugin(self):
-        return self.plugin != "none"
+    def real_plugin(self):
+        return self.plugin_kind.startswith("real")
 
 
 def parse_world(text):
@@ -74,7 +76,8 @@ def ensure_world(cache=None, timeout=BUILD_TIMEOUT):
         raise RuntimeError("%s failed (rc %d): %s" % (BUILD, proc.returncode, proc.stderr[-2000:]))
     kv = parse_world(proc.stdout)
     return World(cache=cache, plugin=kv["plugin"], plugin_kind=kv["plugin_kind"],
-                 wrapper_dir=Path(kv["nbdkit_wrapper_dir"]), soapsim=Path(kv["soapsim"]),
+                 wrapper_dir=Path(kv["nbdkit_wrapper_dir"]),
+                 standin_wrapper_dir=Path(kv["standin_wrapper_dir"]), soapsim=Path(kv["soapsim"]),
                  vixlib=Path(kv["vixlib"]), cert=Path(kv["cert"]), key=Path(kv["key"]),
                  thumbprint=kv["thumbprint"])
 
