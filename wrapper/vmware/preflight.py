@@ -250,8 +250,9 @@ def check(source, vm, libdir, user, env, timeout, *, run_as=runner_mod.run_as,
     facts = {"library": fields.get("vddk_dll"), "version": fields.get("vddk_library_version"),
              "server": answer.get("about", {}).get("fullName"),
              "fingerprint": answer.get("fingerprint")}
-    log.info("VDDK pre-flight: VDDK %s (%s), %s, certificate %s, VM %s shut off",
-             facts["version"], facts["library"], facts["server"], facts["fingerprint"], vm)
+    log.info("VDDK pre-flight: VDDK %s (%s); %s", facts["version"], facts["library"],
+             "%s, certificate %s, VM %s shut off" % (facts["server"], facts["fingerprint"], vm)
+             if "vms" in answer else "the VMware host was not asked")
     return facts
 
 
