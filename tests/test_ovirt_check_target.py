@@ -105,7 +105,7 @@ def test_an_engine_that_stops_answering_after_the_login_is_bounded(engine, ovirt
 
     def slow(method, path, query, headers, body):
         if path.endswith("/vms"):
-            time.sleep(8)
+            time.sleep(20)         # far beyond the 2 s bound, even on a loaded machine
             answered.set()
         return real(method, path, query, headers, body)
 
@@ -115,7 +115,7 @@ def test_an_engine_that_stops_answering_after_the_login_is_bounded(engine, ovirt
         check(ovirt_access, timeout=2.0)
     took = time.monotonic() - t0
     assert e.value.key == "rhv_url" and "did not answer" in str(e.value)
-    print("gave up after %.1f s (timeout 2 s, the engine answers after 8 s)" % took)
+    print("gave up after %.1f s (timeout 2 s, the engine answers after 20 s)" % took)
     assert not answered.is_set()     # it gave up, rather than waiting for the answer
 
 
