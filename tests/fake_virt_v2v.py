@@ -12,7 +12,7 @@ that line in a generated executable).  The scenario (JSON) says:
 * ``exit_code``: status at the end; ``cpu_burn``: seconds of busy loop
   before exiting (for CPU throttling tests); ``hold``: seconds to sleep;
 * ``record``: a path where argv, environment, and the contents of the
-  files named by -ip/-op/--key/-oo rhv-cafile= (``files``) and by --bandwidth-file
+  files named by -ip/-op/--key/-oo rhv-cafile=/-io vddk-config= (``files``) and by --bandwidth-file
   (``bandwidth``) are written as JSON (for leak tests);
 * ``tcp_send``: ``{"host", "port", "seconds", "stop_file", "child"}``: before
   the replay, send bulk TCP to host:port for ``seconds`` or until
@@ -92,7 +92,8 @@ def record(path, argv):
             target = argv[i + 1]
         elif a == "--key" and i + 1 < len(argv) and ":file:" in argv[i + 1]:
             target = argv[i + 1].split(":file:", 1)[1]
-        elif a == "-oo" and i + 1 < len(argv) and argv[i + 1].startswith("rhv-cafile="):
+        elif a in ("-oo", "-io") and i + 1 < len(argv) and argv[i + 1].startswith(
+                ("rhv-cafile=", "ovirt-cafile=", "vddk-config=")):
             target = argv[i + 1].split("=", 1)[1]
         if target:
             try:
