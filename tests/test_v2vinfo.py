@@ -105,15 +105,21 @@ def test_a_program_that_is_not_virt_v2v_is_refused():
 
 
 def test_the_probes_share_one_time_budget():
-    now = [0.0]
+    """The capabilities get the whole budget, the others (side by side) what is left."""
+    now, first_takes = [0.0], [45]
 
     def runner(argv, *, env=None, timeout=None, user=None, **_kw):
-        timeouts.append(timeout)
-        now[0] += 25                   # each answer takes 25 s
+        timeouts[argv[1]] = timeout
+        if argv[1] == "--machine-readable":
+            now[0] += first_takes[0]          # a slow first answer
         return runner_for("2.10")(argv, env=env, timeout=timeout, user=user)
-    timeouts = []
+    timeouts = {}
     v2vinfo.probe("virt-v2v", runner, vddk=True, clock=lambda: now[0])
-    assert timeouts == [60.0, 35.0, 10.0, 1.0]
+    assert timeouts == {"--machine-readable": 60.0, "--version": 15.0, "--help": 15.0, "-i": 15.0}
+    now[0], first_takes[0] = 0.0, 75        # the first answer overruns the budget: a second each
+    timeouts.clear()
+    assert v2vinfo.probe("virt-v2v", runner, clock=lambda: now[0]).version == (2, 10, 0)
+    assert timeouts == {"--machine-readable": 60.0, "--version": 1.0, "--help": 1.0}
 
 
 # -- output names ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What the installed virt-v2v says it accepts (docs/contract.md §3.4).
 
 Probed once per job, as the run-as user with virt-v2v's environment, within
-:data:`PROBE_BUDGET` seconds in all:
+:data:`PROBE_BUDGET` seconds in all (the optional probes side by side, once the
+capabilities came back):
 
 * ``--machine-readable``: the capability lines (required: a program that does
   not answer like virt-v2v refuses the job);
@@ -19,6 +20,7 @@ effect and takes the runner as a seam.  A failed ``--version``, ``--help`` or
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -157,9 +159,11 @@ def probe(virt_v2v, runner, env=None, user=None, vddk=False, clock=time.monotoni
     lines = parse_capabilities(res.out).lines
     if "virt-v2v" not in lines:
         raise ConversionError("%s --machine-readable did not answer like virt-v2v" % virt_v2v)
-    version_text = _optional(runner, [virt_v2v, "--version"], env, user, deadline, clock)
-    help_text = _optional(runner, [virt_v2v, "--help"], env, user, deadline, clock)
-    io_text = _optional(runner, [virt_v2v] + VDDK_QUERY, env, user, deadline, clock) if vddk else None
+    asks = [[virt_v2v, "--version"], [virt_v2v, "--help"]] + ([[virt_v2v] + VDDK_QUERY] if vddk else [])
+    # side by side: each is a process start, and the caller waits for its answer meanwhile
+    with ThreadPoolExecutor(max_workers=len(asks)) as pool:
+        texts = list(pool.map(lambda argv: _optional(runner, argv, env, user, deadline, clock), asks))
+    version_text, help_text, io_text = texts + [None] * (3 - len(texts))
     options = parse_help_options(help_text) if help_text is not None else None
     return Capabilities(lines, version=parse_version(version_text),
                         options=options or None,
