@@ -195,3 +195,14 @@ def test_version_and_the_virt_v2v_check_say_what_it_enables(dirs):
     assert r.returncode == 1 and r.stderr.startswith("virt-v2v: virt-v2v: unavailable (cannot query")
     r = wr.run(["--version", "--virt-v2v", os.path.join(dirs.root, "missing")], "")
     assert r.returncode == 0 and r.stdout.splitlines()[1].startswith("virt-v2v: unavailable")
+
+
+def test_the_virt_v2v_check_fails_for_a_setting_this_release_does_not_take(dirs):
+    r = wr.run(["--check-virt-v2v", "--virt-v2v", fake(dirs, "2.6"), "--appliance-memsize", "4096"], "")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == ("virt-v2v: virt-v2v 2.6.0: bandwidth-file, mac, outputs local,rhv,rhv-upload; "
+                        "but --appliance-memsize: virt-v2v 2.6.0 does not take --memsize (its --help "
+                        "does not list it; virt-v2v 2.10 added it): unset it or "
+                        "VIRT_V2V_WRAPPER_APPLIANCE_MEMSIZE\n")
+    r = wr.run(["--check-virt-v2v", "--virt-v2v", fake(dirs, "2.10"), "--vddk-transports", "x"], "")
+    assert r.returncode == 1 and "but --vddk-transports (VIRT_V2V_WRAPPER_VDDK_TRANSPORTS)" in r.stderr

@@ -36,10 +36,14 @@ def virt_v2v_report(settings, runner, resolve_user=None):
     (docs/contract.md §2, §3.4), for ``--version`` and ``--check-virt-v2v``."""
     from wrapper import v2vinfo
     from wrapper.errors import WrapperError
+    from wrapper.settings import tuning_problem
     try:
         caps = _probe(settings, runner, resolve_user, vddk=True)
     except WrapperError as e:
         return False, "virt-v2v: unavailable (%s)" % e
+    problem = tuning_problem(settings) or v2vinfo.settings_refusal(caps, settings)
+    if problem:         # what every job (or every vddk job) would be refused for
+        return False, "%s; but %s" % (v2vinfo.describe(caps), problem)
     return True, v2vinfo.describe(caps)
 
 

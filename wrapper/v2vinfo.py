@@ -187,13 +187,19 @@ def job_refusal(config, caps, settings):
             return JobError(key, "%s was built without the oVirt outputs (it lists neither "
                                  "output:%s nor output:%s): use output_dir, or a virt-v2v with "
                                  "oVirt support" % (release, old, OUTPUT_RENAMES[old]))
-    if isinstance(config.source, VddkSource) and settings.vddk_compression \
-            and not caps.takes_vddk("vddk-compression"):
+    return settings_refusal(caps, settings, vddk=isinstance(config.source, VddkSource))
+
+
+def settings_refusal(caps, settings, vddk=True):
+    """A JobError for the first administrator setting this virt-v2v does not
+    take (``vddk``: count the VDDK ones), or None."""
+    release = "virt-v2v %s" % caps.version_text
+    if vddk and settings.vddk_compression and not caps.takes_vddk("vddk-compression"):
         return JobError("--vddk-compression", "%s does not take -io vddk-compression (its -io ? "
                                               "does not list it; virt-v2v 2.10 added it): unset "
-                                              "VIRT_V2V_WRAPPER_VDDK_COMPRESSION" % release)
+                                              "it or VIRT_V2V_WRAPPER_VDDK_COMPRESSION" % release)
     if settings.appliance_memsize and not caps.accepts("--memsize"):
         return JobError("--appliance-memsize", "%s does not take --memsize (its --help does not "
                                                "list it; virt-v2v 2.10 added it): unset "
-                                               "VIRT_V2V_WRAPPER_APPLIANCE_MEMSIZE" % release)
+                                               "it or VIRT_V2V_WRAPPER_APPLIANCE_MEMSIZE" % release)
     return None
