@@ -12,7 +12,7 @@ that line in a generated executable).  The scenario (JSON) says:
 * ``exit_code``: status at the end; ``cpu_burn``: seconds of busy loop
   before exiting (for CPU throttling tests); ``hold``: seconds to sleep;
 * ``record``: a path where argv, environment, and the contents of the
-  files named by -ip/-op/--key/-oo rhv-cafile= (``files``) and by --bandwidth-file
+  files named by -ip/-op/--key/-oo rhv-cafile=/-io vddk-config= (``files``) and by --bandwidth-file
   (``bandwidth``) are written as JSON (for leak tests);
 * ``tcp_send``: ``{"host", "port", "seconds", "stop_file", "child"}``: before
   the replay, send bulk TCP to host:port for ``seconds`` or until
@@ -63,6 +63,21 @@ ovf:rhvexp
 """
 
 
+# virt-v2v 2.2's answers to the other probes (tests/data/virt-v2v-2.2/caps/), trimmed
+PROBE_ANSWERS = {
+    "version": "virt-v2v 2.2.0\n",
+    "help": "Options:\n  -b, --bridge <in:out>   Map bridge\n  --bandwidth-file <filename>  Set\n"
+            "  -i <disk|libvirt|libvirtxml|ova|vmx>\n  -ic <uri>\n  -io <option[=value]>\n"
+            "  -ip <filename>\n  -it <transport>\n  --key <SELECTOR>\n  --mac <mac:network|bridge|ip:out>\n"
+            "  --machine-readable[=format]\n  -n, --network <in:out>\n  -o <glance|local|rhv|rhv-upload>\n"
+            "  -oa <sparse|preallocated>\n  -oc <uri>\n  -of <raw|qcow2>\n  -oo <option[=value]>\n"
+            "  -op <filename>\n  -os <storage>\n  --root <ask|... >\n  -v, --verbose\n  -x\n",
+    "io": "Input options (-io) which can be used with -it vddk:\n\n"
+          "  -io vddk-thumbprint=xx:xx:xx:...\n  -io vddk-config=FILE\n  -io vddk-libdir=LIBDIR\n"
+          "  -io vddk-transports=MODE:MODE:..\n",
+}
+
+
 def on_term(signum, _frame):
     sys.stdout.write("virt-v2v: Exiting on signal %s\n" % signal.Signals(signum).name)
     sys.stdout.flush()
@@ -77,7 +92,8 @@ def record(path, argv):
             target = argv[i + 1]
         elif a == "--key" and i + 1 < len(argv) and ":file:" in argv[i + 1]:
             target = argv[i + 1].split(":file:", 1)[1]
-        elif a == "-oo" and i + 1 < len(argv) and argv[i + 1].startswith("rhv-cafile="):
+        elif a in ("-oo", "-io") and i + 1 < len(argv) and argv[i + 1].startswith(
+                ("rhv-cafile=", "ovirt-cafile=", "vddk-config=")):
             target = argv[i + 1].split("=", 1)[1]
         if target:
             try:
@@ -157,6 +173,11 @@ def main():
         args = args[2:]
     if args == ["--machine-readable"]:
         sys.stdout.write(scenario.get("capabilities", CAPABILITIES))
+        return 0
+    if args in (["--version"], ["--help"]) or args[-2:] == ["-io", "?"]:
+        # the other probes (wrapper.v2vinfo): 2.2's answers, or the scenario's
+        key = {"--version": "version", "--help": "help"}.get(args[0], "io")
+        sys.stdout.write(scenario.get(key, PROBE_ANSWERS[key]))
         return 0
     signal.signal(signal.SIGTERM, on_term)
     if scenario.get("record"):

@@ -27,13 +27,15 @@ from typing import Optional
 
 from tests.fake_virt_v2v import CAPABILITIES
 from tests.fakes import RecordingRunner
-from wrapper import cli
+from wrapper import cli, v2vinfo
 from wrapper import job as job_module
 from wrapper.errors import JobError
 from wrapper.ovirt import preflight
 from wrapper.runner import Result
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# what the wrapper asks virt-v2v before a job (wrapper.v2vinfo.probe): not "other commands"
+PROBES = (["--machine-readable"], ["--version"], ["--help"], v2vinfo.VDDK_QUERY)
 
 
 class FakeConversion:
@@ -193,5 +195,5 @@ def run_main(argv, raw, environ, virt_v2v, hang_after=60):
             h.close()
         logger.setLevel(level)
         logger.propagate = propagate
-    others = [c for c in runner.calls if c[:2] != [virt_v2v, "--machine-readable"]]
+    others = [c for c in runner.calls if c[0] != virt_v2v or c[1:] not in PROBES]
     return Outcome(rc, stdout.getvalue(), stderr.getvalue(), bool(daemonized), escaped, others)

@@ -20,7 +20,7 @@ import pytest
 from test_job_life import VIRT_V2V, Launcher, host, read  # noqa: F401 (fixture)
 from tests import wrapperrun as wr
 from tests.fakes import RecordingRunner
-from wrapper import checks, cli, reclaim, runner, users, v2v
+from wrapper import checks, cli, reclaim, runner, users, v2v, v2vinfo
 from wrapper.settings import Settings
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
@@ -32,7 +32,18 @@ def test_probe_capabilities_asks_the_runner_for_the_user():
     runner = RecordingRunner({("/bin/virt-v2v",): (0, "virt-v2v\n", "")})
     caps = v2v.probe_capabilities("/bin/virt-v2v", runner, env={"PATH": "/bin"}, user=NOBODY)
     assert caps.has("virt-v2v")
-    assert runner.users == [(["/bin/virt-v2v", "--machine-readable"], NOBODY, {"PATH": "/bin"})]
+    # the capabilities first; then --version and --help side by side (in either order)
+    assert runner.users[0] == (["/bin/virt-v2v", "--machine-readable"], NOBODY, {"PATH": "/bin"})
+    assert sorted(runner.users[1:]) == [(["/bin/virt-v2v", "--help"], NOBODY, {"PATH": "/bin"}),
+                                        (["/bin/virt-v2v", "--version"], NOBODY, {"PATH": "/bin"})]
+
+
+def test_a_vddk_probe_also_asks_for_the_vddk_input_options_as_the_user():
+    runner = RecordingRunner({("/bin/virt-v2v",): (0, "virt-v2v\n", "")})
+    v2v.probe_capabilities("/bin/virt-v2v", runner, env={"PATH": "/bin"}, user=NOBODY, vddk=True)
+    assert (["/bin/virt-v2v", "-i", "libvirt", "-ic", "esx://probe.invalid/", "-it", "vddk", "-io", "?"],
+            NOBODY, {"PATH": "/bin"}) in runner.users[1:]
+    assert [u for _a, u, _e in runner.users] == [NOBODY] * 4
 
 
 def test_the_job_probes_as_the_run_as_user_with_virt_v2vs_environment(host):  # noqa: F811
@@ -40,10 +51,12 @@ def test_the_job_probes_as_the_run_as_user_with_virt_v2vs_environment(host):  # 
     launcher = Launcher(read("run05-vmx-ssh-port-uri.vx.log"), read("run05-vmx-ssh-port-uri.vx.mr.log"))
     code, _out, err = host.main(host.job(daemonize=False), launcher)
     assert code == cli.EXIT_OK, err
-    (argv, user, env), = host.runner.users
-    assert argv == [VIRT_V2V, "--machine-readable"]
-    assert user == users.current()          # tests run without sudo: the wrapper's own user
-    assert "ROOTS_OWN_SETTING" not in env and env["HOME"] == user.home and env["LANG"] == "C"
+    argvs = [argv for argv, _u, _e in host.runner.users]
+    assert argvs[0] == [VIRT_V2V, "--machine-readable"] and sorted(argvs[1:]) == sorted([
+        [VIRT_V2V, "--version"], [VIRT_V2V, "--help"], [VIRT_V2V] + v2vinfo.VDDK_QUERY])  # a vddk job
+    for _argv, user, env in host.runner.users:
+        assert user == users.current()          # tests run without sudo: the wrapper's own user
+        assert "ROOTS_OWN_SETTING" not in env and env["HOME"] == user.home and env["LANG"] == "C"
 
 
 def test_the_throttling_check_probes_as_the_run_as_user():
@@ -51,14 +64,15 @@ def test_the_throttling_check_probes_as_the_run_as_user():
     settings = Settings(virt_v2v="/bin/virt-v2v", run_as="nobody", environ={"SECRET": "x"})
     line = checks.source_read_report(settings, runner, resolve_user=lambda s, t: NOBODY)
     assert line.startswith("network source read: inbound policing (virt-v2v does not report")
-    (_argv, user, env), = runner.users
-    assert user == NOBODY and "SECRET" not in env and env["USER"] == "nobody"
+    assert len(runner.users) == 3
+    for _argv, user, env in runner.users:
+        assert user == NOBODY and "SECRET" not in env and env["USER"] == "nobody"
 
 
 # -- real: the real runner, a program that records who it runs as ------------------------
 RECORDER = """#!/bin/sh
+id -u >> %(rec)s
 if [ "$1" = "--machine-readable" ]; then
-    id -u >> %(rec)s
     printf 'virt-v2v\\n'
     exit 0
 fi
@@ -95,7 +109,8 @@ def test_the_probe_of_a_job_runs_as_the_run_as_user(public, tmp_path):
                env=wr.env(VIRT_V2V_WRAPPER_SYSTEMD_MARKER=str(tmp_path / "no-systemd"),
                           VIRT_V2V_WRAPPER_LOCK_DIR=str(tmp_path / "lock")))
     assert "Traceback" not in r.stderr
-    assert recorded_uids(public) == [65534], r.stderr
+    # --machine-readable, --version, --help and the vddk -io ?: every probe as nobody
+    assert recorded_uids(public) == [65534] * 4, r.stderr
 
 
 @needs_root
@@ -103,7 +118,7 @@ def test_the_throttling_check_probe_runs_as_the_run_as_user(public):
     settings = Settings(virt_v2v=str(public / "virt-v2v"), run_as="nobody", environ={})
     line = checks.source_read_report(settings, runner.run)
     assert line.startswith("network source read: inbound policing (virt-v2v does not report"), line
-    assert recorded_uids(public) == [65534]
+    assert recorded_uids(public) == [65534] * 3
 
 
 # -- the start-up window: killed during the probe, reclaimed by the next wrapper --------

@@ -22,16 +22,41 @@ def check_throttling(settings, runner):
     return ok, text + "\n" + source_read_report(settings, runner)
 
 
-def source_read_report(settings, runner, resolve_user=None):
+def _probe(settings, runner, resolve_user=None, vddk=False):
     """Asks the virt-v2v program as the user that would run it (never root
     unless that is root: a broad sudo rule may let the caller name it)."""
     from wrapper import users, v2v
+    user = (resolve_user or users.resolve_run_as)(settings, None)
+    return v2v.probe_capabilities(settings.virt_v2v_path(), runner, user=user, vddk=vddk,
+                                  env=v2v.build_env(None, settings.environ, user))
+
+
+def virt_v2v_report(settings, runner, resolve_user=None):
+    """``(ok, line)``: the installed virt-v2v's version and what it enables
+    (docs/contract.md §2, §3.4), for ``--version`` and ``--check-virt-v2v``."""
+    from wrapper import v2vinfo
+    from wrapper.errors import WrapperError
+    from wrapper.settings import tuning_problem
+    try:
+        caps = _probe(settings, runner, resolve_user, vddk=True)
+    except WrapperError as e:
+        return False, "virt-v2v: unavailable (%s)" % e
+    problem = tuning_problem(settings) or v2vinfo.settings_refusal(caps, settings)
+    if problem:         # what every job (or every vddk job) would be refused for
+        return False, "%s; but %s" % (v2vinfo.describe(caps), problem)
+    return True, v2vinfo.describe(caps)
+
+
+def check_virt_v2v(settings, runner):
+    return virt_v2v_report(settings, runner)
+
+
+def source_read_report(settings, runner, resolve_user=None):
+    """The source read limit's line (asks virt-v2v as :func:`_probe` does)."""
     from wrapper.throttling import bandwidth
     from wrapper.errors import WrapperError
     try:
-        user = (resolve_user or users.resolve_run_as)(settings, None)
-        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner, user=user,
-                                      env=v2v.build_env(None, settings.environ, user))
+        caps = _probe(settings, runner, resolve_user)
     except WrapperError as e:
         return "network source read: unavailable (%s)" % e
     if bandwidth.supported(caps):
@@ -44,4 +69,5 @@ def source_read_report(settings, runner, resolve_user=None):
 
 def registry():
     return {"rhv-guest-tools": check_rhv_guest_tools,
-            "throttling": check_throttling}
+            "throttling": check_throttling,
+            "virt-v2v": check_virt_v2v}

@@ -10,14 +10,15 @@ import os
 import sys
 
 from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, logsetup,
-                     reclaim, systemd, users, v2v)
+                     reclaim, systemd, users, v2v, v2vinfo)
 from wrapper.errors import JobError, WrapperError
 from wrapper.launch import child_launcher
 from wrapper.monitor import SignalFlag
 from wrapper.runner import run as default_runner
 from wrapper.security.boundary import Boundary
 from wrapper.security.text import oneline
-from wrapper.settings import LOCATIONS, SWITCHES, env_name, resolve, sudo_caller, switch_problem
+from wrapper.settings import (LOCATIONS, SWITCHES, TUNING, env_name, resolve, sudo_caller,
+                              switch_problem, tuning_problem)
 
 log = logging.getLogger("wrapper")
 PROG = "virt-v2v-wrapper"
@@ -49,7 +50,7 @@ def build_parser(check_names):
                        help="run the %s host check: exit 0 if it passes, 1 if not" % name)
     p.add_argument("--validate", action="store_true",
                    help="validate the job on stdin, report every problem, start nothing")
-    for opt, attr, meta, text, _default in LOCATIONS:
+    for opt, attr, meta, text, _default in LOCATIONS + TUNING:
         p.add_argument("--" + opt, dest=attr, metavar=meta,
                        help="%s [env %s]" % (text, env_name(attr)))
     for opt, attr, text in SWITCHES:
@@ -161,10 +162,10 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
         opts = build_parser(sorted(registry)).parse_args(argv)
     except JobError as e:
         return _refuse(stderr, e)
-    if opts.version:
-        stdout.write("%s %s\n" % (PROG, __version__))
-        return EXIT_OK
     settings = resolve(vars(opts), environ)
+    if opts.version:
+        stdout.write("%s %s\n%s\n" % (PROG, __version__, checks.virt_v2v_report(settings, runner)[1]))
+        return EXIT_OK
     if switch_problem(settings):
         return _refuse(stderr, switch_problem(settings))
     if opts.checks:
@@ -177,6 +178,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
             (stdout if ok else stderr).write("%s: %s\n" % (name, reason))
             status = status if ok else EXIT_REFUSED
         return status
+    if tuning_problem(settings) and not opts.validate:      # --validate lists it with the rest
+        return _refuse(stderr, tuning_problem(settings))
     try:
         job = _read_job(stdin, settings)
     except JobError as e:
@@ -269,8 +272,13 @@ def _accept(job, settings, runner, launcher_factory, signals):
         users.check_caller_can_write(Boundary.of(settings.environ), config.target)
         reserved.hand_logs_to(user.uid, user.gid)
         caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner, user=user,
-                                      env=v2v.build_env(config, settings.environ, user))
+                                      env=v2v.build_env(config, settings.environ, user),
+                                      vddk=isinstance(config.source, jobconfig.VddkSource))
         log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
+        log.info("%s", v2vinfo.describe(caps))
+        refusal = v2vinfo.job_refusal(config, caps, settings)
+        if refusal is not None:
+            raise refusal
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
                       launcher_factory or _default_launcher(config, settings, runner),
                       settings.trusted_uids(), leases=book, lease=lease)

@@ -23,7 +23,6 @@ from wrapper.jobreader import KNOWN_KEYS, JobReader, json_type  # noqa: F401 (KN
 from wrapper.security.boundary import Boundary
 from wrapper.security.secrets import Secret
 
-VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
 MAX_IGNORED_SHOWN = 50
 MAX_CA_BYTES = 1 << 20
 _FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){15,63}")

@@ -14,7 +14,7 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import causes, procinfo, targets, v2v, vmname
+from wrapper import causes, procinfo, targets, v2v, vddkconf, vmname
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import ConversionError, JobError, WrapperError
@@ -114,9 +114,12 @@ class Job:
             env = v2v.build_env(self.config, self.settings.environ, self.user)
             self.allocation = self.hooks.prepare(self.config, self.settings, self.user, env) \
                 or self.allocation
-        vmware_pw = rhv_pw = sock = None
+        vmware_pw = rhv_pw = sock = vddk_config = None
         if isinstance(self.config.source, VddkSource):
             vmware_pw = secrets.write("vmware_password", self.config.source.password)
+            if self.settings.vddk_config:
+                # checked and copied: virt-v2v reads what was validated (wrapper.vddkconf)
+                vddk_config = secrets.write("vddk_config", vddkconf.read(self.settings.vddk_config))
         if isinstance(self.config.target, RhvUploadTarget):
             rhv_pw = secrets.write("rhv_password", self.config.target.password)
         self.gate = Gate(secrets.fifo("gate"), clock=self.clock, sleep=self.sleep,
@@ -134,10 +137,11 @@ class Job:
                                   vmware_password_file=vmware_pw, rhv_password_file=rhv_pw,
                                   luks_key_files=key_files, ssh_auth_sock=sock,
                                   bandwidth_file=self.network.source_read_path,
-                                  vddk_libdir=self.settings.vddk_libdir)
+                                  vddk_config_file=vddk_config)
         self.argv = v2v.build_command(self.config, self.caps, self.paths,
                                       virt_v2v=self.settings.virt_v2v_path(),
-                                      allocation=self.allocation)
+                                      allocation=self.allocation,
+                                      tuning=v2v.Tuning.of(self.settings))
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)

@@ -7,8 +7,9 @@ import os
 import shutil
 from dataclasses import dataclass, field, replace
 
+from wrapper.security.text import short
+
 ENV_PREFIX = "VIRT_V2V_WRAPPER_"
-VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
 
 # (option name, attribute, metavar, help, default).  A default of None means
 # "decided later" (log dir depends on the target, run-as on the host).
@@ -29,9 +30,30 @@ LOCATIONS = (
      "/rhev/data-center/mnt"),
     ("job", "job", "FILE", "read the job from FILE instead of stdin (a regular file, read once)",
      None),
+)
+
+# Administrator settings that tune the conversion (docs/contract.md §2, §3.4): the
+# same shape as LOCATIONS; never the job's.  Each is checked by TUNING_CHECKS.
+DEFAULT_VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
+VDDK_TRANSPORTS = ("file", "san", "hotadd", "nbdssl", "nbd")
+VDDK_COMPRESSIONS = ("none", "zlib", "fastlz", "skipz")
+MEMSIZE_MIN, MEMSIZE_MAX = 256, 1048576          # MiB
+TUNING = (
     ("vddk-libdir", "vddk_libdir", "DIR",
-     "the VDDK library directory for vddk jobs: it holds lib64/libvixDiskLib.so.N "
-     "(default /opt/vmware-vix-disklib-distrib)", VDDK_LIBDIR),
+     "the VDDK library directory, holding lib64/libvixDiskLib.so.N, for vddk jobs "
+     "(default %s)" % DEFAULT_VDDK_LIBDIR, DEFAULT_VDDK_LIBDIR),
+    ("vddk-transports", "vddk_transports", "MODE[:MODE...]",
+     "VDDK transport modes to try, in order, from %s (-io vddk-transports=; default: "
+     "VDDK's)" % "/".join(VDDK_TRANSPORTS), None),
+    ("vddk-config", "vddk_config", "FILE",
+     "a VDDK configuration file of VixDiskLib.nfcAio.Session.BufSizeIn64KB/BufCount lines, "
+     "root-owned and writable by root only (-io vddk-config=; default: none)", None),
+    ("vddk-compression", "vddk_compression", "TYPE",
+     "VDDK compression, %s (-io vddk-compression=, virt-v2v 2.10+; default: none "
+     "asked)" % "/".join(VDDK_COMPRESSIONS), None),
+    ("appliance-memsize", "appliance_memsize", "MIB",
+     "memory of the conversion appliance in MiB, %d to %d (--memsize, virt-v2v 2.10+; "
+     "default: virt-v2v's)" % (MEMSIZE_MIN, MEMSIZE_MAX), None),
 )
 
 # On/off switches: (option name, attribute, help).  The environment variable
@@ -80,10 +102,14 @@ class Settings:
     ovirt_cleanup_timeout: str = "300"
     ovirt_preflight_timeout: str = "30"
     metrics_keep: str = "3600"
-    vddk_libdir: str = VDDK_LIBDIR
     vddk_preflight: str = "on"
     vddk_preflight_timeout: str = "10"
     job: str = None
+    vddk_libdir: str = DEFAULT_VDDK_LIBDIR
+    vddk_transports: str = None
+    vddk_config: str = None
+    vddk_compression: str = None
+    appliance_memsize: str = None
     foreground: bool = False
     environ: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -114,7 +140,7 @@ def sudo_caller(environ):
 def resolve(options, environ):
     """Build Settings from parsed options (attr -> value or None) and environ."""
     values = {}
-    for _opt, attr, _meta, _help, default in LOCATIONS:
+    for _opt, attr, _meta, _help, default in LOCATIONS + TUNING:
         value = options.get(attr)
         if value is None:
             value = environ.get(env_name(attr)) or default
@@ -124,7 +150,7 @@ def resolve(options, environ):
     for _opt, attr, _help in SWITCHES:
         values[attr] = True if options.get(attr) else switch_value(environ, attr)
     for attr in ("state_dir", "log_dir", "iso_domain_root", "vdsm_ca", "job", "metrics_dir",
-                 "vddk_libdir"):
+                 "vddk_libdir", "vddk_config"):
         if values[attr]:
             values[attr] = os.path.abspath(values[attr])
     # virt-v2v runs in /: a path to it means the caller's directory; a bare
@@ -152,3 +178,46 @@ def switch_problem(settings):
             return "%s must be one of %s (or unset)" % (
                 env_name(attr), "/".join(TRUE_WORDS + FALSE_WORDS[:-1]))
     return None
+
+
+def _transports_problem(value):
+    modes = value.split(":")
+    bad = [m for m in modes if m not in VDDK_TRANSPORTS]
+    if bad or len(set(modes)) != len(modes):
+        return "must be modes from %s separated by ':', each once" % "/".join(VDDK_TRANSPORTS)
+    return None
+
+
+def _memsize_problem(value):
+    if not (value.isascii() and value.isdigit() and len(value) <= 8
+            and MEMSIZE_MIN <= int(value) <= MEMSIZE_MAX):
+        return "must be a whole number of MiB from %d to %d" % (MEMSIZE_MIN, MEMSIZE_MAX)
+    return None
+
+
+def _path_problem(value):
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or len(value) > 4096:
+        return "must be a path of at most 4096 characters with no control character"
+    return None
+
+
+TUNING_CHECKS = {
+    "vddk_libdir": _path_problem,
+    "vddk_config": _path_problem,
+    "vddk_transports": _transports_problem,
+    "vddk_compression": lambda v: None if v in VDDK_COMPRESSIONS else
+    "must be one of %s" % "/".join(VDDK_COMPRESSIONS),
+    "appliance_memsize": _memsize_problem,
+}
+
+
+def tuning_problem(settings):
+    """One line about the first tuning setting that makes no sense, or None:
+    ``--vddk-transports (VIRT_V2V_WRAPPER_VDDK_TRANSPORTS) ...``."""
+    for opt, attr, _meta, _help, _default in TUNING:
+        value = getattr(settings, attr)
+        why = TUNING_CHECKS[attr](value) if value is not None else None
+        if why:
+            return "--%s (%s) %s, not %s" % (opt, env_name(attr), why, short(value))
+    return None
+

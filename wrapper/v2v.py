@@ -1,17 +1,23 @@
-"""virt-v2v: its capabilities and the command line built from a job (docs/contract.md §3.4).
+"""virt-v2v: the command line built from a job (docs/contract.md §3.4).
 
-:func:`build_command` is pure: same Config, capabilities and paths -> same
-argv and environment, compared as exact lists in the tests.
+:func:`build_command` is pure: same Config, capabilities (what the installed
+virt-v2v accepts, wrapper.v2vinfo), administrator settings (:class:`Tuning`)
+and paths -> same argv and environment, compared as exact lists in the tests.
+It passes only what the installed release takes: the new output names where
+the capabilities print them, ``--smp``/``--memsize`` where ``--help`` lists
+them, and none of the options 2.8 removed.
 """
 import logging
-import re
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wrapper import targets
-from wrapper.throttling import bandwidth
-from wrapper.config import VDDK_LIBDIR, SshSource, VddkSource
-from wrapper.errors import CommandError, ConversionError
+from wrapper import targets, v2vinfo
+from wrapper.throttling import bandwidth, limits
+from wrapper.config import SshSource, VddkSource
+from wrapper.settings import DEFAULT_VDDK_LIBDIR
+from wrapper.v2vinfo import Capabilities, parse_capabilities  # noqa: F401 (the names callers use)
 
 log = logging.getLogger(__name__)
 
@@ -23,36 +29,12 @@ PASSED_ENV_PREFIXES = ("LIBGUESTFS_", "SUPERMIN_")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    lines: tuple = ()
-
-    def has(self, name):
-        return name in self.lines
-
-    @property
-    def major(self):
-        """virt-v2v 2.x announces ``virt-v2v-2.0``; 1.4x has no such line."""
-        majors = [int(m.group(1)) for m in (re.match(r"^virt-v2v-(\d+)\.", c) for c in self.lines) if m]
-        return max(majors) if majors else 1
-
-
-def parse_capabilities(text):
-    return Capabilities(tuple(line.strip() for line in text.splitlines() if line.strip()))
-
-
-def probe_capabilities(virt_v2v, runner, env=None, user=None):
-    """Ask ``virt-v2v --machine-readable`` once at start, as ``user`` (the
-    run-as user, with virt-v2v's environment): the program may be one the
-    caller named, so it runs with no more rights than virt-v2v itself."""
-    try:
-        res = runner([virt_v2v, "--machine-readable"], env=env, timeout=60, user=user)
-    except CommandError as e:
-        raise ConversionError("cannot query virt-v2v capabilities (%s)" % e) from None
-    caps = parse_capabilities(res.out)
-    if not caps.has("virt-v2v"):
-        raise ConversionError("%s --machine-readable did not answer like virt-v2v" % virt_v2v)
-    return caps
+def probe_capabilities(virt_v2v, runner, env=None, user=None, vddk=False):
+    """What the installed virt-v2v accepts (wrapper.v2vinfo.probe), asked once
+    per job as ``user`` (the run-as user, with virt-v2v's environment): the
+    program may be one the caller named, so it runs with no more rights than
+    virt-v2v itself."""
+    return v2vinfo.probe(virt_v2v, runner, env=env, user=user, vddk=vddk)
 
 
 @dataclass(frozen=True)
@@ -64,20 +46,68 @@ class RunPaths:
     luks_key_files: tuple = ()          # (device, path) in config order
     ssh_auth_sock: Optional[str] = None
     bandwidth_file: Optional[str] = None   # wrapper.throttling.bandwidth: the source read limit
-    vddk_libdir: Optional[str] = None      # --vddk-libdir (settings); None: VDDK_LIBDIR
+    vddk_config_file: Optional[str] = None  # the private copy of the vddk_config setting
     extra: dict = field(default_factory=dict)
 
 
-def source_args(config, paths):
+@dataclass(frozen=True)
+class Tuning:
+    """The administrator's settings that reach the command line
+    (wrapper.settings, validated there), and the host's CPU count."""
+    vddk_libdir: str = DEFAULT_VDDK_LIBDIR
+    vddk_transports: Optional[str] = None
+    vddk_compression: Optional[str] = None
+    appliance_memsize: Optional[int] = None
+    host_cpus: int = 1
+
+    @classmethod
+    def of(cls, settings, host_cpus=None):
+        memsize = settings.appliance_memsize
+        return cls(vddk_libdir=settings.vddk_libdir or DEFAULT_VDDK_LIBDIR,
+                   vddk_transports=settings.vddk_transports or None,
+                   vddk_compression=settings.vddk_compression or None,
+                   appliance_memsize=int(memsize) if memsize else None,
+                   host_cpus=host_cpus or os.cpu_count() or 1)
+
+
+def source_args(config, paths, tuning=Tuning()):
     src = config.source
     if isinstance(src, VddkSource):
-        return ["-i", "libvirt", "-ic", src.uri, "-it", "vddk",
-                "-io", "vddk-libdir=%s" % (paths.vddk_libdir or VDDK_LIBDIR),
-                "-io", "vddk-thumbprint=%s" % src.fingerprint,
-                "-ip", paths.vmware_password_file]
+        args = ["-i", "libvirt", "-ic", src.uri, "-it", "vddk",
+                "-io", "vddk-libdir=%s" % tuning.vddk_libdir,
+                "-io", "vddk-thumbprint=%s" % src.fingerprint]
+        if tuning.vddk_transports:
+            args += ["-io", "vddk-transports=%s" % tuning.vddk_transports]
+        if paths.vddk_config_file:
+            args += ["-io", "vddk-config=%s" % paths.vddk_config_file]
+        if tuning.vddk_compression:
+            args += ["-io", "vddk-compression=%s" % tuning.vddk_compression]
+        return args + ["-ip", paths.vmware_password_file]
     if isinstance(src, SshSource):
         return ["-i", "vmx", "-it", "ssh"]
     raise ValueError("unknown source %r" % (src,))
+
+
+def appliance_smp(cpu, host_cpus):
+    """vCPUs for the conversion appliance under the job's CPU limit ``cpu``
+    (``"150%"``: percent of one CPU, docs/contract.md §6): enough to use the
+    quota, ceil(percent / 100), at least 1 and at most the host's CPUs; None
+    without a limit (virt-v2v chooses)."""
+    if cpu is None:
+        return None
+    percent = float(limits.parse_cpu(cpu).rstrip("%"))
+    return max(1, min(int(math.ceil(percent / 100.0)), max(1, host_cpus)))
+
+
+def appliance_args(config, caps, tuning):
+    """``--smp``/``--memsize`` (virt-v2v 2.10+, which lists them in ``--help``)."""
+    args = []
+    smp = appliance_smp((config.throttling or {}).get("cpu"), tuning.host_cpus)
+    if smp and caps.accepts("--smp"):
+        args += ["--smp", str(smp)]
+    if tuning.appliance_memsize and caps.accepts("--memsize"):
+        args += ["--memsize", str(tuning.appliance_memsize)]
+    return args
 
 
 def network_args(config, caps):
@@ -96,12 +126,12 @@ def network_args(config, caps):
     return args
 
 
-def build_command(config, caps, paths, *, virt_v2v="virt-v2v", allocation=None):
+def build_command(config, caps, paths, *, virt_v2v="virt-v2v", allocation=None, tuning=Tuning()):
     """Return the virt-v2v argv (no secrets: only paths to secret files)."""
     argv = [virt_v2v, "-v", "-x", "--machine-readable=file:%s" % paths.machine_readable_log,
             "--root", "first"]
-    argv += source_args(config, paths)
-    argv += targets.module_for(config.target).output_args(config.target, paths, allocation)
+    argv += source_args(config, paths, tuning)
+    argv += targets.module_for(config.target).output_args(config.target, paths, allocation, caps)
     argv += ["-of", config.output_format]
     allocation = allocation or config.allocation
     if allocation:
@@ -111,6 +141,7 @@ def build_command(config, caps, paths, *, virt_v2v="virt-v2v", allocation=None):
         argv += ["--key", "%s:file:%s" % (device, key_file)]
     if paths.bandwidth_file and bandwidth.supported(caps):
         argv += ["--bandwidth-file", paths.bandwidth_file]
+    argv += appliance_args(config, caps, tuning)
     argv.append(config.vm_name)
     return argv
 

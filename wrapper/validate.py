@@ -99,6 +99,9 @@ def host_problems(config, settings, resolve_user=None, job=None):
         problems.append(JobError(None, "virt-v2v program %s not found or not executable "
                                        "(set --virt-v2v or VIRT_V2V_WRAPPER_VIRT_V2V)" % oneline(program, 200)))
     problems += directory_problems(settings, job)
+    from wrapper.settings import tuning_problem
+    if tuning_problem(settings):
+        problems.append(JobError(None, tuning_problem(settings)))
     return problems
 
 

@@ -1,6 +1,7 @@
 """Output targets: each module knows its virt-v2v arguments and its needs.
 
-A target module provides ``output_args(target, paths, allocation) -> list``
+A target module provides ``output_args(target, paths, allocation, caps) -> list``
+(``caps``: what the installed virt-v2v accepts, wrapper.v2vinfo.Capabilities)
 and may provide hooks the job runner calls, with explicit arguments (never
 the job itself):
 
@@ -15,11 +16,11 @@ No target module imports wrapper.v2v (which imports this package).
 The targets wing (docs/contract.md §3.2; the arguments of §3.4) owns what
 differs between the three outputs.  Modules:
 
-* ``rhv_upload``    -- ``rhv_url``: ``-o rhv-upload``; its ``prepare`` runs the
+* ``rhv_upload``    -- ``rhv_url``: ``-o rhv-upload`` (``ovirt-upload``, 2.8+); its ``prepare`` runs the
   pre-flight and picks the allocation, its ``on_failure`` removes the disks
   a failed upload created (both through the ``wrapper.ovirt`` wing).
-* ``export_domain`` -- ``export_domain``: ``-o rhv`` (virt-v2v runs as root).
-* ``local``         -- ``output_dir``: ``-o local``.
+* ``export_domain`` -- ``export_domain``: ``-o rhv`` (``ovirt``, 2.8+).
+* ``local``         -- ``output_dir``: ``-o local`` (``disk``, 2.8+).
 
 Imports: the standard library, ``wrapper.config``'s target records, the
 ovirt and security wings, the core's leaf modules.  Never ``wrapper.cli``,

@@ -11,13 +11,16 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def output_args(target, paths, allocation):
-    args = ["-o", "rhv-upload", "-oc", target.url, "-os", target.storage,
+def output_args(target, paths, allocation, caps):
+    """``-o ovirt-upload -oo ovirt-…`` where virt-v2v prints ``output:ovirt-upload``
+    (2.8+), else ``-o rhv-upload -oo rhv-…``."""
+    opt = caps.upload_option
+    args = ["-o", caps.output_name("rhv-upload"), "-oc", target.url, "-os", target.storage,
             "-op", paths.rhv_password_file]
     if target.cafile:
-        args += ["-oo", "rhv-cafile=%s" % target.cafile]
-    return args + ["-oo", "rhv-cluster=%s" % target.cluster, "-oo", "rhv-direct",
-                   "-oo", "rhv-verifypeer=%s" % ("false" if target.insecure else "true")]
+        args += ["-oo", "%s=%s" % (opt("cafile"), target.cafile)]
+    return args + ["-oo", "%s=%s" % (opt("cluster"), target.cluster), "-oo", opt("direct"),
+                   "-oo", "%s=%s" % (opt("verifypeer"), "false" if target.insecure else "true")]
 
 
 def _access(target):
