@@ -207,3 +207,77 @@ def test_the_docs_and_schema_list_the_catalogue():
         schema = json.load(f)
     assert schema["properties"]["last_message"]["properties"]["code"]["enum"] == \
         list(causes.CATALOGUE)
+
+
+# ---- LAB-QUOTED, NOT CAPTURED: the exact lines the lab reports quote ------------------------
+# (/work/shared/lab/vddk/REPORT.md "Error cases", /work/shared/lab/compat/REPORT.md
+# "incompatibility 1"), fed to classify() as virt-v2v's error and the lines before it.
+# Placeholders until real captures of these failures are in tests/data (vddk/,
+# virt-v2v-2.6/, virt-v2v-2.10/); the replay tests above are the ones from real logs.
+THUMB = "[datastore1] testvm/testvm.vmdk"
+LAB_QUOTED = [
+    ("vddk-wrong-password", "source_login_refused",
+     "exception: libvirt: VIR_ERR_INTERNAL_ERROR: VIR_FROM_ESX: internal error: HTTP response code "
+     "500 for call to 'Login'. Fault: ServerFaultCode - Cannot complete login due to an incorrect "
+     "user name or password.", (),
+     "exception: libvirt: VIR_ERR_INTERNAL_ERROR: VIR_FROM_ESX: internal error: HTTP response code "
+     "500 for call to 'Login'. Fault: ServerFaultCode - Cannot complete login due to an incorrect "
+     "user name or password."),
+    ("vddk-password-refused-by-vddk", "source_login_refused",
+     "libguestfs error: guestfs_launch failed, see earlier error messages",
+     ("nbdkit: vddk[1]: error: VixDiskLib_Open: %s: Cannot connect to host" % THUMB,
+      "qemu-system-x86_64: -drive file=nbd:unix:/tmp/v2v.AbCdEf/in0,file.export=,format=raw,"
+      "if=none: Requested export not available"),
+     "libguestfs error: guestfs_launch failed: VixDiskLib_Open: %s: Cannot connect to host "
+     "(VDDK could not log in: check vmware_password, and that this host reaches the VMware "
+     "host's port 902)" % THUMB),
+    ("vddk-wrong-thumbprint-1.42", "thumbprint_mismatch",
+     "libguestfs error: guestfs_launch failed, see earlier error messages",
+     ("nbdkit: vddk[1]: error: VixDiskLib_Open: %s: Unknown error" % THUMB,
+      "nbdkit: vddk[1]: error: VDDK \"Unknown error\" can be caused by several problems.  Refer to "
+      "nbdkit-vddk-plugin(1) section \"Error 1 (Unknown error) when opening a disk\" for details."),
+     "VDDK could not open %s: Unknown error (most likely a wrong thumbprint: check "
+     "vmware_fingerprint)" % THUMB),
+    ("vddk-libdir-not-a-directory", "vddk_library_missing",
+     "\u2018-io vddk-libdir=/nonexistent\u2019 does not point to a directory.  See the "
+     "virt-v2v-input-vmware(1) manual.", (),
+     "\u2018-io vddk-libdir=/nonexistent\u2019 does not point to a directory. See the "
+     "virt-v2v-input-vmware(1) manual."),
+    ("vddk-libdir-empty", "vddk_library_missing",
+     "nbdkit did not start up.  See previous debugging messages for problems.",
+     ("nbdkit: error: /opt/vmware-vix-disklib-distrib/lib64/libvixDiskLib.so.8: cannot open "
+      "shared object file: No such file or directory",),
+     "nbdkit did not start up: /opt/vmware-vix-disklib-distrib/lib64/libvixDiskLib.so.8: cannot "
+     "open shared object file: No such file or directory"),
+    ("vddk-no-such-vm", "vm_not_found",
+     "cannot find libvirt domain \u2018novm\u2019: Domain not found: Could not find domain with "
+     "name 'novm'", (),
+     "cannot find libvirt domain \u2018novm\u2019: Domain not found: Could not find domain with "
+     "name 'novm'"),
+    ("vddk-powered-on", "vm_powered_on",
+     "libvirt domain \u2018testvm\u2019 is running or paused.  It must be shut down in order to "
+     "perform virt-v2v conversion", (),
+     "libvirt domain \u2018testvm\u2019 is running or paused. It must be shut down in order to "
+     "perform virt-v2v conversion"),
+    ("2.6-wrong-key", "ssh_key_refused",
+     "could not copy the VMX file from the remote server, see earlier error messages",
+     ("nbdkit: ssh[1]: error: all possible authentication methods failed",
+      "nbdcopy: nbd+unix://?socket=/tmp/v2vssh.XXXXXX/nbdkit1.sock: nbd_connect_uri: the server "
+      "has no export named '': all possible authentication methods failed: No such file or "
+      "directory"),
+     "could not copy the VMX file from the remote server: all possible authentication methods "
+     "failed"),
+    ("2.6-missing-flat", "flat_disk_missing",
+     "libguestfs error: guestfs_launch failed: nbdkit: ssh[1]: error: /vmfs/volumes/datastore1/"
+     "brokenvm/brokenvm-flat.vmdk: cannot open file for reading: SFTP server: No such file", (),
+     "libguestfs error: guestfs_launch failed: /vmfs/volumes/datastore1/brokenvm/"
+     "brokenvm-flat.vmdk: cannot open file for reading: SFTP server: No such file"),
+]
+
+
+@pytest.mark.parametrize("name,code,error,lines,message", LAB_QUOTED,
+                         ids=[c[0] for c in LAB_QUOTED])
+def test_lab_quoted_lines_not_captured(name, code, error, lines, message):
+    cause = causes.classify(error, lines)
+    check_message(cause.as_message())
+    assert (cause.code, cause.message) == (code, message)

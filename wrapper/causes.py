@@ -29,8 +29,10 @@ class Entry(NamedTuple):
 CATALOGUE = {
     # -- the source (VMware) ---------------------------------------------
     "source_login_refused": Entry(
-        "check vmware_password (and the user in vm_name's URI) against the VMware host",
-        "the VMware host (libvirt's ESX driver or VDDK) refused the login"),
+        "check vmware_password (and the user in vmware_uri); for VDDK also that this host "
+        "reaches the VMware host's NFC port 902",
+        "the VMware host (libvirt's ESX driver or VDDK) refused the login; VDDK says \"Cannot "
+        "connect to host\" for a refused password and for a blocked port 902 alike"),
     "thumbprint_mismatch": Entry(
         "check vmware_fingerprint: it must be the SHA-1 thumbprint of the VMware host's "
         "certificate",
@@ -158,6 +160,7 @@ _ECHOES = re.compile(r"^nbdcopy: \S+: nbd_connect_uri: |can be caused by several
                      r"Requested export not available|could not recover after \d+ retries|"
                      r"(?:NBD_CMD_\w+|read request): (?:Connection reset by peer|Broken pipe|"
                      r"Bad message)$")
+_PLUGIN_PREFIX = re.compile(r"\bnbdkit: (?:[\w-]+(?:\[\d+\]|\.\d+): )?error: ")
 _LINES = re.compile(r"[\r\n]")
 _TEMP = re.compile(r"/tmp/[\w.-]*\.\w{6}/")           # mkdtemp names: /tmp/v2v.AbC123/
 _CAUSE_LINE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
@@ -228,7 +231,7 @@ def compose(error, lines=()):
         cause = pick(lines)
         if cause:
             return bounded("%s: %s" % (error[:m.start()].rstrip(" .,"), clean(cause)))
-    return bounded(clean(error) if error.startswith(("nbdcopy: ", "nbdkit: ")) else error)
+    return bounded(_PLUGIN_PREFIX.sub("", clean(error)))
 
 
 # ---------------------------------------------------------------- codes
@@ -281,10 +284,21 @@ def classify(error, lines=(), upload_failure=None):
         return make("imageio_write_failed", "%s: %s" % (head, upload_failure))
     code = code_of((error,) + tuple(lines))
     message = compose(error, lines)
-    if code == "thumbprint_mismatch" and "thumbprint" not in message:
-        message = bounded(_unknown_error(lines) or message, MAX_MESSAGE - 80) + \
-            " (most likely a wrong thumbprint: check vmware_fingerprint)"
+    if code == "thumbprint_mismatch":
+        message = _unknown_error(lines) or message
+    named, note = _NAMED.get(code, (None, None))
+    if named and named not in message:       # VDDK's words do not name the job key to check
+        message = bounded(message, MAX_MESSAGE - len(note) - 1) + " " + note
     return make(code, message)
+
+
+# what VDDK's own words leave unsaid: (a word that shows it is said, what to add)
+_NAMED = {
+    "thumbprint_mismatch": ("thumbprint", "(most likely a wrong thumbprint: check "
+                                          "vmware_fingerprint)"),
+    "source_login_refused": ("password", "(VDDK could not log in: check vmware_password, and "
+                                         "that this host reaches the VMware host's port 902)"),
+}
 
 
 def _unknown_error(lines):

@@ -245,9 +245,9 @@ def _apply_message(state, event):
         state.error(first_paragraph(event.text))
 
 
-def first_paragraph(text, limit=500):
-    para = text.strip().split("\n\n")[0].replace("\n", " ").strip()
-    return para if len(para) <= limit else para[:limit - 1] + "…"
+def first_paragraph(text, limit=causes.MAX_MESSAGE):
+    """A message's first paragraph on one line, cut at a word boundary if it must be."""
+    return causes.bounded(text.strip().split("\n\n")[0], limit)
 
 
 def write_dead(dir_fd, name, data, message, finished_at):
