@@ -143,12 +143,15 @@ def from_error(error, default="job_refused"):
 
 _SEE_EARLIER = re.compile(r"(?:,? see earlier errors?(?: messages)?\.?"
                           r"|\.?\s+See previous debugging messages for problems\.?)\s*$")
-# nbdcopy's echo of an nbdkit failure (2.6+):
+# libnbd's echo of an nbdkit failure (2.6+), from nbdcopy or from virt-v2v itself:
 # "nbdcopy: nbd+unix://?socket=/tmp/v2vssh.X/nbdkit1.sock: nbd_connect_uri: the server has
-#  no export named '': <cause>: <strerror>"
-_NBDCOPY_ECHO = re.compile(r"^nbdcopy: \S+: nbd_connect_uri: (?:the server has no export "
-                           r"named '[^']*': )?(?P<cause>.*?)(?:: (?:No such file or directory|"
-                           r"Operation not permitted|Input/output error))?$")
+#  no export named '': <cause>: <strerror>", "exception: NBD.Error("nbd_connect_unix: the
+#  server has no export named '': <cause>: <strerror>", _)"; the strerror is libnbd's
+#  stale errno, not the cause's
+_NBDCOPY_ECHO = re.compile(r"^(?:nbdcopy: \S+: |exception: NBD\.Error\(\")nbd_connect_\w+: "
+                           r"(?:the server has no export named '[^']*': )?(?P<cause>.*?)"
+                           r"(?:: (?:No such file or directory|Operation not permitted|"
+                           r"Input/output error))?(?:\", _\))?$")
 # a plugin's own line: "nbdkit: ssh[1]: error: ...", "nbdkit: vddk[1]: error: ...",
 # "nbdkit: python.4: error: ...", and nbdkit's own "nbdkit: error: ..."
 _PLUGIN = re.compile(r"^nbdkit: (?:(?P<plugin>[\w-]+)(?:\[\d+\]|\.\d+): )?error: (?P<text>.*)$")
@@ -156,7 +159,7 @@ _PLUGIN = re.compile(r"^nbdkit: (?:(?P<plugin>[\w-]+)(?:\[\d+\]|\.\d+): )?error:
 # plugin's failure, VDDK's generic advice, qemu failing to open an export that nbdkit
 # could not serve, the retry filter giving up, nbdkit's threads losing the connection
 # nbdcopy dropped after its own error
-_ECHOES = re.compile(r"^nbdcopy: \S+: nbd_connect_uri: |can be caused by several problems|"
+_ECHOES = re.compile(r"^nbdcopy: \S+: nbd_connect_\w+: |can be caused by several problems|"
                      r"Requested export not available|could not recover after \d+ retries|"
                      r"(?:NBD_CMD_\w+|read request): (?:Connection reset by peer|Broken pipe|"
                      r"Bad message)$")
