@@ -307,3 +307,15 @@ def test_lab_quoted_lines_not_captured(name, code, error, lines, message):
     cause = causes.classify(error, lines)
     check_message(cause.as_message())
     assert (cause.code, cause.message) == (code, message)
+
+
+def test_the_lines_kept_per_error_are_bounded():
+    """The log is the run-as user's: what root keeps per error is bounded (lines, characters)."""
+    echo = b"nbdcopy: nbd+unix://?socket=/x: nbd_connect_uri: " + b"A" * 5000 + b": error: x\n"
+    blob = (b"nbdkit: ssh[1]: error: " + b"B" * 5000 + b"\n") + echo * 40 + \
+        b"virt-v2v: error: could not copy the VMX file, see earlier error messages\n"
+    [err] = [e for e in p.LogParser(2).feed(blob) if isinstance(e, p.V2vError)]
+    assert 0 < len(err.lines) <= p.MAX_CAUSE_LINES
+    assert all(len(line) <= p.MAX_CAUSE_TEXT for line in err.lines)
+    cause = causes.classify(err.text, err.lines)
+    assert len(cause.message) <= causes.MAX_MESSAGE and cause.message.endswith("…")

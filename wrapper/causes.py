@@ -180,14 +180,16 @@ def is_cause_line(text):
 
 def cause_lines(text, limit, width):
     """The lines of ``text`` (a log excerpt) that could explain a following error,
-    oldest first, each cut at ``width`` characters: from the end back to the first
-    one that is not an echo of an earlier line (the cause itself), at most
-    ``limit``.  Read from the end, so the usual case looks at a few lines only."""
+    oldest first, each cut to ``width`` characters (its head and tail kept): from the
+    end back to the first one that is not an echo of an earlier line (the cause
+    itself), at most ``limit``.  Read from the end, so the usual case looks at a
+    few lines only."""
     found = []
     for line in reversed(_LINES.split(text)):
         line = line.strip()
         if is_cause_line(line):
-            found.append(line[:width])
+            found.append(line if len(line) <= width else
+                         line[:width // 2 - 1] + "…" + line[-(width // 2):])
             if len(found) == limit or not _ECHOES.search(line):
                 break
     found.reverse()
