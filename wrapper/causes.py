@@ -166,7 +166,7 @@ _ECHOES = re.compile(r"^nbdcopy: \S+: nbd_connect_\w+: |can be caused by several
 _PLUGIN_PREFIX = re.compile(r"\bnbdkit: (?:[\w-]+(?:\[\d+\]|\.\d+): )?error: ")
 _LINES = re.compile(r"[\r\n]")
 _TEMP = re.compile(r"/tmp/[\w.-]*\.\w{6}/")           # mkdtemp names: /tmp/v2v.AbC123/
-_CAUSE_LINE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
+CAUSE_LINE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
                          r"verification failed|[A-Za-z]+(?:Error|Exception): |Connection refused|"
                          r"HTTP (?:error|status) ?\d{3}|\b[45]\d\d [A-Z][a-z]+|"
                          r"cannot open shared object file")
@@ -175,7 +175,7 @@ NOT_CAUSES = ("virt-v2v: error:", "libguestfs: trace:", "+ ")
 
 def is_cause_line(text):
     """Could ``text`` (a stripped log line) explain a following virt-v2v error?"""
-    return bool(text) and not text.startswith(NOT_CAUSES) and bool(_CAUSE_LINE.search(text))
+    return bool(text) and not text.startswith(NOT_CAUSES) and bool(CAUSE_LINE.search(text))
 
 
 def cause_lines(text, limit, width):
