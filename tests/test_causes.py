@@ -330,3 +330,33 @@ def test_the_lines_kept_per_error_are_bounded():
     assert all(len(line) <= p.MAX_CAUSE_TEXT for line in err.lines)
     cause = causes.classify(err.text, err.lines)
     assert len(cause.message) <= causes.MAX_MESSAGE and cause.message.endswith("…")
+
+
+@pytest.mark.parametrize("line", [
+    "500 Internal Server Error", "x500 Internal", "_404 Not", "(404 Not Found)", "HTTP error 403",
+    "HTTP status404", "ovirtsdk4.AuthError: x", "Error: x", "1Error: x", "scp: Connection refused",
+    "virt-v2v: error: x", "+ ls: not found", "libguestfs: trace: No such file or directory", "",
+    "nbdcopy: nbd+unix://x: nbd_connect_uri: y: error: z", "a: Bad message", "retry: could not "
+    "recover after 5 retries: error: x", "qemu: -drive x: Requested export not available",
+])
+def test_the_fast_cause_and_echo_tests_agree_with_their_regexes(line):
+    ref = bool(line) and not line.startswith(causes.NOT_CAUSES) and bool(
+        causes.CAUSE_LINE.search(line))
+    assert causes.is_cause_line(line) == ref
+    assert causes.is_echo(line) == bool(causes._ECHOES.search(line))
+
+
+def test_the_fast_tests_agree_on_every_line_of_the_captured_logs():
+    here = data("")
+    for root, _dirs, files in os.walk(here):
+        for name in files:
+            if not name.endswith(".log"):
+                continue
+            with open(os.path.join(root, name), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            for line in re.split(r"[\r\n]", text):
+                line = line.strip()
+                ref = bool(line) and not line.startswith(causes.NOT_CAUSES) and bool(
+                    causes.CAUSE_LINE.search(line))
+                assert causes.is_cause_line(line) == ref, line
+                assert causes.is_echo(line) == bool(causes._ECHOES.search(line)), line
