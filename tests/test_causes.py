@@ -94,6 +94,117 @@ def test_virt_v2v_2_2_failures_get_their_code(code, vx, mr, rc, message):
     assert msg["message"] == message or msg["message"].startswith(message), msg
 
 
+# virt-v2v 2.6 (Debian trixie) and 2.10 (Debian sid) in the worlds of
+# tests/integration/worlds.py, through the wrapper (tests/data/virt-v2v-2.6|2.10/README.md):
+# the .vmx is read by nbdkit's ssh plugin, whose own line is the cause; nbdcopy's echo of it (a
+# random socket path, "no export named ''", a stale errno) must not be the message.  Each
+# failure was run twice ("-again"): the message must read the same.
+SSH_26 = [
+    ("missing-vmx", "vmx_missing",
+     "could not copy the VMX file from the remote server: /vmfs/volumes/datastore1/nosuchvm/"
+     "nosuchvm.vmx: cannot open file for reading: SFTP server: No such file"),
+    ("refused-key", "ssh_key_refused",
+     "could not copy the VMX file from the remote server: all possible authentication methods "
+     "failed"),
+    ("unknown-hostkey", "host_key_unknown",
+     "could not copy the VMX file from the remote server: either the host key is unknown, you "
+     "must use ssh first and accept the host key; or the known_hosts file (usually "
+     "~/.ssh/known_hosts) could not be opened, check that the file exists and file permissions"),
+]
+
+
+@pytest.mark.parametrize("release", ["2.6", "2.10"])
+@pytest.mark.parametrize("scenario,code,message", SSH_26, ids=[c[0] for c in SSH_26])
+def test_virt_v2v_2_6_and_2_10_ssh_failures_name_the_plugins_cause(release, scenario, code,
+                                                                   message):
+    where = "virt-v2v-%s/%s" % (release, scenario)
+    first = replay(where + ".vx.log", where + ".mr.log")
+    again = replay(where + "-again.vx.log")          # the second run (verbose log only)
+    for msg in (first, again):
+        check_message(msg)
+        assert (msg["code"], msg["message"]) == (code, message), msg
+    assert first == again
+
+
+# Captured the same way (tests/integration/test_version_matrix.py with V2VW_CAPTURE_DIR, trimmed
+# by tools/trim_v2v_log.py --auto): a .vmx whose -flat.vmdk is missing fails only once the
+# appliance boots (~70 s), the cause on the ssh plugin's line before "guestfs_launch failed".
+# The 2.10 run of the same job lost its known_hosts line during nbdkit's retries (another
+# session rewrote the shared file): its last cause is the unknown host key, and so is its code.
+LAUNCH = [
+    ("virt-v2v-2.6/causes-missing-flat", "flat_disk_missing",
+     "libguestfs error: guestfs_launch failed: /vmfs/volumes/datastore1/brokenvm/"
+     "brokenvm-flat.vmdk: cannot open file for reading: SFTP server: No such file"),
+    ("virt-v2v-2.10/causes-hostkey-at-launch", "host_key_unknown",
+     "libguestfs error: guestfs_launch failed: either the host key is unknown, you must use ssh "
+     "first and accept the host key; or the known_hosts file (usually ~/.ssh/known_hosts) could "
+     "not be opened, check that the file exists and file permissions"),
+]
+
+
+@pytest.mark.parametrize("where,code,message", LAUNCH, ids=[c[0] for c in LAUNCH])
+def test_virt_v2v_2_6_and_2_10_failures_at_the_appliance_launch(where, code, message):
+    msg = replay(where + ".vx.log", where + ".vx.mr.log")
+    check_message(msg)
+    assert (msg["code"], msg["message"]) == (code, message), msg
+
+
+def test_virt_v2v_2_6_libnbd_echo_of_a_lost_host_key_is_cleaned():
+    """A 2.6 conversion whose known_hosts line vanished after the inspection (another session
+    rewrote it): virt-v2v itself reports libnbd's NBD.Error echo, stale errno included."""
+    msg = replay("virt-v2v-2.6/causes-hostkey-during-copy.tail.vx.log",
+                 "virt-v2v-2.6/causes-hostkey-during-copy.tail.vx.mr.log")
+    check_message(msg)
+    assert msg["code"] == "host_key_unknown"
+    assert msg["message"] == (
+        "either the host key is unknown, you must use ssh first and accept the host key; or the "
+        "known_hosts file (usually ~/.ssh/known_hosts) could not be opened, check that the file "
+        "exists and file permissions")
+
+
+# VDDK (tests/data/vddk, README there): real virt-v2v 2.2 with nbdkit's real vddk plugin 1.42.3
+# against the VDDK test world, through the wrapper; each case's exit status from its state.json.
+VDDK_DISK = "[datastore1] testvm/testvm.vmdk"
+VDDK = [
+    ("wrong-password", "source_login_refused",
+     "exception: libvirt: VIR_ERR_INTERNAL_ERROR: VIR_FROM_ESX: internal error: HTTP response code "
+     "500 for call to 'Login'. Fault: ServerFaultCode - Cannot complete login due to an incorrect "
+     "user name or password."),
+    ("vddk-refuses-password", "source_login_refused",
+     "libguestfs error: guestfs_launch failed: VixDiskLib_Open: %s: Cannot connect to host "
+     "(VDDK could not log in: check vmware_password, and that this host reaches the VMware "
+     "host's port 902)" % VDDK_DISK),
+    ("wrong-thumbprint", "thumbprint_mismatch",
+     "VDDK could not open %s: Unknown error (most likely a wrong thumbprint: check "
+     "vmware_fingerprint)" % VDDK_DISK),
+    ("vm-not-found", "vm_not_found",
+     "cannot find libvirt domain \u2018novm\u2019: Domain not found: Could not find domain with "
+     "name 'novm'"),
+    ("vm-powered-on", "vm_powered_on",
+     "libvirt domain \u2018testvm\u2019 is running or paused. It must be shut down in order to "
+     "perform virt-v2v conversion"),
+    ("libdir-missing", "vddk_library_missing",
+     "\u2018-io vddk-libdir=/opt/vmware-vix-disklib-distrib\u2019 does not point to a directory. "
+     "See the virt-v2v-input-vmware(1) manual."),
+    ("libdir-empty", "vddk_library_missing",
+     "nbdkit did not start up: /opt/vmware-vix-disklib-distrib/lib64/libvixDiskLib.so.8: cannot "
+     "open shared object file: No such file or directory"),
+    ("sigterm-during-copy", "cancelled", "Conversion cancelled: virt-v2v was stopped by SIGTERM"),
+    # a read failing mid-copy is none of the catalogue's causes: generic, not "login refused"
+    ("read-error", "conversion_failed",
+     "nbdcopy command failed: command 1: asynchronous read failed: Cannot connect to host"),
+]
+
+
+@pytest.mark.parametrize("case,code,message", VDDK, ids=[c[0] for c in VDDK])
+def test_vddk_failures_get_their_code(case, code, message):
+    with open(data("vddk/%s/state.json" % case)) as f:
+        captured = json.load(f)
+    msg = replay("vddk/%s/v2v.log" % case, "vddk/%s/mr.log" % case, captured["return_code"])
+    check_message(msg)
+    assert (msg["code"], msg["message"]) == (code, message), msg
+
+
 RHV = [
     ("engine_login_refused", "wrong-password",
      "failed server prechecks: ovirtsdk4.AuthError: Error during SSO authentication "
@@ -207,3 +318,45 @@ def test_the_docs_and_schema_list_the_catalogue():
         schema = json.load(f)
     assert schema["properties"]["last_message"]["properties"]["code"]["enum"] == \
         list(causes.CATALOGUE)
+
+
+def test_the_lines_kept_per_error_are_bounded():
+    """The log is the run-as user's: what root keeps per error is bounded (lines, characters)."""
+    echo = b"nbdcopy: nbd+unix://?socket=/x: nbd_connect_uri: " + b"A" * 5000 + b": error: x\n"
+    blob = (b"nbdkit: ssh[1]: error: " + b"B" * 5000 + b"\n") + echo * 40 + \
+        b"virt-v2v: error: could not copy the VMX file, see earlier error messages\n"
+    [err] = [e for e in p.LogParser(2).feed(blob) if isinstance(e, p.V2vError)]
+    assert 0 < len(err.lines) <= p.MAX_CAUSE_LINES
+    assert all(len(line) <= p.MAX_CAUSE_TEXT for line in err.lines)
+    cause = causes.classify(err.text, err.lines)
+    assert len(cause.message) <= causes.MAX_MESSAGE and cause.message.endswith("…")
+
+
+@pytest.mark.parametrize("line", [
+    "500 Internal Server Error", "x500 Internal", "_404 Not", "(404 Not Found)", "HTTP error 403",
+    "HTTP status404", "ovirtsdk4.AuthError: x", "Error: x", "1Error: x", "scp: Connection refused",
+    "virt-v2v: error: x", "+ ls: not found", "libguestfs: trace: No such file or directory", "",
+    "nbdcopy: nbd+unix://x: nbd_connect_uri: y: error: z", "a: Bad message", "retry: could not "
+    "recover after 5 retries: error: x", "qemu: -drive x: Requested export not available",
+])
+def test_the_fast_cause_and_echo_tests_agree_with_their_regexes(line):
+    ref = bool(line) and not line.startswith(causes.NOT_CAUSES) and bool(
+        causes.CAUSE_LINE.search(line))
+    assert causes.is_cause_line(line) == ref
+    assert causes.is_echo(line) == bool(causes._ECHOES.search(line))
+
+
+def test_the_fast_tests_agree_on_every_line_of_the_captured_logs():
+    here = data("")
+    for root, _dirs, files in os.walk(here):
+        for name in files:
+            if not name.endswith(".log"):
+                continue
+            with open(os.path.join(root, name), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            for line in re.split(r"[\r\n]", text):
+                line = line.strip()
+                ref = bool(line) and not line.startswith(causes.NOT_CAUSES) and bool(
+                    causes.CAUSE_LINE.search(line))
+                assert causes.is_cause_line(line) == ref, line
+                assert causes.is_echo(line) == bool(causes._ECHOES.search(line)), line

@@ -79,6 +79,8 @@ def test_disk_ids_recorded_once_not_in_state_file():
 def test_first_paragraph_is_bounded():
     assert first_paragraph("a\nb\n\nc") == "a b"
     assert len(first_paragraph("x" * 2000)) == 500
+    cut = first_paragraph("word " * 300)
+    assert len(cut) <= 500 and cut.endswith("word…")         # never mid-word
 
 
 def test_state_file_atomic_mode_and_only_on_change(tmp_path):

@@ -29,8 +29,10 @@ class Entry(NamedTuple):
 CATALOGUE = {
     # -- the source (VMware) ---------------------------------------------
     "source_login_refused": Entry(
-        "check vmware_password (and the user in vm_name's URI) against the VMware host",
-        "the VMware host (libvirt's ESX driver or VDDK) refused the login"),
+        "check vmware_password (and the user in vmware_uri); for VDDK also that this host "
+        "reaches the VMware host's NFC port 902",
+        "the VMware host (libvirt's ESX driver or VDDK) refused the login; VDDK says \"Cannot "
+        "connect to host\" for a refused password and for a blocked port 902 alike"),
     "thumbprint_mismatch": Entry(
         "check vmware_fingerprint: it must be the SHA-1 thumbprint of the VMware host's "
         "certificate",
@@ -141,12 +143,15 @@ def from_error(error, default="job_refused"):
 
 _SEE_EARLIER = re.compile(r"(?:,? see earlier errors?(?: messages)?\.?"
                           r"|\.?\s+See previous debugging messages for problems\.?)\s*$")
-# nbdcopy's echo of an nbdkit failure (2.6+):
+# libnbd's echo of an nbdkit failure (2.6+), from nbdcopy or from virt-v2v itself:
 # "nbdcopy: nbd+unix://?socket=/tmp/v2vssh.X/nbdkit1.sock: nbd_connect_uri: the server has
-#  no export named '': <cause>: <strerror>"
-_NBDCOPY_ECHO = re.compile(r"^nbdcopy: \S+: nbd_connect_uri: (?:the server has no export "
-                           r"named '[^']*': )?(?P<cause>.*?)(?:: (?:No such file or directory|"
-                           r"Operation not permitted|Input/output error))?$")
+#  no export named '': <cause>: <strerror>", "exception: NBD.Error("nbd_connect_unix: the
+#  server has no export named '': <cause>: <strerror>", _)"; the strerror is libnbd's
+#  stale errno, not the cause's
+_NBDCOPY_ECHO = re.compile(r"^(?:nbdcopy: \S+: |exception: NBD\.Error\(\")nbd_connect_\w+: "
+                           r"(?:the server has no export named '[^']*': )?(?P<cause>.*?)"
+                           r"(?:: (?:No such file or directory|Operation not permitted|"
+                           r"Input/output error))?(?:\", _\))?$")
 # a plugin's own line: "nbdkit: ssh[1]: error: ...", "nbdkit: vddk[1]: error: ...",
 # "nbdkit: python.4: error: ...", and nbdkit's own "nbdkit: error: ..."
 _PLUGIN = re.compile(r"^nbdkit: (?:(?P<plugin>[\w-]+)(?:\[\d+\]|\.\d+): )?error: (?P<text>.*)$")
@@ -154,35 +159,68 @@ _PLUGIN = re.compile(r"^nbdkit: (?:(?P<plugin>[\w-]+)(?:\[\d+\]|\.\d+): )?error:
 # plugin's failure, VDDK's generic advice, qemu failing to open an export that nbdkit
 # could not serve, the retry filter giving up, nbdkit's threads losing the connection
 # nbdcopy dropped after its own error
-_ECHOES = re.compile(r"^nbdcopy: \S+: nbd_connect_uri: |can be caused by several problems|"
+_ECHOES = re.compile(r"^nbdcopy: \S+: nbd_connect_\w+: |can be caused by several problems|"
                      r"Requested export not available|could not recover after \d+ retries|"
                      r"(?:NBD_CMD_\w+|read request): (?:Connection reset by peer|Broken pipe|"
                      r"Bad message)$")
+_PLUGIN_PREFIX = re.compile(r"\bnbdkit: (?:[\w-]+(?:\[\d+\]|\.\d+): )?error: ")
 _LINES = re.compile(r"[\r\n]")
 _TEMP = re.compile(r"/tmp/[\w.-]*\.\w{6}/")           # mkdtemp names: /tmp/v2v.AbC123/
-_CAUSE_LINE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
+CAUSE_LINE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
                          r"verification failed|[A-Za-z]+(?:Error|Exception): |Connection refused|"
                          r"HTTP (?:error|status) ?\d{3}|\b[45]\d\d [A-Z][a-z]+|"
                          r"cannot open shared object file")
 NOT_CAUSES = ("virt-v2v: error:", "libguestfs: trace:", "+ ")
 
 
+# CAUSE_LINE, in pieces the C code finds fast: an alternation whose branches start with a
+# character class makes the regex engine try every position (~0.2 us a byte); literals and
+# literal-led patterns are found by a fast search.
+_LITERALS = (": error: ", "Permission denied", "No such file or directory", "not found",
+             "verification failed", "Connection refused", "cannot open shared object file")
+_EXCEPTION = re.compile(r"[A-Za-z](?:Error|Exception): ")
+_HTTP = re.compile(r"HTTP (?:error|status) ?\d{3}")
+_STATUS = re.compile(r"[45]\d\d [A-Z][a-z]")        # "500 Internal", "404 Not" (a word starts it)
+
+
 def is_cause_line(text):
-    """Could ``text`` (a stripped log line) explain a following virt-v2v error?"""
-    return bool(text) and not text.startswith(NOT_CAUSES) and bool(_CAUSE_LINE.search(text))
+    """Could ``text`` (a stripped log line) explain a following virt-v2v error?
+    (:data:`CAUSE_LINE` matches, computed faster.)"""
+    if not text or text.startswith(NOT_CAUSES):
+        return False
+    if any(needle in text for needle in _LITERALS):
+        return True
+    if ("Error: " in text or "Exception: " in text) and _EXCEPTION.search(text):
+        return True
+    if "HTTP " in text and _HTTP.search(text):
+        return True
+    return any(m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] == "_")
+               for m in _STATUS.finditer(text))
+
+
+def is_echo(line):
+    """Does ``line`` only repeat or follow up a cause printed before it (:data:`_ECHOES`)?"""
+    if line.startswith("nbdcopy: ") and "nbd_connect_" in line:
+        return bool(_ECHOES.search(line))
+    if line.endswith(("Connection reset by peer", "Broken pipe", "Bad message")) or \
+            "several problems" in line or "Requested export" in line or "could not recover" in line:
+        return bool(_ECHOES.search(line))
+    return False
 
 
 def cause_lines(text, limit, width):
     """The lines of ``text`` (a log excerpt) that could explain a following error,
-    oldest first, each cut at ``width`` characters: from the end back to the first
-    one that is not an echo of an earlier line (the cause itself), at most
-    ``limit``.  Read from the end, so the usual case looks at a few lines only."""
+    oldest first, each cut to ``width`` characters (its head and tail kept): from the
+    end back to the first one that is not an echo of an earlier line (the cause
+    itself), at most ``limit``.  Read from the end, so the usual case looks at a
+    few lines only."""
     found = []
     for line in reversed(_LINES.split(text)):
         line = line.strip()
         if is_cause_line(line):
-            found.append(line[:width])
-            if len(found) == limit or not _ECHOES.search(line):
+            found.append(line if len(line) <= width else
+                         line[:width // 2 - 1] + "…" + line[-(width // 2):])
+            if len(found) == limit or not is_echo(line):
                 break
     found.reverse()
     return found
@@ -216,7 +254,7 @@ def pick(lines):
     2.6+ the source plugin's own ``nbdkit: ssh[1]: error:`` line, not nbdcopy's
     echo of it); the last echo if there is nothing else.  None if there is none."""
     usable = [t.strip() for t in lines if is_cause_line(t.strip())]
-    own = [t for t in usable if not _ECHOES.search(t)]
+    own = [t for t in usable if not is_echo(t)]
     return (own or usable or [None])[-1]
 
 
@@ -228,7 +266,7 @@ def compose(error, lines=()):
         cause = pick(lines)
         if cause:
             return bounded("%s: %s" % (error[:m.start()].rstrip(" .,"), clean(cause)))
-    return bounded(clean(error) if error.startswith(("nbdcopy: ", "nbdkit: ")) else error)
+    return bounded(_PLUGIN_PREFIX.sub("", clean(error)))
 
 
 # ---------------------------------------------------------------- codes
@@ -281,10 +319,21 @@ def classify(error, lines=(), upload_failure=None):
         return make("imageio_write_failed", "%s: %s" % (head, upload_failure))
     code = code_of((error,) + tuple(lines))
     message = compose(error, lines)
-    if code == "thumbprint_mismatch" and "thumbprint" not in message:
-        message = bounded(_unknown_error(lines) or message, MAX_MESSAGE - 80) + \
-            " (most likely a wrong thumbprint: check vmware_fingerprint)"
+    if code == "thumbprint_mismatch":
+        message = _unknown_error(lines) or message
+    named, note = _NAMED.get(code, (None, None))
+    if named and named not in message:       # VDDK's words do not name the job key to check
+        message = bounded(message, MAX_MESSAGE - len(note) - 1) + " " + note
     return make(code, message)
+
+
+# what VDDK's own words leave unsaid: (a word that shows it is said, what to add)
+_NAMED = {
+    "thumbprint_mismatch": ("thumbprint", "(most likely a wrong thumbprint: check "
+                                          "vmware_fingerprint)"),
+    "source_login_refused": ("password", "(VDDK could not log in: check vmware_password, and "
+                                         "that this host reaches the VMware host's port 902)"),
+}
 
 
 def _unknown_error(lines):

@@ -122,7 +122,8 @@ _R_SIGNAL = re.compile(r"virt-v2v: Exiting on signal (\S+)")
 # not found", a Python helper's "AuthError: ...", 2.6+'s "nbdkit: ssh[1]:
 # error: ..."): the lines shortly before the error that look like a cause
 # (causes.is_cause_line) go with it, for wrapper.causes to pick and classify.
-MAX_CAUSE_LINES = 16    # lines kept per error (the last ones)
+_R_CAUSE = causes.CAUSE_LINE    # a line that may explain an error (tools/trim_v2v_log.py keeps them)
+MAX_CAUSE_LINES = 8     # lines kept per error (the last ones)
 MAX_CAUSE_TEXT = 1000   # characters kept of each
 # virt-v2v's rhv-upload plugin reports an imageio refusal as three debug
 # lines of its nbdkit thread (2.2 then fails on the fourth, the body, with a

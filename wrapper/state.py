@@ -99,10 +99,14 @@ class State:
         if not self._unclassified:
             return
         last = self.data["last_message"]["message"]
-        head = last.split(",")[0]
+        # the verbose log's line and the machine-readable message differ in whitespace and
+        # length (one line of a paragraph; "..." cut): matched on their common start
+        said = " ".join(last.split())
+        head = said.split(",")[0]
         lines = self.v2v_causes.get(last) or next(
             (c for text, c in self.v2v_causes.items()
-             if text.startswith(head) or last.startswith(text)), ())
+             if " ".join(text.split()).startswith(head) or said.startswith(" ".join(text.split()))),
+            ())
         self.data["last_message"] = causes.classify(last, lines, self.upload_failure).as_message()
         self._unclassified = False
 
@@ -245,9 +249,9 @@ def _apply_message(state, event):
         state.error(first_paragraph(event.text))
 
 
-def first_paragraph(text, limit=500):
-    para = text.strip().split("\n\n")[0].replace("\n", " ").strip()
-    return para if len(para) <= limit else para[:limit - 1] + "…"
+def first_paragraph(text, limit=causes.MAX_MESSAGE):
+    """A message's first paragraph on one line, cut at a word boundary if it must be."""
+    return causes.bounded(text.strip().split("\n\n")[0], limit)
 
 
 def write_dead(dir_fd, name, data, message, finished_at):
