@@ -51,6 +51,8 @@ HIDDEN = (
     ("OVIRT_CLEANUP_TIMEOUT", "ovirt_cleanup_timeout", "300"),
     ("OVIRT_PREFLIGHT_TIMEOUT", "ovirt_preflight_timeout", "30"),
     ("METRICS_KEEP", "metrics_keep", "3600"),
+    ("INSPECTOR", "inspector", ""),
+    ("INSPECT_TIMEOUT", "inspect_timeout", "1800"),
 )
 
 
@@ -73,6 +75,8 @@ class Settings:
     ovirt_cleanup_timeout: str = "300"
     ovirt_preflight_timeout: str = "30"
     metrics_keep: str = "3600"
+    inspector: str = ""
+    inspect_timeout: str = "1800"
     job: str = None
     foreground: bool = False
     environ: dict = field(default_factory=dict, compare=False, repr=False)
