@@ -14,7 +14,7 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import procinfo, targets, v2v, vmname
+from wrapper import causes, procinfo, targets, v2v, vmname
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import ConversionError, JobError, WrapperError
@@ -254,7 +254,7 @@ class Job:
         try:
             self.stack.close()
         finally:
-            self.state.error(message)
+            self.state.error(message, "not_started")
             self.state.set("failed", True)
             self._finish()
 
@@ -275,7 +275,7 @@ class Job:
                 self._run(signals)
         except Exception as e:            # an error in the wrapper itself
             log.exception("wrapper error")
-            self.state.error("virt-v2v-wrapper failed: %s" % (e,))
+            self.state.error("virt-v2v-wrapper failed: %s" % (e,), "internal_error")
             self.state.set("failed", True)
         self._finish()
         return not self.state.get("failed")
@@ -284,7 +284,8 @@ class Job:
         rc = None
         try:
             if signals.received:
-                raise ConversionError("cancelled by %s before virt-v2v started" % signals.received)
+                raise ConversionError("cancelled by %s before virt-v2v started" % signals.received,
+                                      code="cancelled")
             log.info("virt-v2v command: %s", quote(self.argv))
             log.info("virt-v2v environment: %s", " ".join(
                 "%s=%s" % (k, v) for k, v in sorted(self.env.items())))
@@ -312,7 +313,7 @@ class Job:
             log.info("virt-v2v exited with status %s", rc)
         except WrapperError as e:
             log.error("%s", e)
-            self.state.error(str(e))
+            self.state.error(causes.from_error(e, causes.GENERIC))
         self._judge(rc, signals)
         if self.state.get("failed") and hasattr(self.hooks, "on_failure"):
             self.hooks.on_failure(self.config.target, tuple(self.state.disk_ids), self.settings)
@@ -338,14 +339,14 @@ class Job:
         self.state.set("failed", True)
         cause = signals.received or self.state.signal
         if cause:
-            self.state.error("Conversion cancelled: virt-v2v was stopped by %s" % cause)
+            self.state.error("Conversion cancelled: virt-v2v was stopped by %s" % cause, "cancelled")
         elif self.state.v2v_errors:
             self.state.error(self.state.v2v_errors[0])
         elif rc is not None and rc > 128:
-            self.state.error("virt-v2v was killed by signal %d" % (rc - 128))
+            self.state.error("virt-v2v was killed by signal %d" % (rc - 128), "killed")
         elif rc is not None:
-            self.state.error("virt-v2v exited with status %d" % rc)
+            self.state.error("virt-v2v exited with status %d" % rc, causes.GENERIC)
         else:
-            self.state.error("virt-v2v did not run")
+            self.state.error("virt-v2v did not run", causes.GENERIC)
         self.state.explain()
 

@@ -209,13 +209,13 @@ def check(config, settings, user, env, access, *, run_as=runner_mod.run_as,
         facts = check_target(access, target.storage, target.cluster, name,
                              timeout=float(settings.ovirt_preflight_timeout))
     except WrapperError as e:       # JobErrors name the key; SDK_MISSING names the package
-        problems.append(e if isinstance(e, JobError) else JobError(None, str(e)))
+        problems.append(e if isinstance(e, JobError) else JobError(None, str(e), code=e.code))
     log.info("pre-flight checks took %.1f s: %s", clock() - t0,
              "; ".join(str(p) for p in problems) if problems else "all passed")
     if problems:
         first = problems[0]
         rest = "".join("; also %s" % p for p in problems[1:])
-        raise JobError(first.key, first.message + rest)
+        raise JobError(first.key, first.message + rest, code=first.code)
     log.info("pre-flight: storage domain %s (%s, storage type %s) and cluster %s (%s) in data "
              "center %s", target.storage, facts.storage_domain_id, facts.storage_type,
              target.cluster, facts.architecture, facts.data_center)
