@@ -189,7 +189,8 @@ def test_foreground_failure(host):
     assert state["finished"] is True and state["failed"] is True and state["return_code"] == 1
     assert state["last_message"] == {
         "type": "error", "message": "could not copy the VMX file from the remote server: scp: "
-        "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory"}
+        "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory",
+        "code": "vmx_missing", "hint": "check vm_name: the .vmx path must exist on the datastore"}
     assert host.left() == []
 
 

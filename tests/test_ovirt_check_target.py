@@ -49,6 +49,7 @@ def test_wrong_password(engine, ovirt_pki):
     with pytest.raises(JobError) as e:
         check(access)
     assert e.value.key == "rhv_password" and "username or password is incorrect" in str(e.value)
+    assert e.value.code == "engine_login_refused"       # the failure code (wrapper/causes.py)
     assert one_line_no_secret(e.value, engine) and "Wrong-Pa55" not in str(e.value)
 
 
@@ -56,6 +57,7 @@ def test_no_such_storage_domain(engine, ovirt_access):
     with pytest.raises(JobError) as e:
         check(ovirt_access, storage="dat")       # a prefix of a real name is no match
     assert e.value.key == "rhv_storage" and "no storage domain named 'dat'" in str(e.value)
+    assert e.value.code == "storage_domain_unknown"
 
 
 def test_storage_domain_in_no_data_center(engine, ovirt_access):
@@ -86,7 +88,7 @@ def test_vm_name_taken(engine, ovirt_access):
     vm = engine.add_vm("vm1", cluster="Default")
     with pytest.raises(JobError) as e:
         check(ovirt_access)
-    assert e.value.key == "vm_name"
+    assert e.value.key == "vm_name" and e.value.code == "vm_name_taken"
     assert "a VM named 'vm1' already exists" in str(e.value) and vm.id in str(e.value)
     assert one_line_no_secret(e.value, engine)
 

@@ -34,8 +34,8 @@ CATALOGUE = {
     "thumbprint_mismatch": Entry(
         "check vmware_fingerprint: it must be the SHA-1 thumbprint of the VMware host's "
         "certificate",
-        "VDDK could not open the disk, which for a remote host means the certificate "
-        "thumbprint does not match vmware_fingerprint"),
+        "VDDK could not open the disk (\"Unknown error\"), which for a remote host most "
+        "often means that the certificate's thumbprint does not match vmware_fingerprint"),
     "vm_not_found": Entry(
         "check vm_name: the VM must exist on the VMware host the URI names",
         "the source VM does not exist"),
@@ -150,8 +150,15 @@ _NBDCOPY_ECHO = re.compile(r"^nbdcopy: \S+: nbd_connect_uri: (?:the server has n
 # a plugin's own line: "nbdkit: ssh[1]: error: ...", "nbdkit: vddk[1]: error: ...",
 # "nbdkit: python.4: error: ...", and nbdkit's own "nbdkit: error: ..."
 _PLUGIN = re.compile(r"^nbdkit: (?:(?P<plugin>[\w-]+)(?:\[\d+\]|\.\d+): )?error: (?P<text>.*)$")
-# advice a plugin prints after its real error line
-_ADVICE = ("can be caused by several problems",)
+# lines that only repeat or follow up a cause printed before them: nbdcopy's echo of a
+# plugin's failure, VDDK's generic advice, qemu failing to open an export that nbdkit
+# could not serve, the retry filter giving up, nbdkit's threads losing the connection
+# nbdcopy dropped after its own error
+_ECHOES = re.compile(r"^nbdcopy: \S+: nbd_connect_uri: |can be caused by several problems|"
+                     r"Requested export not available|could not recover after \d+ retries|"
+                     r"(?:NBD_CMD_\w+|read request): (?:Connection reset by peer|Broken pipe|"
+                     r"Bad message)$")
+_LINES = re.compile(r"[\r\n]")
 _TEMP = re.compile(r"/tmp/[\w.-]*\.\w{6}/")           # mkdtemp names: /tmp/v2v.AbC123/
 _CAUSE_LINE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
                          r"verification failed|[A-Za-z]+(?:Error|Exception): |Connection refused|"
@@ -163,6 +170,22 @@ NOT_CAUSES = ("virt-v2v: error:", "libguestfs: trace:", "+ ")
 def is_cause_line(text):
     """Could ``text`` (a stripped log line) explain a following virt-v2v error?"""
     return bool(text) and not text.startswith(NOT_CAUSES) and bool(_CAUSE_LINE.search(text))
+
+
+def cause_lines(text, limit, width):
+    """The lines of ``text`` (a log excerpt) that could explain a following error,
+    oldest first, each cut at ``width`` characters: from the end back to the first
+    one that is not an echo of an earlier line (the cause itself), at most
+    ``limit``.  Read from the end, so the usual case looks at a few lines only."""
+    found = []
+    for line in reversed(_LINES.split(text)):
+        line = line.strip()
+        if is_cause_line(line):
+            found.append(line[:width])
+            if len(found) == limit or not _ECHOES.search(line):
+                break
+    found.reverse()
+    return found
 
 
 def bounded(text, limit=MAX_MESSAGE):
@@ -189,13 +212,12 @@ def clean(line):
 
 def pick(lines):
     """The line (of ``lines``, oldest first) that best explains the error: the
-    last error line of an nbdkit plugin (not its generic advice), else the last
-    line that looks like a cause.  None if there is none."""
-    plugin = [t for t in lines if _PLUGIN.match(t.strip()) and not any(a in t for a in _ADVICE)]
-    if plugin:
-        return plugin[-1].strip()
+    last one that looks like a cause and is not an echo of an earlier one (on
+    2.6+ the source plugin's own ``nbdkit: ssh[1]: error:`` line, not nbdcopy's
+    echo of it); the last echo if there is nothing else.  None if there is none."""
     usable = [t.strip() for t in lines if is_cause_line(t.strip())]
-    return usable[-1] if usable else None
+    own = [t for t in usable if not _ECHOES.search(t)]
+    return (own or usable or [None])[-1]
 
 
 def compose(error, lines=()):

@@ -334,19 +334,4 @@ class Job:
         return throttler
 
     def _judge(self, rc, signals):
-        if rc == 0 and not signals.received:
-            return
-        self.state.set("failed", True)
-        cause = signals.received or self.state.signal
-        if cause:
-            self.state.error("Conversion cancelled: virt-v2v was stopped by %s" % cause, "cancelled")
-        elif self.state.v2v_errors:
-            self.state.error(self.state.v2v_errors[0])
-        elif rc is not None and rc > 128:
-            self.state.error("virt-v2v was killed by signal %d" % (rc - 128), "killed")
-        elif rc is not None:
-            self.state.error("virt-v2v exited with status %d" % rc, causes.GENERIC)
-        else:
-            self.state.error("virt-v2v did not run", causes.GENERIC)
-        self.state.explain()
-
+        self.state.conclude(rc, signals.received)

@@ -275,14 +275,8 @@ class LogParser:
         m = regex.search(line)
         if not m:
             return ()
-        lines = []
-        for text in reversed(re.split(r"[\r\n]", self._window(buf, start, lo).decode("utf-8", "replace"))):
-            text = text.strip()
-            if causes.is_cause_line(text):
-                lines.append(text[:MAX_CAUSE_TEXT])
-                if len(lines) == MAX_CAUSE_LINES:
-                    break
-        lines.reverse()
+        lines = causes.cause_lines(self._window(buf, start, lo).decode("utf-8", "replace"),
+                                   MAX_CAUSE_LINES, MAX_CAUSE_TEXT)
         return (V2vError(m.group(1).strip(), causes.pick(lines), tuple(lines)),)
 
     def _uri(self, regex, line, buf, start, lo):

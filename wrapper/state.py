@@ -72,8 +72,12 @@ class State:
         """Record the first real cause of a failure (later ones are logged only):
         a :class:`wrapper.causes.Cause`, or a message with its ``code`` (None:
         virt-v2v's own words, classified by :meth:`explain`)."""
-        cause = message if isinstance(message, causes.Cause) else causes.make(
-            code or causes.GENERIC, message, hint)
+        if isinstance(message, causes.Cause):
+            cause = message
+        elif code is None:                # virt-v2v's own words: refined by explain()
+            cause = causes.classify(message)
+        else:
+            cause = causes.make(code, message, hint)
         if "last_message" not in self.data or self._soft_message:
             self.data["last_message"] = cause.as_message()
             self._soft_message = False
@@ -101,6 +105,26 @@ class State:
              if text.startswith(head) or last.startswith(text)), ())
         self.data["last_message"] = causes.classify(last, lines, self.upload_failure).as_message()
         self._unclassified = False
+
+    def conclude(self, rc, received=None):
+        """virt-v2v ended with status ``rc`` (None: it never ran); ``received``:
+        the signal that cancelled the job, if any.  A failure gets ``failed``
+        and its classified cause (docs/contract.md §8)."""
+        if rc == 0 and not received:
+            return
+        self.data["failed"] = True
+        cause = received or self.signal
+        if cause:
+            self.error("Conversion cancelled: virt-v2v was stopped by %s" % cause, "cancelled")
+        elif self.v2v_errors:
+            self.error(self.v2v_errors[0])
+        elif rc is not None and rc > 128:
+            self.error("virt-v2v was killed by signal %d" % (rc - 128), "killed")
+        elif rc is not None:
+            self.error("virt-v2v exited with status %d" % rc, causes.GENERIC)
+        else:
+            self.error("virt-v2v did not run", causes.GENERIC)
+        self.explain()
 
     # -- disks -------------------------------------------------------------
     def _slot(self, index):
