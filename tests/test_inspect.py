@@ -269,7 +269,7 @@ def test_a_job_that_would_run(fx):
     assert p.stdout.count("\n") == 1 and p.stderr == ""
     assert doc["would_run"] and doc["problems"] == [] and doc["warnings"] == []
     assert [c["check"] for c in doc["preflight"]] == [
-        "job", "run-as user", "output directory", "virt-v2v", "virt-v2v-inspector", "inspection"]
+        "state directory", "job", "run-as user", "output directory", "virt-v2v", "virt-v2v-inspector", "inspection"]
     assert all(c["passed"] for c in doc["preflight"])
     assert doc["guest"]["distro"] == "debian" and doc["guest"]["firmware"] == "bios"
     assert [d["virtual_size"] for d in doc["disks"]] == [536870912, 67108864]
@@ -407,3 +407,18 @@ def test_sigterm_cancels_cleanly(fx):
     assert [pr["code"] for pr in doc["problems"]] == ["cancelled"]
     assert _gone(pids) and leftovers(fx) == []
     assert PASSWORD not in out + err
+
+
+def test_the_state_directory_is_made_as_for_a_conversion(fx):
+    make_inspector(fx.bin, **GOOD)
+    os.rmdir(fx.state)
+    p = inspect(fx, vddk_job(fx))
+    assert p.returncode == 0, p.stdout
+    assert stat.S_IMODE(os.stat(fx.state).st_mode) == 0o755 and os.listdir(fx.state) == []
+    os.chmod(fx.state, 0o777)                      # writable by all, not sticky: refused
+    try:
+        doc = json.loads(inspect(fx, vddk_job(fx)).stdout)
+    finally:
+        os.chmod(fx.state, 0o755)
+    assert doc["preflight"][0]["check"] == "state directory" and not doc["preflight"][0]["passed"]
+    assert doc["exit_status"] == 1

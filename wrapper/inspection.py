@@ -25,8 +25,8 @@ import logging
 import os
 import time
 
-from wrapper import (causes, config as jobconfig, inspector, inspectreport as rep, progress, users,
-                     v2v, vmname)
+from wrapper import (causes, config as jobconfig, inspector, inspectreport as rep, jobfiles, progress,
+                     users, v2v, vmname)
 from wrapper.config import LocalTarget, ExportDomainTarget, RhvUploadTarget, VddkSource, SshSource, \
     is_nfs_share
 from wrapper.errors import JobError, WrapperError
@@ -37,7 +37,7 @@ from wrapper.security import fsafe
 from wrapper.security.boundary import Boundary, CallerOpenError
 from wrapper.security.secrets import PrivateDir, SecretDir
 from wrapper.security.text import oneline
-from wrapper.settings import LOCATIONS, env_name, resolve
+from wrapper.settings import LOCATIONS, env_name, resolve, sudo_caller
 
 log = logging.getLogger(__name__)
 PROG = "virt-v2v-wrapper inspect"
@@ -147,6 +147,7 @@ class Inspection:
                             inspector=self.parts.get("inspector"))
 
     def _run(self, job):
+        self.check("state directory", lambda: _state_dir(self.settings))
         config = self.check("job", lambda: _parse(job, self.settings))
         self.parts["job"] = job_summary(config)
         user = self.check("run-as user", lambda: users.resolve_run_as(self.settings, config.target))
@@ -251,6 +252,14 @@ class Inspection:
 
 class _Stop(Exception):
     """The inspection ends here; the problem is recorded."""
+
+
+def _state_dir(settings):
+    """The state directory, created and checked as a conversion does
+    (docs/contract.md §4): the secret and work directories go there."""
+    mode, owner = jobfiles.state_dir_mode(sudo_caller(settings.environ))
+    os.close(jobfiles.open_job_dir(settings.state_dir, "--state-dir", mode,
+                                   settings.trusted_uids(), owner))
 
 
 def _parse(job, settings):
