@@ -11,6 +11,7 @@ pytest_plugins = [p for p, f in (
     ("tests.integration.fx_esxi", "integration/fx_esxi.py"),
     ("tests.integration.fx_systemd", "integration/fx_systemd.py"),
     ("tests.integration.fx_netns", "integration/fx_netns.py"),
+    ("tests.integration.fx_vddk", "integration/fx_vddk.py"),
     ("tests.ovirt_standin.fixtures", "ovirt_standin/fixtures.py"),
 ) if os.path.exists(os.path.join(HERE, f))]
 
