@@ -422,3 +422,25 @@ def test_the_state_directory_is_made_as_for_a_conversion(fx):
         os.chmod(fx.state, 0o755)
     assert doc["preflight"][0]["check"] == "state directory" and not doc["preflight"][0]["passed"]
     assert doc["exit_status"] == 1
+
+
+def test_sigkill_leftovers_are_reclaimed_by_the_next_status(fx, tmp_path):
+    """Killed outright, the inspection leaves its secret directory (the report's files and
+    the password file) and its inspector: its lease lets ``status`` as root reclaim both."""
+    if os.geteuid() != 0:
+        pytest.skip("leases are root's")
+    lock = tmp_path / "lock"
+    os.chmod(str(tmp_path), 0o755)
+    env = wr.env(VIRT_V2V_WRAPPER_LOCK_DIR=str(lock))
+    pid_file = os.path.join(fx.root, "pids")
+    make_inspector(fx.bin, hold=60, pid_file=pid_file, **GOOD)
+    p = wr.start(["inspect"] + fx.args(fx.v2v), vddk_job(fx), env=env)
+    pids = _wait_pids(pid_file)
+    assert [n for n in leftovers(fx) if n.startswith("v2v-wrapper-secrets-")]
+    assert any(n.startswith("inspect-") and n.endswith(".lease") for n in os.listdir(lock / "jobs"))
+    p.kill()
+    p.wait(30)
+    status = wr.run(["status", "--state-dir", fx.state], "", env=env)
+    assert status.returncode == 0, status.stderr
+    assert _gone(pids) and leftovers(fx) == []
+    assert os.listdir(lock / "jobs") == []

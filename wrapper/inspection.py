@@ -12,11 +12,11 @@ Then ``virt-v2v-inspector`` runs on the job's source as the run-as user
 (:mod:`wrapper.inspector`), and the document is put together from what it
 found (:mod:`wrapper.inspectreport`).
 
-Nothing is written but the secret directory, the agent's directory and a
-private work directory (``v2v-wrapper-inspect-<random>`` in the state
-directory, root's, mode 0700) whose three files the inspector gets as
-descriptors (``/dev/fd/N``): all of them go on every way out.  No state
-file, no log file, no lease: an inspection is not a conversion.
+Nothing is written but the secret directory (which also holds the
+inspector's report and logs, handed to it as descriptors, ``/dev/fd/N``),
+the agent's directory and a lease (wrapper.leases: after a SIGKILL the next
+start or ``status`` as root reclaims them): all of them go on every way out.
+No state file, no log file: an inspection is not a conversion.
 """
 import argparse
 import contextlib
@@ -25,17 +25,16 @@ import logging
 import os
 import time
 
-from wrapper import (causes, config as jobconfig, inspector, inspectreport as rep, jobfiles, progress,
-                     users, v2v, vmname)
+from wrapper import (causes, config as jobconfig, inspector, inspectreport as rep, jobfiles, procinfo,
+                     progress, reclaim, users, v2v, vmname)
 from wrapper.config import LocalTarget, ExportDomainTarget, RhvUploadTarget, VddkSource, SshSource, \
     is_nfs_share
 from wrapper.errors import JobError, WrapperError
 from wrapper.job import describe_target, private_ca, safe, start_agent
 from wrapper.monitor import SignalFlag
 from wrapper.observe import history
-from wrapper.security import fsafe
 from wrapper.security.boundary import Boundary, CallerOpenError
-from wrapper.security.secrets import PrivateDir, SecretDir
+from wrapper.security.secrets import SecretDir
 from wrapper.security.text import oneline
 from wrapper.settings import LOCATIONS, env_name, resolve, sudo_caller
 
@@ -162,8 +161,10 @@ class Inspection:
             self._prepared_run(config, user, env, program, stack)
 
     def _prepared_run(self, config, user, env, program, stack):
+        record = self._lease(stack)
         secrets = SecretDir(self.settings.state_dir, user.uid, user.gid)
         stack.callback(safe(secrets.remove, "removing the secret directory"))
+        record(secret_dir=secrets.name, secret_ident=list(secrets.identity))
         config = private_ca(config, secrets)
         facts = None
         if isinstance(config.target, RhvUploadTarget):
@@ -179,11 +180,9 @@ class Inspection:
         sock = None
         if isinstance(config.source, SshSource):
             sock = self.check("ssh key", lambda: start_agent(
-                self.settings, user, config.source.key, stack), code="ssh_key_refused")
+                self.settings, user, config.source.key, stack, record), code="ssh_key_refused")
         self.cancelled()
-        work = _WorkDir(self.settings.state_dir)
-        stack.callback(safe(work.remove, "removing the inspection's work directory"))
-        fds = work.files(user, stack)
+        fds = _files(secrets, stack)
         paths = v2v.RunPaths(machine_readable_log="/dev/fd/%d" % fds["mr"],
                              vmware_password_file=vmware_pw, luks_key_files=key_files,
                              ssh_auth_sock=sock)
@@ -191,8 +190,28 @@ class Inspection:
         run_env = v2v.build_env(config, self.settings.environ, user, paths)
         log.info("inspector command: %s", " ".join(argv))
         outcome = self.run_inspector(argv, run_env, user, fds["log"], (fds["mr"], fds["report"]),
-                                     self.timeout, self.signals)
+                                     self.timeout, self.signals, on_start=lambda pid: record(
+                                         child_pid=pid, child_start=procinfo.start_time(pid)))
         self._judge(config, outcome, fds, facts, user)
+
+    def _lease(self, stack):
+        """A lease like a conversion's (wrapper.leases): killed outright, the
+        inspection's secret directory, agent and inspector are reclaimed by
+        the next wrapper start or ``status`` as root.  Returns the function
+        that records what it holds (a no-op without a lease book)."""
+        book = reclaim.open_book(self.settings, log)
+        if book is None:
+            return lambda **fields: None
+        stack.callback(book.close)
+        lease = book.create("inspect-" + jobfiles.make_tag(), {"state_dir": self.settings.state_dir})
+        stack.callback(safe(lease.release, "removing the inspection's lease"))
+
+        def record(**fields):
+            try:
+                lease.update(**fields)
+            except (OSError, ValueError) as e:
+                log.warning("cannot update the inspection's lease: %s", e)
+        return record
 
     # -- what the inspector found -------------------------------------------------
     def _judge(self, config, outcome, fds, facts, user):
@@ -260,6 +279,9 @@ def _state_dir(settings):
     mode, owner = jobfiles.state_dir_mode(sudo_caller(settings.environ))
     os.close(jobfiles.open_job_dir(settings.state_dir, "--state-dir", mode,
                                    settings.trusted_uids(), owner))
+    book = reclaim.open_book(settings, log)       # a lock directory root may not use refuses
+    if book is not None:
+        book.close()
 
 
 def _parse(job, settings):
@@ -334,22 +356,16 @@ def target_space(target, needed, boundary, facts):
     return rep.space(kind, target.path, st.f_bavail * st.f_frsize, needed, "statvfs")
 
 
-class _WorkDir(PrivateDir):
-    """Root's directory (0700) for the inspector's report, machine-readable
-    log and verbose log; the inspector reaches each through a descriptor it
-    inherits (``/dev/fd/N``), never by name."""
-
-    prefix = "v2v-wrapper-inspect-"
-
-    def files(self, user, stack):
-        fds = {}
-        for key in ("report", "mr", "log"):
-            fd = fsafe.create(self.fd, key, os.O_RDWR | os.O_APPEND, 0o600)
-            stack.callback(os.close, fd)
-            if user.uid != os.geteuid() and key != "log":
-                os.fchown(fd, user.uid, user.gid)   # reopened through /dev/fd as that user
-            fds[key] = fd
-        return fds
+def _files(secrets, stack):
+    """The inspector's report, machine-readable log and verbose log: files
+    of the secret directory, given to the run-as user, reached by the
+    inspector only through the descriptors it inherits (``/dev/fd/N``)."""
+    fds = {}
+    for key in ("report", "mr", "log"):
+        fd = secrets.create("inspect-" + key)
+        stack.callback(os.close, fd)
+        fds[key] = fd
+    return fds
 
 
 # ---------------------------------------------------------------- the command

@@ -198,11 +198,12 @@ class Outcome:
 
 
 def run(argv, env, user, log_fd, fds, timeout, signals, *, clock=time.monotonic,
-        sleep=time.sleep, grace=STOP_GRACE, child=ChildProcess):
+        sleep=time.sleep, grace=STOP_GRACE, child=ChildProcess, on_start=None):
     """Run the inspector as ``user`` (stdout and stderr to ``log_fd``, the
     descriptors ``fds`` inherited), at most ``timeout`` seconds; a signal
     recorded in ``signals`` stops it.  Its whole process group is gone when
-    this returns, whatever happened (SIGTERM, then SIGKILL after ``grace``)."""
+    this returns, whatever happened (SIGTERM, then SIGKILL after ``grace``).
+    ``on_start(pid)`` is told its PID (the lease records it)."""
     t0 = clock()
     proc = child(argv, env, log_fd, user, extra_fds=tuple(fds))
     try:
@@ -211,6 +212,8 @@ def run(argv, env, user, log_fd, fds, timeout, signals, *, clock=time.monotonic,
         return Outcome(None, seconds=clock() - t0, start_error=str(e))
     timed_out, cancelled = False, None
     try:
+        if on_start is not None:
+            on_start(proc.pid)
         while proc.poll() is None:
             if signals is not None and signals.received:
                 cancelled = signals.received
