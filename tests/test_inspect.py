@@ -22,7 +22,8 @@ from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
 from wrapper import inspector, inspectreport as rep, procinfo
 from wrapper.config import LocalTarget, SshSource, VddkSource, Config, RhvUploadTarget
-from wrapper.inspection import classify, target_space
+from wrapper.inspection import classify
+from wrapper.inspectreport import target_space
 from wrapper.observe import history
 from wrapper.security.secrets import Secret
 from wrapper.settings import resolve

@@ -26,14 +26,13 @@ import os
 import time
 
 from wrapper import (causes, config as jobconfig, inspector, inspectreport as rep, jobfiles, procinfo,
-                     progress, reclaim, users, v2v, vmname)
-from wrapper.config import LocalTarget, ExportDomainTarget, RhvUploadTarget, VddkSource, SshSource, \
-    is_nfs_share
+                     reclaim, users, v2v, vmname)
+from wrapper.config import RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import JobError, WrapperError
 from wrapper.job import describe_target, private_ca, safe, start_agent
 from wrapper.monitor import SignalFlag
 from wrapper.observe import history
-from wrapper.security.boundary import Boundary, CallerOpenError
+from wrapper.security.boundary import Boundary
 from wrapper.security.secrets import SecretDir
 from wrapper.security.text import oneline
 from wrapper.settings import LOCATIONS, env_name, resolve, sudo_caller
@@ -148,7 +147,7 @@ class Inspection:
     def _run(self, job):
         self.check("state directory", lambda: _state_dir(self.settings))
         config = self.check("job", lambda: _parse(job, self.settings))
-        self.parts["job"] = job_summary(config)
+        self.parts["job"] = rep.job_summary(config, describe_target(config.target))
         user = self.check("run-as user", lambda: users.resolve_run_as(self.settings, config.target))
         self.check("output directory", lambda: _output_dir(self.settings, user, config.target))
         env = v2v.build_env(config, self.settings.environ, user)
@@ -230,7 +229,7 @@ class Inspection:
             self.problems.add(message, "internal_error", failed=True)
             return
         if outcome.rc != 0:
-            cause = _failure(outcome, log_bytes, inspector.read_fd(fds["mr"], 1 << 20))
+            cause = rep.failure_cause(outcome, log_bytes, inspector.read_fd(fds["mr"], 1 << 20))
             self._record("inspection", False, cause.message, t0)
             # a cause the catalogue knows is a reason to refuse the job; an unknown one
             # means the inspection could not tell
@@ -257,7 +256,7 @@ class Inspection:
             self.warn("source_disks entry %s matches no disk of the VM: its progress will stay "
                       "at 0" % oneline(path, 300), "job_refused")
         needed = sum(d["needed"] for d in disks if d["needed"] is not None) if disks else None
-        target = target_space(config.target, needed, Boundary.of(self.settings.environ), facts)
+        target = rep.target_space(config.target, needed, Boundary.of(self.settings.environ), facts)
         self.parts["target"] = target
         if target["enough"] is False:
             self.problems.add("the target has %d bytes free, the converted disks need about %d "
@@ -302,58 +301,6 @@ def _executable(program):
     if not (os.path.isfile(program) and os.access(program, os.X_OK)):
         raise JobError(None, "%s not found or not executable (install virt-v2v 2.1 or later, "
                              "or set VIRT_V2V_WRAPPER_INSPECTOR)" % oneline(program, 300))
-
-
-def _failure(outcome, log_bytes, mr_bytes):
-    """The :class:`wrapper.causes.Cause` of a failed inspector run: its
-    error (machine-readable, else the verbose log's) with the lines before it."""
-    if outcome.start_error:
-        return causes.make("internal_error", "cannot start virt-v2v-inspector: %s"
-                           % outcome.start_error)
-    error, lines = None, ()
-    for raw in mr_bytes.splitlines():
-        event = progress.parse_mr_line(raw)
-        if event is not None and event.type == "error":
-            error = event.text
-            break
-    text = log_bytes.decode("utf-8", "replace")
-    marker = "virt-v2v-inspector: error: "
-    at = text.find(marker)
-    if at != -1:
-        before = text[max(0, at - 8192):at].splitlines()
-        lines = tuple(line for line in before[-40:] if line.strip())
-        if error is None:
-            error = text[at + len(marker):].split("\n", 1)[0]
-    if error is None:
-        error = "virt-v2v-inspector exited with status %s" % outcome.rc
-    return causes.classify(error, lines)
-
-
-def job_summary(config):
-    return {"vm": vmname.display_name(config.vm_name, config.source.name),
-            "transport": config.source.name, "target": describe_target(config.target),
-            "source_host": vmname.source_host(config.vm_name, config.source.name,
-                                              getattr(config.source, "uri", None)),
-            "source_disks": list(config.source_disks)}
-
-
-def target_space(target, needed, boundary, facts):
-    """``target`` of the document: the free space where the disks would go."""
-    if isinstance(target, RhvUploadTarget):
-        free = facts.available if facts is not None else None
-        return rep.space("rhv-upload", "storage domain %s" % target.storage, free, needed,
-                         "ovirt-api" if free is not None else None,
-                         None if free is not None else "the engine did not tell the free space")
-    if isinstance(target, ExportDomainTarget) and is_nfs_share(target.path):
-        return rep.space("export-domain", target.path, None, needed, None,
-                         "an NFS share is mounted by virt-v2v only: its free space is not known "
-                         "before the conversion")
-    kind = "local" if isinstance(target, LocalTarget) else "export-domain"
-    try:
-        st = boundary.statvfs_dir(target.path)
-    except CallerOpenError as e:
-        return rep.space(kind, target.path, None, needed, None, "cannot reach it: %s" % e)
-    return rep.space(kind, target.path, st.f_bavail * st.f_frsize, needed, "statvfs")
 
 
 def _files(secrets, stack):

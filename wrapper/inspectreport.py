@@ -9,7 +9,9 @@ so every figure of the document is tested without virt-v2v.
 import math
 import re
 
-from wrapper import progress
+from wrapper import causes, progress, vmname
+from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, is_nfs_share
+from wrapper.security.boundary import CallerOpenError
 from wrapper.security.text import oneline
 
 EXIT_WOULD_RUN, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2
@@ -113,6 +115,60 @@ def copy_estimate(measured, total_bytes):
                               "finished_at": measured.finished_at,
                               "bytes_copied": measured.bytes_copied,
                               "seconds": measured.seconds}}
+
+
+def target_space(target, needed, boundary, facts):
+    """``target`` of the document: the free space where the disks would go."""
+    if isinstance(target, RhvUploadTarget):
+        free = facts.available if facts is not None else None
+        return space("rhv-upload", "storage domain %s" % target.storage, free, needed,
+                         "ovirt-api" if free is not None else None,
+                         None if free is not None else "the engine did not tell the free space")
+    if isinstance(target, ExportDomainTarget) and is_nfs_share(target.path):
+        return space("export-domain", target.path, None, needed, None,
+                         "an NFS share is mounted by virt-v2v only: its free space is not known "
+                         "before the conversion")
+    kind = "local" if isinstance(target, LocalTarget) else "export-domain"
+    try:
+        st = boundary.statvfs_dir(target.path)
+    except CallerOpenError as e:
+        return space(kind, target.path, None, needed, None, "cannot reach it: %s" % e)
+    return space(kind, target.path, st.f_bavail * st.f_frsize, needed, "statvfs")
+
+
+def job_summary(config, target_text):
+    """The document's ``job``; ``target_text`` is the state file's description
+    of the target (wrapper.job.describe_target)."""
+    return {"vm": vmname.display_name(config.vm_name, config.source.name),
+            "transport": config.source.name, "target": target_text,
+            "source_host": vmname.source_host(config.vm_name, config.source.name,
+                                              getattr(config.source, "uri", None)),
+            "source_disks": list(config.source_disks)}
+
+
+def failure_cause(outcome, log_bytes, mr_bytes):
+    """The :class:`wrapper.causes.Cause` of a failed inspector run: its
+    error (machine-readable, else the verbose log's) with the lines before it."""
+    if outcome.start_error:
+        return causes.make("internal_error", "cannot start virt-v2v-inspector: %s"
+                           % outcome.start_error)
+    error, lines = None, ()
+    for raw in mr_bytes.splitlines():
+        event = progress.parse_mr_line(raw)
+        if event is not None and event.type == "error":
+            error = event.text
+            break
+    text = log_bytes.decode("utf-8", "replace")
+    marker = "virt-v2v-inspector: error: "
+    at = text.find(marker)
+    if at != -1:
+        before = text[max(0, at - 8192):at].splitlines()
+        lines = tuple(line for line in before[-40:] if line.strip())
+        if error is None:
+            error = text[at + len(marker):].split("\n", 1)[0]
+    if error is None:
+        error = "virt-v2v-inspector exited with status %s" % outcome.rc
+    return causes.classify(error, lines)
 
 
 def guest_doc(report, firmware):
