@@ -445,3 +445,52 @@ def test_sigkill_leftovers_are_reclaimed_by_the_next_status(fx, tmp_path):
     assert status.returncode == 0, status.stderr
     assert _gone(pids) and leftovers(fx) == []
     assert os.listdir(lock / "jobs") == []
+
+
+# ---------------------------------------------------------------- rhv_url: the stand-in engine
+
+def rhv_job(fx, engine, pki, **kw):
+    job = vddk_job(fx, **dict({"rhv_url": engine.api_url, "rhv_password": engine.password,
+                               "rhv_cluster": "Default", "rhv_storage": "data",
+                               "rhv_cafile": pki.ca}, **kw))
+    del job["output_dir"]
+    return job
+
+
+def rhv_inspect(fx, job):
+    from tests.fakes import rhv_upload_path
+    return wr.run(["inspect"] + fx.args(fx.v2v), job, env=wr.env(PATH=rhv_upload_path(fx.bin)))
+
+
+@pytest.mark.parametrize("available, status", [(10 << 30, 0), (1000, 1)])
+def test_rhv_storage_domain_space_from_the_engine(fx, ovirt_engine, ovirt_pki, available, status):
+    pytest.importorskip("ovirtsdk4")
+    dc = ovirt_engine.add_data_center("dc1")
+    ovirt_engine.add_cluster("Default", dc)
+    ovirt_engine.add_storage_domain("data", "iscsi", data_center=dc).available = available
+    make_inspector(fx.bin, **GOOD)
+    p = rhv_inspect(fx, rhv_job(fx, ovirt_engine, ovirt_pki))
+    assert p.returncode == status, p.stdout
+    doc = valid(json.loads(p.stdout))
+    assert "oVirt pre-flight" in [c["check"] for c in doc["preflight"] if c["passed"]]
+    t = doc["target"]
+    assert (t["kind"], t["free"], t["measured_by"]) == ("rhv-upload", available, "ovirt-api")
+    # iscsi: preallocated, so the disks need their virtual size
+    assert t["needed"] == 536870912 + 67108864
+    assert [pr["code"] for pr in doc["problems"]] == ([] if status == 0 else ["target_full"])
+    assert ovirt_engine.password not in p.stdout + p.stderr and leftovers(fx) == []
+
+
+def test_rhv_engine_login_refused(fx, ovirt_engine, ovirt_pki):
+    pytest.importorskip("ovirtsdk4")
+    dc = ovirt_engine.add_data_center("dc1")
+    ovirt_engine.add_cluster("Default", dc)
+    ovirt_engine.add_storage_domain("data", "nfs", data_center=dc)
+    record = os.path.join(fx.root, "record.json")
+    make_inspector(fx.bin, record=record, **GOOD)
+    p = rhv_inspect(fx, rhv_job(fx, ovirt_engine, ovirt_pki, rhv_password="Wrong-pa55"))
+    assert p.returncode == 1
+    doc = valid(json.loads(p.stdout))
+    assert doc["preflight"][-1]["check"] == "oVirt pre-flight" and not doc["preflight"][-1]["passed"]
+    assert [pr["code"] for pr in doc["problems"]] == ["engine_login_refused"]
+    assert not os.path.exists(record) and "Wrong-pa55" not in p.stdout + p.stderr
