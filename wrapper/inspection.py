@@ -179,7 +179,7 @@ class Inspection:
         sock = None
         if isinstance(config.source, SshSource):
             sock = self.check("ssh key", lambda: start_agent(
-                self.settings, user, config.source.key, stack, record), code="ssh_key_refused")
+                self.settings, user, config.source.key, stack, record))
         self.cancelled()
         fds = _files(secrets, stack)
         paths = v2v.RunPaths(machine_readable_log="/dev/fd/%d" % fds["mr"],
