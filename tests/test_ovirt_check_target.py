@@ -34,7 +34,7 @@ def test_everything_there(engine, ovirt_access):
     facts = check(ovirt_access)
     sd = [s for s in engine.storage_domains if s.name == "data"][0]
     cl = [c for c in engine.clusters if c.name == "Default"][0]
-    assert facts == ovirt_api.TargetFacts("dc1", sd.id, "iscsi", cl.id, "x86_64")
+    assert facts == ovirt_api.TargetFacts("dc1", sd.id, "iscsi", cl.id, "x86_64", 10737418240)
     assert facts.allocation == "preallocated"
     counts = engine.counts()
     assert counts["POST /ovirt-engine/sso/oauth/token"] == 1

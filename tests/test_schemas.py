@@ -532,4 +532,4 @@ def test_man_page_renders_without_warnings():
 def test_schemas_ship_in_the_package():
     # setup.py package_data: wrapper/schemas/*.json
     names = sorted(n for n in os.listdir(SCHEMAS) if n.endswith(".json"))
-    assert names == ["job.schema.json", "state.schema.json"]
+    assert names == ["inspection.schema.json", "job.schema.json", "state.schema.json"]

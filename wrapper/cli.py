@@ -154,6 +154,9 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
         from wrapper.observe import status
         reclaim_for_status(environ, runner)
         return status.main(argv[1:], stdout=stdout, stderr=stderr, environ=environ)
+    if argv and argv[0] == "inspect":
+        from wrapper import inspection
+        return inspection.main(argv[1:], stdin, stdout, stderr, environ, runner, _read_job)
     if argv and argv[0] == "metrics":
         from wrapper.observe import exporter
         return exporter.main(argv[1:], stdout=stdout, stderr=stderr, environ=environ)

@@ -50,6 +50,8 @@ def initial_state(config, files):
         "vm": vmname.display_name(config.vm_name, config.source.name),
         "target": describe_target(config.target),
         "transport": config.source.name,
+        "source_host": vmname.source_host(config.vm_name, config.source.name,
+                                          getattr(config.source, "uri", None)),
         "wrapper_pid": os.getpid(),
         "started_at": round(time.time(), 3),
         "tag": files.tag,
@@ -64,6 +66,41 @@ def safe(fn, what):
         except Exception as e:     # cleanup must go on whatever happens
             log.warning("cleanup: %s failed: %s", what, e)
     return callback
+
+
+def private_ca(config, secrets):
+    """A CA file the job named was read once with the caller's rights
+    (config); from here on the wrapper's own engine calls, the pre-flight
+    and virt-v2v (or the inspector) all use a copy in the private directory,
+    so nobody can swap the caller's path for something root would then open.
+    Returns the config pointing at the copy."""
+    target = config.target
+    if isinstance(target, RhvUploadTarget) and target.ca_pem is not None:
+        copy = secrets.write("rhv_cafile", target.ca_pem.decode("utf-8", "replace"))
+        return dataclasses.replace(config, target=dataclasses.replace(target, cafile=copy))
+    return config
+
+
+def start_agent(settings, user, key, stack, record=lambda **fields: None):
+    """The job's ssh-agent as ``user``, loaded with ``key`` (None: the user's
+    own keys); its stop and its directory's removal go on ``stack``; ``record``
+    gets what a lease keeps.  The agent's socket directory is its own (the
+    agent must create the socket in it); Unix socket paths are limited to 108
+    bytes, so under a deep state directory it goes to TMPDIR.  Returns the
+    socket's path."""
+    parent = settings.state_dir
+    longest = os.path.join(parent, AgentDir.prefix + "x" * fsafe.RANDOM_NAME_LEN, "agent.sock")
+    if len(longest.encode()) >= SOCKET_PATH_MAX:
+        parent = tempfile.gettempdir()
+    own = AgentDir(parent, user.uid, user.gid)
+    stack.callback(safe(own.remove, "removing the ssh-agent directory"))
+    record(agent_dir=own.path, agent_ident=list(own.identity))
+    agent = SshAgent(os.path.join(own.path, "agent.sock"), user)
+    stack.callback(safe(agent.stop, "stopping ssh-agent"))
+    agent.start()
+    record(agent_pid=agent.pid, agent_start=agent.start_time)
+    agent.add_key(key)
+    return agent.socket
 
 
 class Job:
@@ -156,15 +193,7 @@ class Job:
                             v2v.build_env(self.config, self.settings.environ, self.user))
 
     def _private_ca(self, secrets):
-        """A CA file the job named was read once with the caller's rights
-        (config); from here on the wrapper's own engine calls, the pre-flight
-        and virt-v2v all use a copy in the private directory, so nobody can
-        swap the caller's path for something root would then open."""
-        target = self.config.target
-        if isinstance(target, RhvUploadTarget) and target.ca_pem is not None:
-            copy = secrets.write("rhv_cafile", target.ca_pem.decode("utf-8", "replace"))
-            self.config = dataclasses.replace(
-                self.config, target=dataclasses.replace(target, cafile=copy))
+        self.config = private_ca(self.config, secrets)
 
     def _log_identities(self):
         """What virt-v2v's stdout and machine-readable descriptor must be: the
@@ -186,22 +215,8 @@ class Job:
                                % (self.settings.metrics_dir, e.strerror or e)) from None
 
     def _start_agent(self):
-        """The agent's socket directory is its own (the agent must create the
-        socket in it); Unix socket paths are limited to 108 bytes, so under a
-        deep state directory it goes to TMPDIR."""
-        parent = self.settings.state_dir
-        longest = os.path.join(parent, AgentDir.prefix + "x" * fsafe.RANDOM_NAME_LEN, "agent.sock")
-        if len(longest.encode()) >= SOCKET_PATH_MAX:
-            parent = tempfile.gettempdir()
-        own = AgentDir(parent, self.user.uid, self.user.gid)
-        self.stack.callback(safe(own.remove, "removing the ssh-agent directory"))
-        self._lease_update(agent_dir=own.path, agent_ident=list(own.identity))
-        agent = SshAgent(os.path.join(own.path, "agent.sock"), self.user)
-        self.stack.callback(safe(agent.stop, "stopping ssh-agent"))
-        agent.start()
-        self._lease_update(agent_pid=agent.pid, agent_start=agent.start_time)
-        agent.add_key(self.config.source.key)
-        return agent.socket
+        return start_agent(self.settings, self.user, self.config.source.key, self.stack,
+                           self._lease_update)
 
     # -- the lease --------------------------------------------------------
     def _lease_update(self, **fields):

@@ -190,11 +190,13 @@ class ChildProcess:
     kind = "child process"
     dedicated_cgroup = False
 
-    def __init__(self, argv, env, log, user, popen=subprocess.Popen, gate=None, machine_fd=None):
+    def __init__(self, argv, env, log, user, popen=subprocess.Popen, gate=None, machine_fd=None,
+                 extra_fds=()):
         """``machine_fd``: the machine-readable log's descriptor, inherited
-        by the child and put at :data:`MACHINE_FD`."""
+        by the child and put at :data:`MACHINE_FD`; ``extra_fds``: more
+        descriptors it inherits at their own numbers (``/dev/fd/N``)."""
         self.gate = gate
-        self.pass_fds = () if machine_fd is None else (machine_fd,)
+        self.pass_fds = (() if machine_fd is None else (machine_fd,)) + tuple(extra_fds)
         if gate:
             self.argv = gate.wrap(argv, machine_fd=machine_fd)
         elif machine_fd is not None:

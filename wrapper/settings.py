@@ -80,6 +80,8 @@ HIDDEN = (
     # the VDDK pre-flight (wrapper.vmware.preflight): on unless 0/no/false/off, and its bound
     ("VDDK_PREFLIGHT", "vddk_preflight", "on"),
     ("VDDK_PREFLIGHT_TIMEOUT", "vddk_preflight_timeout", "10"),
+    ("INSPECTOR", "inspector", ""),
+    ("INSPECT_TIMEOUT", "inspect_timeout", "1800"),
 )
 
 
@@ -104,6 +106,8 @@ class Settings:
     metrics_keep: str = "3600"
     vddk_preflight: str = "on"
     vddk_preflight_timeout: str = "10"
+    inspector: str = ""
+    inspect_timeout: str = "1800"
     job: str = None
     vddk_libdir: str = DEFAULT_VDDK_LIBDIR
     vddk_transports: str = None

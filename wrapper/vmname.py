@@ -32,3 +32,18 @@ def display_name(vm_name, transport):
     if base.lower().endswith(VMX_SUFFIX) and len(base) > len(VMX_SUFFIX):
         base = base[:-len(VMX_SUFFIX)]
     return base or vm_name
+
+
+def source_host(vm_name, transport, vmware_uri=None):
+    """The source host a job reads from, lower-cased, without user or port:
+    the ``ssh://`` URI's host (ssh) or the ``vmware_uri``'s (vddk); None when
+    neither names one.  The state file records it (``source_host``), so that
+    ``inspect`` can find the rate this host last measured from it."""
+    uri = vm_name if transport == "ssh" else vmware_uri
+    if not isinstance(uri, str) or "://" not in uri:
+        return None
+    try:
+        host = urlsplit(uri).hostname
+    except ValueError:
+        return None
+    return host or None

@@ -5,7 +5,8 @@ host's loopback (``--network host``), the job and the ssh key mounted as files.
 * a conversion ends ``finished`` without ``failed`` in the state file on the mounted volume,
   the converted disk lands in the output volume, stderr carries plain one-line log records;
 * ``podman stop`` during the copy cancels: exit 2, the state says so, nothing left running;
-* a refused job exits 1 with one line and leaves no state file.
+* a refused job exits 1 with one line and leaves no state file;
+* ``inspect --job FILE`` runs the image's virt-v2v-inspector and prints its JSON document.
 
 Skipped, with the reason, when podman cannot run here (``.ci/deps-container.sh`` installs and
 configures it).  The first build takes ~5 min (debootstrap + apt in the build); later builds
@@ -172,6 +173,29 @@ def test_podman_stop_during_the_copy_cancels_cleanly(image, fake_esxi, boxes):
     assert "cancelled" in state["last_message"]["message"].lower(), state["last_message"]
     assert "SIGTERM" in state["last_message"]["message"]
     assert "SIGTERM" in logs
+
+
+def test_inspect_in_a_container(image, fake_esxi, boxes):
+    """``IMAGE inspect --job FILE``: the image's virt-v2v-inspector on the job's source, one
+    JSON document (the schema's), exit 0, nothing left in the volume."""
+    jsonschema = pytest.importorskip("jsonschema")
+    box = boxes(fake_esxi, ssh_job(fake_esxi, "testvm", ["testvm"]))
+    args = box.run_args(image, "--rm")
+    args.insert(args.index("--job"), "inspect")
+    started = time.monotonic()
+    done = podman(*args, check=False, timeout=CONVERSION_TIMEOUT)
+    print("inspection in the container: %.0f s" % (time.monotonic() - started))
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout)
+    with open(ROOT / "wrapper" / "schemas" / "inspection.schema.json") as f:
+        jsonschema.Draft202012Validator(json.load(f)).validate(doc)
+    assert doc["would_run"] and doc["guest"]["distro"] == "debian"
+    assert [d["source_disk"] for d in doc["disks"]] == ssh_job(fake_esxi, "testvm", ["testvm"])[
+        "source_disks"]
+    assert doc["target"]["where"] == "/out" and doc["target"]["enough"] is True
+    assert box.state_files() == [] and list(box.out.iterdir()) == []
+    state_dir = box.v2v / "state"
+    assert not state_dir.is_dir() or list(state_dir.iterdir()) == []
 
 
 PREFLIGHT_HOST_HALF = """

@@ -146,6 +146,7 @@ class StorageDomain:
     storage_type: str           # ovirtsdk4.types.StorageType value: nfs, iscsi, ...
     type: str = "data"
     data_center_id: Optional[str] = None    # the data center it is attached to
+    available: int = 10 << 30               # free bytes the engine tells
 
 
 @dataclasses.dataclass
@@ -735,10 +736,10 @@ def _storage_domain_xml(sd, data_center=None):
         href = "%s/datacenters/%s/storagedomains/%s" % (API, data_center.id, sd.id)
         dcs = "<data_center href=%s id=%s/>" % (
             quoteattr("%s/datacenters/%s" % (API, data_center.id)), quoteattr(data_center.id))
-    return ('<storage_domain href=%s id=%s><name>%s</name><available>10737418240</available>'
+    return ('<storage_domain href=%s id=%s><name>%s</name><available>%d</available>'
             '<master>true</master><status>active</status><storage><type>%s</type></storage>'
             '<storage_format>v5</storage_format><type>%s</type>%s</storage_domain>' % (
-                quoteattr(href), quoteattr(sd.id), escape(sd.name),
+                quoteattr(href), quoteattr(sd.id), escape(sd.name), sd.available,
                 escape(sd.storage_type), escape(sd.type), dcs))
 
 

@@ -15,6 +15,8 @@ Modules:
 * ``metrics``  -- Prometheus exposition text of summaries, the textfile
   rewritten with the state file, pruning of finished conversions' textfiles
   (the running job imports it: it uses ``summary``, never ``status``).
+* ``history``  -- the copy rate this host last measured from a source host
+  (``inspect``'s time estimate), from finished state files read by ``summary``.
 * ``exporter`` -- ``virt-v2v-wrapper metrics``: print once, ``--listen``
   (read-only HTTP; bounded connections, request size and request time),
   ``--prune``.
@@ -25,6 +27,6 @@ decides when a reclaim runs.  It may import the standard library, the
 security wing and the core's leaf modules (``errors``, ``settings``,
 ``runner``, ``rate``, ``jobfiles``); never ``wrapper.cli``, ``job``,
 ``monitor`` or another wing (checked: .importlinter).  The core imports it
-in two places only: ``cli`` (the subcommands) and ``job`` (the textfile,
-through ``metrics``).
+in three places only: ``cli`` (the subcommands), ``job`` (the textfile,
+through ``metrics``) and ``inspection`` (``history``).
 """

@@ -247,6 +247,7 @@ class TargetFacts:
     storage_type: Optional[str]     # ovirtsdk4.types.StorageType value, None if untold
     cluster_id: str
     architecture: Optional[str]
+    available: Optional[int] = None     # free bytes of the storage domain, None if untold
 
     @property
     def allocation(self):
@@ -323,8 +324,9 @@ def _target_facts(sdk, access, conn, storage, cluster, vm_name):
         raise JobError("vm_name", "a VM named %r already exists %s (id %s)"
                        % (vms[0].name, where, vms[0].id), code="vm_name_taken")
     stype = _value(sd.storage.type if sd.storage is not None else None)
+    available = sd.available if isinstance(sd.available, int) and sd.available >= 0 else None
     return TargetFacts(data_center=dc.name, storage_domain_id=sd.id, storage_type=stype,
-                       cluster_id=clusters[0].id, architecture=arch)
+                       cluster_id=clusters[0].id, architecture=arch, available=available)
 
 
 def _value(enum):

@@ -199,6 +199,18 @@ class Boundary:
         os.close(opened.fd)
         return opened.st
 
+    def statvfs_dir(self, path):
+        """``os.statvfs`` of the directory ``path`` as the caller reaches it
+        (opened with the caller's rights, ``O_PATH``; the numbers are of the
+        filesystem the caller's own path leads to): CallerOpenError otherwise."""
+        opened = self.open(path, dirs=True, flags=DIR_FLAGS)
+        try:
+            if not stat.S_ISDIR(opened.st.st_mode):
+                raise CallerOpenError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            return os.fstatvfs(opened.fd)
+        finally:
+            os.close(opened.fd)
+
     def check_writable_dir(self, path):
         """Whether the caller itself may create files in the directory
         ``path`` (reaching it with its rights, then ``faccessat(W_OK|X_OK)``

@@ -133,6 +133,14 @@ class SecretDir(PrivateDir):
             os.close(fd)
         return os.path.join(self.path, name)
 
+    def create(self, name, flags=os.O_RDWR | os.O_APPEND):
+        """A new empty file ``<dir>/<name>``, mode 0600, owned like the
+        secret files: its descriptor (virt-v2v-wrapper inspect hands the
+        inspector its report and logs this way, as ``/dev/fd/N``)."""
+        if os.sep in name or name in ("", ".", ".."):
+            raise ValueError("bad file name %r" % name)
+        return fsafe.create(self.fd, name, flags, 0o600, self._owner())
+
     def fifo(self, name):
         """A FIFO in the private directory, readable by the virt-v2v user."""
         os.mkfifo(name, 0o600, dir_fd=self.fd)

@@ -28,17 +28,24 @@ def _access(target):
     return ovirt_api.access_from_url(target.url, target.password, target.cafile, target.insecure)
 
 
-def prepare(config, settings, user, env):
+def facts(config, settings, user, env):
     """The pre-flight checks (wrapper.ovirt.preflight) as ``user`` with
-    virt-v2v's environment ``env``, then the allocation: the job's, or the one
-    the storage domain's type calls for (docs/contract.md §3.3)."""
+    virt-v2v's environment ``env``: the engine's
+    :class:`~wrapper.ovirt.api.TargetFacts` (a JobError refuses the job).
+    ``virt-v2v-wrapper inspect`` asks the same (docs/contract.md §10)."""
     from wrapper.ovirt import preflight
-    facts = preflight.check(config, settings, user, env, _access(config.target))
+    return preflight.check(config, settings, user, env, _access(config.target))
+
+
+def prepare(config, settings, user, env):
+    """The pre-flight checks (:func:`facts`), then the allocation: the job's,
+    or the one the storage domain's type calls for (docs/contract.md §3.3)."""
+    facts_ = facts(config, settings, user, env)
     if config.allocation:
         return config.allocation
-    log.info("allocation %s chosen from the type of storage domain %s (%s)", facts.allocation,
-             config.target.storage, facts.storage_type or "storage type not told")
-    return facts.allocation
+    log.info("allocation %s chosen from the type of storage domain %s (%s)", facts_.allocation,
+             config.target.storage, facts_.storage_type or "storage type not told")
+    return facts_.allocation
 
 
 def on_failure(target, disk_ids, settings):
