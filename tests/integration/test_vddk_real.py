@@ -9,7 +9,7 @@ Conversions are shared by several tests (module-scoped), CI's budget:
 * ``esx2``: ``esx://``, the two-disk VM, daemon, ``source_disks`` in ManageIQ's
   ``[datastore1] vm/disk.vmdk`` form in the order virt-v2v does not use, local directory;
 * ``vpx1``: ``vpx://…/DC/host``, the one-disk VM, foreground, an export domain;
-* ``sigterm``: SIGTERM to the wrapper during the copy (a slowed source);
+* ``sigterm``: SIGTERM to the wrapper during the copy (the source slowed for the copy only);
 * ``readerr``: a VDDK read error mid-copy (nbdkit's retry filter costs ~62 s first).
 Failures that end before the copy take ~1-10 s each; an empty libdir costs 30 s (virt-v2v
 waits that long for nbdkit).
@@ -110,12 +110,17 @@ class Conversions:
         return run, sim, state, sd, disk
 
     def _sigterm(self):
-        sim = self.standin(read_delay_us=5000)        # ~10 s of copying at least
+        # reads are slowed (5 ms each, ~10 s for the disk) only once the source is closed
+        # after the conversion: the inspection runs at full speed
+        sim = self.standin(read_delay_us=5000, delay_on_demand=True)
         run = self.run("sigterm", sim)
         run.start(vddk_job(sim, "testvm", output_dir=run.out, daemonize=False))
+        stage = run.wait(lambda s: s.get("finished") or (s.get("stage") or "").startswith(
+            ("Closing the overlay", "Setting up the destination", "Copying disk")))
+        sim.slow_down()
         copying = run.wait(lambda s: (s.get("stage") or "").startswith("Copying disk")
                            or s.get("finished"))
-        assert not copying.get("finished"), copying
+        assert not copying.get("finished") and not stage.get("finished"), copying
         time.sleep(2)
         os.kill(copying["wrapper_pid"], signal.SIGTERM)
         state = run.wait_finished(timeout=180)
@@ -160,7 +165,8 @@ def test_esx_two_disk_vm_converts_daemonized_as_the_run_as_user(conversions):
 def test_esx_each_disk_is_credited_and_reaches_100(conversions):
     run, sim, state, disks = conversions.get("esx2")
     assert state["disk_count"] == 2
-    assert [d["path"] for d in state["disks"]] == disks      # the caller's strings and order
+    # the caller's strings, each exactly once, at the index virt-v2v announces (§5)
+    assert [d["path"] for d in state["disks"]] == disks[::-1]
     assert all(d["progress"] == 100 for d in state["disks"]), state["disks"]
     for path in disks:
         seen = run.disk_progress(path)
@@ -219,6 +225,7 @@ def test_sigterm_during_the_copy_finishes_failed_without_leftovers(conversions):
     assert_clean_failure(run, state, sim.password)
     assert run.proc.returncode == 2                      # foreground, cancelled (§8)
     assert any((s.get("stage") or "").startswith("Copying disk") for _, s in run.states)
+    assert "cancelled" in last_message(state).lower(), state["last_message"]
 
 
 @pytest.mark.xfail(strict=False, reason=NO_CLEANUP)

@@ -67,6 +67,18 @@ def test_the_fallback_stand_in_plugin_reads_back_identical(vddk_plugin, vddk_sta
         "Unknown error" in r.stderr, r.stderr[-2000:]
 
 
+def test_reads_are_slowed_only_on_demand(vddk_plugin, vddk_standin):
+    sim = vddk_standin(read_delay_us=1000, delay_on_demand=True, calllog=True)
+    disk = W.datastore_path("testvm2", 1)
+    r = nbdkit_vddk(vddk_plugin, sim, "testvm2", disk, "nbdcopy $uri null:")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Read: delayed" not in sim.calllog_path.read_text()
+    sim.slow_down()
+    r = nbdkit_vddk(vddk_plugin, sim, "testvm2", disk, "nbdcopy $uri null:")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Read: delayed 1000 us" in sim.calllog_path.read_text()
+
+
 @pytest.mark.parametrize("case, words", [
     ("password", "Cannot connect to host"),
     ("thumbprint", "Unknown error"),

@@ -52,11 +52,15 @@ CASES = {
     "libdir-missing": ({}, {}, None, None),
     "libdir-empty": ({}, {}, "empty", None),
     "read-error": ({"fail_read": (200000, 200128)}, {}, "standin", None),
-    "sigterm-during-copy": ({"read_delay_us": 5000}, {}, "standin", "sigterm"),
+    "sigterm-during-copy": ({"read_delay_us": 5000, "delay_on_demand": True}, {}, "standin",
+                            "sigterm"),
 }
 
 
-def sigterm_in_copy(run):
+def sigterm_in_copy(run, sim):
+    run.wait(lambda s: s.get("finished") or (s.get("stage") or "").startswith(
+        ("Closing the overlay", "Setting up the destination", "Copying disk")))
+    sim.slow_down()
     state = run.wait(lambda s: (s.get("stage") or "").startswith("Copying disk")
                      or s.get("finished"))
     if not state.get("finished"):
@@ -83,7 +87,7 @@ def capture(name, world, images, run_as):
                 print("%s: refused: %s" % (name, run.stderr()))
                 return
             if action == "sigterm":
-                sigterm_in_copy(run)
+                sigterm_in_copy(run, sim)
             state = run.wait_finished()
             took = time.monotonic() - t0
             save(name, run, sim, state)

@@ -125,13 +125,15 @@ def vmx_text(vm, ndisks, uuid_byte=0):
 
 
 def library_config(*, password, thumbprint, morefs, datastore_dir, read_delay_us=0,
-                   fail_read=None, calllog=None):
+                   read_delay_flag=None, fail_read=None, calllog=None):
     """The VDDK stand-in's configuration text (see vixlib/vixlib.c)."""
     lines = ["user %s" % USER, "password %s" % password, "thumbprint %s" % thumbprint,
              "server 127.0.0.1", "datastore %s %s" % (DATASTORE, datastore_dir)]
     lines += ["vm %s" % m for m in morefs]
     if read_delay_us:
         lines.append("read_delay_us %d" % read_delay_us)
+    if read_delay_flag:
+        lines.append("read_delay_flag %s" % read_delay_flag)
     if fail_read:
         lines.append("fail_read %d-%d" % fail_read)
     if calllog:
@@ -155,10 +157,12 @@ class Standin:
     SOAP stand-in and the library accept; ``library_password`` overrides it for the
     library alone (a password VDDK refuses though libvirt took it). ``powered_on``: VM
     names shown running. ``fail_read``: (first, last) sector range whose reads fail;
-    ``read_delay_us``: every VDDK read sleeps that long."""
+    ``read_delay_us``: every VDDK read sleeps that long (with ``delay_on_demand``, only while
+    :meth:`slow_down` is in effect: the copy alone can be slowed)."""
 
     def __init__(self, world, vms, *, vpx=False, powered_on=(), password=DEFAULT_PASSWORD,
-                 library_password=None, read_delay_us=0, fail_read=None, calllog=False):
+                 library_password=None, read_delay_us=0, delay_on_demand=False, fail_read=None,
+                 calllog=False):
         self.world = world
         self.vms = {name: [Path(p) for p in images] for name, images in vms.items()}
         self.vpx = vpx
@@ -166,6 +170,7 @@ class Standin:
         self.password = password
         self.library_password = library_password or password
         self.read_delay_us = read_delay_us
+        self.delay_on_demand = delay_on_demand
         self.fail_read = fail_read
         self.calllog = calllog
         self.root = None
@@ -188,6 +193,14 @@ class Standin:
     @property
     def calllog_path(self):
         return self.root / "vddk-calls.log"
+
+    @property
+    def delay_flag_path(self):
+        return self.root / "slow-reads"
+
+    def slow_down(self):
+        """From now on every VDDK read sleeps ``read_delay_us`` (``delay_on_demand``)."""
+        write_file(self.delay_flag_path, "")
 
     @property
     def stderr_path(self):
@@ -247,6 +260,7 @@ class Standin:
                 password=self.library_password, thumbprint=self.thumbprint,
                 morefs=self.morefs.values(), datastore_dir=self.datastore_dir,
                 read_delay_us=self.read_delay_us, fail_read=self.fail_read,
+                read_delay_flag=self.delay_flag_path if self.delay_on_demand else None,
                 calllog=self.calllog_path if self.calllog else None))
             if self.calllog:
                 write_file(self.calllog_path, "", mode=0o666)

@@ -13,6 +13,7 @@
  *   vm vm-NN                        (repeatable: the morefs that exist)
  *   datastore NAME DIR              (repeatable)
  *   read_delay_us N                 (every read sleeps: a slow source)
+ *   read_delay_flag FILE            (... but only while FILE exists)
  *   fail_read FIRST-LAST            (sectors: reads touching them fail, error injection)
  *   calllog FILE                    (one line per control call)
  */
@@ -37,6 +38,7 @@
 
 struct config {
     char user[256], password[256], thumbprint[128], server[256], calllog[4096];
+    char delay_flag[4096];
     char vms[MAX_LIST][64];
     int nvms;
     char ds_name[MAX_LIST][128], ds_dir[MAX_LIST][4096];
@@ -99,6 +101,7 @@ static void config_line(char *line)
     else if (!strcmp(key, "thumbprint")) copy(cfg.thumbprint, sizeof cfg.thumbprint, val);
     else if (!strcmp(key, "server")) copy(cfg.server, sizeof cfg.server, val);
     else if (!strcmp(key, "calllog")) copy(cfg.calllog, sizeof cfg.calllog, val);
+    else if (!strcmp(key, "read_delay_flag")) copy(cfg.delay_flag, sizeof cfg.delay_flag, val);
     else if (!strcmp(key, "read_delay_us")) cfg.read_delay_us = atol(val);
     else if (!strcmp(key, "fail_read"))
         sscanf(val, "%lld-%lld", &cfg.fail_first, &cfg.fail_last);
@@ -409,8 +412,11 @@ API VixError VixDiskLib_Read(void *handle, VixDiskLibSectorType start, VixDiskLi
 {
     struct disk *d = handle;
     size_t len = n * VIXDISKLIB_SECTOR_SIZE, done = 0;
-    if (cfg.read_delay_us > 0) {
+    if (cfg.read_delay_us > 0 && (cfg.delay_flag[0] == '\0' || access(cfg.delay_flag, F_OK) == 0)) {
+        static int logged;
         struct timespec ts = { cfg.read_delay_us / 1000000, (cfg.read_delay_us % 1000000) * 1000 };
+        if (!logged++)
+            calllog("Read: delayed %ld us", cfg.read_delay_us);
         nanosleep(&ts, NULL);
     }
     if (cfg.fail_first >= 0 && (long long) start <= cfg.fail_last &&
