@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn a captured virt-v2v ``-v -x`` log into a small, stable test fixture.
 
-    PYTHONPATH=. tools/trim_v2v_log.py IN OUT [--replace OLD=NEW ...] [--port N]
+    PYTHONPATH=. tools/trim_v2v_log.py IN OUT [--replace OLD=NEW ...] [--port N] [--auto]
 
 * **Trim**: a log over :data:`KEEP_WHOLE` bytes keeps its first and last lines and every line
   the progress parser (wrapper/progress.py) or a cause finder could look at -- each line with
@@ -10,7 +10,10 @@
   :data:`MAX_CONTEXT_LINE` bytes: libguestfs's trace dumps).  Bar frames (``\\r``-separated)
   stay with their line.  Smaller logs (the fast failures) are kept whole.
 * **Stable tokens**: ``--replace OLD=NEW`` (e.g. the run directory -> ``RUN``) and ``--port``
-  (the fake ESXi host's random port -> ``PORT``) are applied everywhere.
+  (the fake ESXi host's random port -> ``PORT``) are applied everywhere.  ``--auto`` finds
+  them in a log of tests/integration/test_version_matrix.py: its run directory
+  (``/var/tmp/v2vw-rc-*``), the source's port (``@127.0.0.1:N``) and the run's marker
+  variable.
 * **Checked**: the trimmed log must give :class:`wrapper.progress.LogParser` exactly the
   events of the (token-replaced) full log; otherwise nothing is written and the exit is 1.
 
@@ -76,6 +79,17 @@ def stabilise(blob, replacements, port):
     return blob
 
 
+def auto_tokens(blob):
+    """(replacements, port) for a log of a test run (see the module doc)."""
+    text = blob.decode("utf-8", "replace")
+    replacements = [[d, "RUN"] for d in sorted(set(re.findall(r"/var/tmp/v2vw-rc-[A-Za-z0-9_]+",
+                                                               text)))]
+    replacements += [[m, "LIBGUESTFS_V2VW_TEST_RUN=MARKER"] for m in sorted(set(
+        re.findall(r"LIBGUESTFS_V2VW_TEST_RUN=[A-Za-z0-9_.-]+", text)))]
+    port = re.search(r"@(?:127\.0\.0\.1|localhost):(\d+)/", text)
+    return replacements, int(port.group(1)) if port else 0
+
+
 def events(blob):
     parser = progress.LogParser(None)
     out = []
@@ -90,10 +104,16 @@ def main(argv):
     ap.add_argument("dst")
     ap.add_argument("--replace", action="append", default=[], metavar="OLD=NEW")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--auto", action="store_true", help="find the run's tokens in the log")
     args = ap.parse_args(argv)
     replacements = [r.split("=", 1) for r in args.replace]
+    port = args.port
     with open(args.src, "rb") as f:
-        full = stabilise(f.read(), replacements, args.port)
+        raw = f.read()
+    if args.auto:
+        found, port = auto_tokens(raw)
+        replacements += found
+    full = stabilise(raw, replacements, port)
     small = trim(full)
     if events(small) != events(full):
         sys.stderr.write("trim_v2v_log: %s: the trimmed log parses differently; not written\n"
