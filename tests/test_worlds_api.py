@@ -78,14 +78,20 @@ def test_wait_for_build_waits_while_the_lock_is_held(tmp_path):
     assert worlds.wait_for_build(tmp_path / "none", 0)       # no build ever ran: no wait
 
 
-def test_known_hosts_is_written_for_the_run_as_user(tmp_path):
-    w = worlds.World("sid", "2.10", tmp_path)
-    home = w.run_as_home()
-    home.mkdir(parents=True)
+def test_known_hosts_lines_come_and_go_for_the_run_as_user(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("chown to the run-as user needs root")
-    path = worlds.write_known_hosts(w, "[127.0.0.1]:2222 ssh-ed25519 AAAA")
-    assert path.read_text() == "[127.0.0.1]:2222 ssh-ed25519 AAAA\n"
-    st = path.stat()
-    assert (st.st_uid, st.st_mode & 0o777) == (worlds.RUN_AS[1], 0o644)
-    assert worlds.write_known_hosts(worlds.HOST, "x") is None
+    w = worlds.World("sid", "2.10", tmp_path)
+    w.run_as_home().mkdir(parents=True)
+    kh = worlds.known_hosts(w)
+    mine, other = ("[127.0.0.1]:%d ssh-ed25519 AAAA v2vw-fake-esxi:%d:%s" % (port, os.getpid(),
+                                                                          tmp_path)
+                   for port in (2222, 3333))
+    kh.add(mine)
+    kh.add(other)                # another session's fake host, same world
+    kh.remove(mine)
+    assert kh.path.read_text() == other + "\n"
+    assert (kh.path.stat().st_mode & 0o777) == 0o644
+    st = kh.path.parent.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (worlds.RUN_AS[1], 0o700)
+    assert worlds.known_hosts(worlds.HOST) is None

@@ -24,7 +24,8 @@ them.
 Who runs virt-v2v inside: each tree has the user ``vdsm`` (uid 36) in group ``kvm``
 (made by ``.ci/worlds.sh``), whom the wrapper picks by default (docs/contract.md §3.4), so
 virt-v2v never runs as root there.  :meth:`World.run_as_home` is that user's home in the
-tree (its ``~/.ssh/known_hosts`` is where libssh looks for the source's host key).
+tree; :func:`known_hosts` adds and removes a source's host key in its ``~/.ssh/known_hosts``
+(where libssh looks).
 """
 
 import contextlib
@@ -35,6 +36,11 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, NamedTuple, Optional
+
+try:  # importable both as tests.integration.worlds and with tests/integration on sys.path
+    from . import fake_esxi as _fake_esxi
+except ImportError:  # pragma: no cover - depends on how it was started
+    import fake_esxi as _fake_esxi
 
 WORLDS_ENV = "V2VW_WORLDS_DIR"
 DEFAULT_WORLDS_DIR = "/var/tmp/v2vw-worlds"
@@ -213,19 +219,16 @@ def not_ready_reason(name: str) -> str:
             "its log: %s)" % (name, SUITES.get(name, "?"), log))
 
 
-def write_known_hosts(world: World, line: str) -> Optional[Path]:
-    """Trust a host key for the run-as user inside a tree (its ``~/.ssh/known_hosts``, owned
-    by that user).  Returns the file written (None on the host, where the fake ESXi host
-    adds its own line to root's file)."""
+def known_hosts(world: World):
+    """The run-as user's ``~/.ssh/known_hosts`` in a tree, as a
+    :class:`fake_esxi.KnownHosts` (add/remove one marked line, under flock: several sessions
+    share a world, each with its own fake host); None on the host, where the fake ESXi host
+    adds its own line to root's file.  Makes ``~/.ssh`` (the user's, 0700) when missing."""
     home = world.run_as_home()
     if home is None:
         return None
     ssh = home / ".ssh"
-    ssh.mkdir(mode=0o700, exist_ok=True)
-    os.chown(str(ssh), RUN_AS[1], RUN_AS[2])
-    path = ssh / "known_hosts"
-    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(line.rstrip("\n") + "\n")
-    os.chown(str(path), RUN_AS[1], RUN_AS[2])
-    return path
+    if not ssh.is_dir():
+        ssh.mkdir(mode=0o700)
+        os.chown(str(ssh), RUN_AS[1], RUN_AS[2])
+    return _fake_esxi.KnownHosts(ssh / "known_hosts")     # new files: 0644
