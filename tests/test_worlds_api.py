@@ -62,6 +62,8 @@ def test_get_needs_the_ready_marker(tmp_path):
     (tmp_path / "sid" / ".ready").write_text("recipe x\n")
     w = worlds.get("sid", base=tmp_path)
     assert w.version == "2.10" and w.root == tmp_path / "sid"
+    (tmp_path / "sid" / ".ready").write_text("recipe x\nvirt-v2v 2.12.1-1\nnbdkit 1.48.1-1\n")
+    assert worlds.get("sid", base=tmp_path).version == "2.12"
     with pytest.raises(ValueError):
         worlds.get("buster", base=tmp_path)
 

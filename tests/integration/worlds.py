@@ -31,6 +31,7 @@ tree; :func:`known_hosts` adds and removes a source's host key in its ``~/.ssh/k
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -45,7 +46,8 @@ except ImportError:  # pragma: no cover - depends on how it was started
 WORLDS_ENV = "V2VW_WORLDS_DIR"
 DEFAULT_WORLDS_DIR = "/var/tmp/v2vw-worlds"
 RUN_AS = ("vdsm", 36, 36, "/var/lib/vdsm")     # name, uid, gid, home inside each tree
-# the suites .ci/worlds.sh builds, and the virt-v2v release each one ships
+# the suites .ci/worlds.sh builds, and the virt-v2v release each one shipped when this was
+# written (World.version comes from the tree's .ready when it names one)
 SUITES = {"trixie": "2.6", "sid": "2.10"}
 MOUNTPOINTS = ".v2vw-mountpoints"    # in each tree: the mount points made there
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -190,9 +192,19 @@ def get(name: str, base: Optional[Path] = None, wait: float = 0) -> Optional[Wor
     if wait > 0:
         wait_for_build(base, wait)
     root = base / name
-    if not (root / ".ready").is_file():
+    try:
+        with open(str(root / ".ready")) as f:
+            marker = f.read()
+    except FileNotFoundError:
         return None
-    return World(name, SUITES[name], root)
+    return World(name, ready_version(marker) or SUITES[name], root)
+
+
+def ready_version(marker: str) -> Optional[str]:
+    """virt-v2v's "major.minor" from a ``.ready`` marker's package list (sid moves on: the
+    tree says what it holds), None when it names none."""
+    m = re.search(r"^virt-v2v (?:\d+:)?(\d+\.\d+)\.", marker, re.M)
+    return m.group(1) if m else None
 
 
 def wait_for_build(base: Path, timeout: float, sleep=time.sleep) -> bool:
