@@ -93,6 +93,7 @@ def test_known_hosts_lines_come_and_go_for_the_run_as_user(tmp_path):
     kh.add(other)                # another session's fake host, same world
     kh.remove(mine)
     assert kh.path.read_text() == other + "\n"
+    assert (tmp_path / "etc/ssh/ssh_known_hosts").read_text() == other + "\n"
     assert (kh.path.stat().st_mode & 0o777) == 0o644
     st = kh.path.parent.stat()
     assert (st.st_uid, st.st_mode & 0o777) == (worlds.RUN_AS[1], 0o700)

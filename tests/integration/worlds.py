@@ -231,11 +231,33 @@ def not_ready_reason(name: str) -> str:
             "its log: %s)" % (name, SUITES.get(name, "?"), log))
 
 
-def known_hosts(world: World):
-    """The run-as user's ``~/.ssh/known_hosts`` in a tree, as a
-    :class:`fake_esxi.KnownHosts` (add/remove one marked line, under flock: several sessions
-    share a world, each with its own fake host); None on the host, where the fake ESXi host
-    adds its own line to root's file.  Makes ``~/.ssh`` (the user's, 0700) when missing."""
+class KnownHostsPair:
+    """One marked line in both files libssh reads inside a tree: the run-as user's
+    ``~/.ssh/known_hosts`` and the tree's ``/etc/ssh/ssh_known_hosts`` (so a session that
+    rewrites one file whole cannot take the key away from another's conversion)."""
+
+    def __init__(self, *files):
+        self.files = files
+
+    @property
+    def path(self) -> Path:
+        return self.files[0].path
+
+    def add(self, line: str):
+        for f in self.files:
+            f.add(line)
+
+    def remove(self, line: str):
+        for f in self.files:
+            f.remove(line)
+
+
+def known_hosts(world: World) -> Optional[KnownHostsPair]:
+    """The known_hosts files of a tree as a :class:`KnownHostsPair` of
+    :class:`fake_esxi.KnownHosts` (each adds/removes one marked line under flock: several
+    sessions share a world, each with its own fake host); None on the host, where the fake
+    ESXi host adds its own line to root's file.  Makes ``~/.ssh`` (the user's, 0700) and
+    ``/etc/ssh`` when missing; new files are 0644."""
     home = world.run_as_home()
     if home is None:
         return None
@@ -243,4 +265,7 @@ def known_hosts(world: World):
     if not ssh.is_dir():
         ssh.mkdir(mode=0o700)
         os.chown(str(ssh), RUN_AS[1], RUN_AS[2])
-    return _fake_esxi.KnownHosts(ssh / "known_hosts")     # new files: 0644
+    etc = world.path("/etc/ssh")
+    etc.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return KnownHostsPair(_fake_esxi.KnownHosts(ssh / "known_hosts"),
+                          _fake_esxi.KnownHosts(etc / "ssh_known_hosts"))
