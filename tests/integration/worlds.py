@@ -24,22 +24,30 @@ them.
 Who runs virt-v2v inside: each tree has the user ``vdsm`` (uid 36) in group ``kvm``
 (made by ``.ci/worlds.sh``), whom the wrapper picks by default (docs/contract.md §3.4), so
 virt-v2v never runs as root there.  :meth:`World.run_as_home` is that user's home in the
-tree (its ``~/.ssh/known_hosts`` is where libssh looks for the source's host key).
+tree; :func:`known_hosts` adds and removes a source's host key in its ``~/.ssh/known_hosts``
+(where libssh looks).
 """
 
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, NamedTuple, Optional
 
+try:  # importable both as tests.integration.worlds and with tests/integration on sys.path
+    from . import fake_esxi as _fake_esxi
+except ImportError:  # pragma: no cover - depends on how it was started
+    import fake_esxi as _fake_esxi
+
 WORLDS_ENV = "V2VW_WORLDS_DIR"
 DEFAULT_WORLDS_DIR = "/var/tmp/v2vw-worlds"
 RUN_AS = ("vdsm", 36, 36, "/var/lib/vdsm")     # name, uid, gid, home inside each tree
-# the suites .ci/worlds.sh builds, and the virt-v2v release each one ships
+# the suites .ci/worlds.sh builds, and the virt-v2v release each one shipped when this was
+# written (World.version comes from the tree's .ready when it names one)
 SUITES = {"trixie": "2.6", "sid": "2.10"}
 MOUNTPOINTS = ".v2vw-mountpoints"    # in each tree: the mount points made there
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -184,9 +192,19 @@ def get(name: str, base: Optional[Path] = None, wait: float = 0) -> Optional[Wor
     if wait > 0:
         wait_for_build(base, wait)
     root = base / name
-    if not (root / ".ready").is_file():
+    try:
+        with open(str(root / ".ready")) as f:
+            marker = f.read()
+    except FileNotFoundError:
         return None
-    return World(name, SUITES[name], root)
+    return World(name, ready_version(marker) or SUITES[name], root)
+
+
+def ready_version(marker: str) -> Optional[str]:
+    """virt-v2v's "major.minor" from a ``.ready`` marker's package list (sid moves on: the
+    tree says what it holds), None when it names none."""
+    m = re.search(r"^virt-v2v (?:\d+:)?(\d+\.\d+)\.", marker, re.M)
+    return m.group(1) if m else None
 
 
 def wait_for_build(base: Path, timeout: float, sleep=time.sleep) -> bool:
@@ -213,19 +231,41 @@ def not_ready_reason(name: str) -> str:
             "its log: %s)" % (name, SUITES.get(name, "?"), log))
 
 
-def write_known_hosts(world: World, line: str) -> Optional[Path]:
-    """Trust a host key for the run-as user inside a tree (its ``~/.ssh/known_hosts``, owned
-    by that user).  Returns the file written (None on the host, where the fake ESXi host
-    adds its own line to root's file)."""
+class KnownHostsPair:
+    """One marked line in both files libssh reads inside a tree: the run-as user's
+    ``~/.ssh/known_hosts`` and the tree's ``/etc/ssh/ssh_known_hosts`` (so a session that
+    rewrites one file whole cannot take the key away from another's conversion)."""
+
+    def __init__(self, *files):
+        self.files = files
+
+    @property
+    def path(self) -> Path:
+        return self.files[0].path
+
+    def add(self, line: str):
+        for f in self.files:
+            f.add(line)
+
+    def remove(self, line: str):
+        for f in self.files:
+            f.remove(line)
+
+
+def known_hosts(world: World) -> Optional[KnownHostsPair]:
+    """The known_hosts files of a tree as a :class:`KnownHostsPair` of
+    :class:`fake_esxi.KnownHosts` (each adds/removes one marked line under flock: several
+    sessions share a world, each with its own fake host); None on the host, where the fake
+    ESXi host adds its own line to root's file.  Makes ``~/.ssh`` (the user's, 0700) and
+    ``/etc/ssh`` when missing; new files are 0644."""
     home = world.run_as_home()
     if home is None:
         return None
     ssh = home / ".ssh"
-    ssh.mkdir(mode=0o700, exist_ok=True)
-    os.chown(str(ssh), RUN_AS[1], RUN_AS[2])
-    path = ssh / "known_hosts"
-    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(line.rstrip("\n") + "\n")
-    os.chown(str(path), RUN_AS[1], RUN_AS[2])
-    return path
+    if not ssh.is_dir():
+        ssh.mkdir(mode=0o700)
+        os.chown(str(ssh), RUN_AS[1], RUN_AS[2])
+    etc = world.path("/etc/ssh")
+    etc.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return KnownHostsPair(_fake_esxi.KnownHosts(ssh / "known_hosts"),
+                          _fake_esxi.KnownHosts(etc / "ssh_known_hosts"))
