@@ -14,8 +14,8 @@ import pytest
 from tests import wrapperrun as wr
 from tests.fakes import make_fake_v2v
 from tests.test_inspect import DISKS, GOOD, make_inspector, valid
-from tests.test_vmware_preflight import (PASSWORD, cert, make_bin, make_libdir,  # noqa: F401
-                                         server)
+from tests.fake_vsphere import FakeVSphere, make_certificate
+from tests.test_vmware_preflight import PASSWORD, make_bin, make_libdir
 from wrapper import inspector, v2vinfo
 from wrapper.config import Config, LocalTarget, VddkSource
 from wrapper.security.secrets import Secret
@@ -63,6 +63,18 @@ def test_tuning_of_the_settings_is_the_conversions():
 
 # ---------------------------------------------------------------- through the command
 
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    return make_certificate(str(tmp_path_factory.mktemp("cert")))
+
+
+@pytest.fixture
+def server(tmp_path, cert):
+    with FakeVSphere(str(tmp_path), vms={"testvm": "poweredOff", "busy": "poweredOn"},
+                     password=PASSWORD, cert=cert) as vsphere:
+        yield vsphere
+
+
 @pytest.fixture
 def fx(tmp_path):
     dirs = wr.WrapperDirs(tmp_path)
@@ -73,10 +85,10 @@ def fx(tmp_path):
     return dirs
 
 
-def run_inspect(fx, server, *args, preflight="on", v2v=None, **job):
+def run_inspect(fx, vsphere, *args, preflight="on", v2v=None, **job):
     exe = v2v or make_fake_v2v(fx.bin)
-    j = {"vm_name": "testvm", "transport_method": "vddk", "vmware_uri": server.uri(),
-         "vmware_password": PASSWORD, "vmware_fingerprint": server.fingerprint,
+    j = {"vm_name": "testvm", "transport_method": "vddk", "vmware_uri": vsphere.uri(),
+         "vmware_password": PASSWORD, "vmware_fingerprint": vsphere.fingerprint,
          "output_dir": fx.out, "source_disks": DISKS}
     j.update(job)
     env = wr.env(VIRT_V2V_WRAPPER_VDDK_PREFLIGHT=preflight,
