@@ -14,7 +14,7 @@ machine-readable log to ``--machine-readable=file:``, the XML report to
   same process group doing the same (like nbdkit and qemu); its PID goes to
   ``pid_file`` (``<pid> <child pid>``) so a test can see that both are gone;
 * ``record``: a path where argv, the environment and the content of the
-  ``-ip`` password file are written as JSON.
+  ``-ip`` password file and of the ``-io vddk-config=`` copy are written as JSON.
 """
 import json
 import os
@@ -33,6 +33,10 @@ def main(argv):
         if "-ip" in args:
             with open(args[args.index("-ip") + 1]) as f:
                 files["-ip"] = f.read()
+        for a in args:
+            if a.startswith("vddk-config="):
+                with open(a.split("=", 1)[1]) as f:
+                    files["vddk-config"] = f.read()
         with open(scenario["record"], "w") as f:
             json.dump({"argv": args, "env": dict(os.environ), "files": files, "uid": os.getuid()}, f)
     if scenario.get("log"):

@@ -270,7 +270,8 @@ def test_a_job_that_would_run(fx):
     assert p.stdout.count("\n") == 1 and p.stderr == ""
     assert doc["would_run"] and doc["problems"] == [] and doc["warnings"] == []
     assert [c["check"] for c in doc["preflight"]] == [
-        "state directory", "job", "run-as user", "output directory", "virt-v2v", "virt-v2v-inspector", "inspection"]
+        "state directory", "job", "run-as user", "output directory", "virt-v2v", "virt-v2v-inspector",
+        "secret files", "inspection"]
     assert all(c["passed"] for c in doc["preflight"])
     assert doc["guest"]["distro"] == "debian" and doc["guest"]["firmware"] == "bios"
     assert [d["virtual_size"] for d in doc["disks"]] == [536870912, 67108864]

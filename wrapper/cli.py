@@ -10,7 +10,7 @@ import os
 import sys
 
 from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, logsetup,
-                     reclaim, systemd, users, v2v, v2vinfo)
+                     reclaim, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
 from wrapper.launch import child_launcher
 from wrapper.monitor import SignalFlag
@@ -274,14 +274,7 @@ def _accept(job, settings, runner, launcher_factory, signals):
         users.check_target_dir(user, config.target)
         users.check_caller_can_write(Boundary.of(settings.environ), config.target)
         reserved.hand_logs_to(user.uid, user.gid)
-        caps = v2v.probe_capabilities(settings.virt_v2v_path(), runner, user=user,
-                                      env=v2v.build_env(config, settings.environ, user),
-                                      vddk=isinstance(config.source, jobconfig.VddkSource))
-        log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
-        log.info("%s", v2vinfo.describe(caps))
-        refusal = v2vinfo.job_refusal(config, caps, settings)
-        if refusal is not None:
-            raise refusal
+        caps = v2v.probe_for_job(config, settings, runner, user)
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
                       launcher_factory or _default_launcher(config, settings, runner),
                       settings.trusted_uids(), leases=book, lease=lease)

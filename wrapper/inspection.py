@@ -27,15 +27,16 @@ import time
 
 from wrapper import (causes, config as jobconfig, inspector, inspectreport as rep, jobfiles, procinfo,
                      reclaim, users, v2v, vmname)
-from wrapper.config import RhvUploadTarget, SshSource, VddkSource
+from wrapper.config import RhvUploadTarget, SshSource
 from wrapper.errors import JobError, WrapperError
-from wrapper.job import describe_target, private_ca, safe, start_agent
+from wrapper.job import (describe_target, private_ca, safe, source_preflight, source_secrets,
+                         start_agent)
 from wrapper.monitor import SignalFlag
 from wrapper.observe import history
 from wrapper.security.boundary import Boundary
 from wrapper.security.secrets import SecretDir
 from wrapper.security.text import oneline
-from wrapper.settings import LOCATIONS, env_name, resolve, sudo_caller
+from wrapper.settings import LOCATIONS, TUNING, env_name, resolve, sudo_caller, tuning_problem
 
 log = logging.getLogger(__name__)
 PROG = "virt-v2v-wrapper inspect"
@@ -59,7 +60,7 @@ def build_parser():
         "results and the problems found. Nothing is converted or copied."),
         epilog="Exit status: 0 the job would run, 1 it would be refused (see \"problems\"), "
                "2 the inspection itself failed. See virt-v2v-wrapper(1), INSPECT.")
-    for opt, attr, meta, text, _default in LOCATIONS:
+    for opt, attr, meta, text, _default in LOCATIONS + TUNING:
         if attr in ("metrics_dir",):
             continue
         p.add_argument("--" + opt, dest=attr, metavar=meta,
@@ -97,17 +98,23 @@ class Inspection:
         self.parts = {"job": None}
 
     # -- the checks ----------------------------------------------------------
-    def check(self, name, fn, code=None):
+    def check(self, name, fn, code=None, optional=False, describe=lambda value: None):
         """Run one check; a WrapperError is its problem (the job would be
-        refused).  Returns fn's value, or raises _Stop."""
+        refused), or its problems, each with its own code, when it carries
+        several (``.problems``: the VDDK pre-flight's).  ``optional``: a None
+        value means the check did not run (no entry); ``describe`` makes the
+        entry's message from the value.  Returns fn's value, or raises _Stop."""
         t0 = self.clock()
         try:
             value = fn()
         except WrapperError as e:
             self._record(name, False, str(e), t0)
-            self.problems.add(str(e), getattr(e, "code", None) or code or "job_refused")
+            for problem in getattr(e, "problems", None) or (e,):
+                self.problems.add(str(problem), getattr(problem, "code", None) or code or "job_refused")
             raise _Stop() from None
-        self._record(name, True, None, t0)
+        if value is None and optional:
+            return None
+        self._record(name, True, describe(value), t0)
         return value
 
     def _record(self, name, passed, message, t0):
@@ -150,16 +157,19 @@ class Inspection:
         self.parts["job"] = rep.job_summary(config, describe_target(config.target))
         user = self.check("run-as user", lambda: users.resolve_run_as(self.settings, config.target))
         self.check("output directory", lambda: _output_dir(self.settings, user, config.target))
-        env = v2v.build_env(config, self.settings.environ, user)
-        self.check("virt-v2v", lambda: v2v.probe_capabilities(
-            self.settings.virt_v2v_path(), self.runner, user=user, env=env))
+        caps = self.check("virt-v2v", lambda: v2v.probe_for_job(config, self.settings, self.runner,
+                                                                 user))
         program = inspector.program_path(self.settings)
         self.check("virt-v2v-inspector", lambda: _executable(program))
         self.cancelled()
+        self.check("VDDK pre-flight", lambda: source_preflight(config, self.settings, user),
+                   optional=True, describe=_vddk_facts)
+        self.cancelled()
+        env = v2v.build_env(config, self.settings.environ, user)
         with contextlib.ExitStack() as stack:
-            self._prepared_run(config, user, env, program, stack)
+            self._prepared_run(config, user, env, program, caps, stack)
 
-    def _prepared_run(self, config, user, env, program, stack):
+    def _prepared_run(self, config, user, env, program, caps, stack):
         record = self._lease(stack)
         secrets = SecretDir(self.settings.state_dir, user.uid, user.gid)
         stack.callback(safe(secrets.remove, "removing the secret directory"))
@@ -171,11 +181,8 @@ class Inspection:
             facts = self.check("oVirt pre-flight",
                                lambda: rhv_upload.facts(config, self.settings, user, env))
         self.cancelled()
-        vmware_pw = None
-        if isinstance(config.source, VddkSource):
-            vmware_pw = secrets.write("vmware_password", config.source.password)
-        key_files = tuple((device, secrets.write("luks_key_%d" % i, key))
-                          for i, (device, key) in enumerate(config.luks_keys))
+        vmware_pw, vddk_config, key_files = self.check("secret files", lambda: _secret_files(
+            config, self.settings, secrets))
         sock = None
         if isinstance(config.source, SshSource):
             sock = self.check("ssh key", lambda: start_agent(
@@ -184,8 +191,9 @@ class Inspection:
         fds = _files(secrets, stack)
         paths = v2v.RunPaths(machine_readable_log="/dev/fd/%d" % fds["mr"],
                              vmware_password_file=vmware_pw, luks_key_files=key_files,
-                             ssh_auth_sock=sock)
-        argv = inspector.build_command(config, paths, program, "/dev/fd/%d" % fds["report"])
+                             ssh_auth_sock=sock, vddk_config_file=vddk_config)
+        argv = inspector.build_command(config, paths, program, "/dev/fd/%d" % fds["report"],
+                                       caps=caps, tuning=v2v.Tuning.of(self.settings))
         run_env = v2v.build_env(config, self.settings.environ, user, paths)
         log.info("inspector command: %s", " ".join(argv))
         outcome = self.run_inspector(argv, run_env, user, fds["log"], (fds["mr"], fds["report"]),
@@ -292,6 +300,23 @@ def _parse(job, settings):
     return config
 
 
+def _secret_files(config, settings, secrets):
+    """The conversion's secret files (docs/contract.md §7): the source's
+    (wrapper.job.source_secrets) and the LUKS keys."""
+    vmware_pw, vddk_config = source_secrets(config, settings, secrets)
+    key_files = tuple((device, secrets.write("luks_key_%d" % i, key))
+                      for i, (device, key) in enumerate(config.luks_keys))
+    return vmware_pw, vddk_config, key_files
+
+
+def _vddk_facts(facts):
+    """The VDDK pre-flight's entry message: what it found."""
+    text = "VDDK %s (%s)" % (facts.get("version") or "?", facts.get("library") or "?")
+    if facts.get("server"):
+        text += "; %s, certificate %s, VM shut off" % (facts["server"], facts.get("fingerprint"))
+    return oneline(text, 1000)
+
+
 def _output_dir(settings, user, target):
     users.check_target_dir(user, target)
     users.check_caller_can_write(Boundary.of(settings.environ), target)
@@ -325,6 +350,9 @@ def main(argv, stdin, stdout, stderr, environ, runner, read_job, signals=None):
         stderr.write("%s: error: %s\n" % (PROG, oneline(e, 1000)))
         return rep.EXIT_REFUSED
     settings = resolve(vars(opts), environ)
+    if tuning_problem(settings):          # the conversion's settings, refused as it refuses them
+        stderr.write("%s: error: %s\n" % (PROG, tuning_problem(settings)))
+        return rep.EXIT_REFUSED
     timeout = opts.timeout if opts.timeout is not None else _env_timeout(settings)
     if timeout is None or not timeout > 0:
         stderr.write("%s: error: --timeout (VIRT_V2V_WRAPPER_INSPECT_TIMEOUT) must be a number "

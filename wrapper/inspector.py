@@ -7,8 +7,9 @@ and converts the guest in a throw-away overlay -- and writes an XML report of
 the guest and of each disk's virtual and estimated size (``-O``).  Nothing is
 copied and nothing is written to a target.
 
-* :func:`build_command` is pure: the source options are :func:`wrapper.v2v.source_args`,
-  the very ones a conversion gets, and the report goes to a descriptor.
+* :func:`build_command` is pure: the source options are :func:`wrapper.v2v.source_args`
+  with the conversion's :class:`wrapper.v2v.Tuning`, the very ones a conversion
+  gets, and the report goes to a descriptor.
 * :func:`parse_report` is pure and bounded: the report is written by a
   program that runs as the run-as user, so it is read as hostile input (at
   most :data:`MAX_REPORT` bytes, numbers bounded, texts cut).
@@ -51,15 +52,21 @@ def program_path(settings):
     return shutil.which(PROGRAM, path=settings.environ.get("PATH", os.defpath)) or PROGRAM
 
 
-def build_command(config, paths, program, report_path):
+def build_command(config, paths, program, report_path, caps=None, tuning=v2v.Tuning()):
     """The inspector's argv: virt-v2v's verbose and machine-readable flags,
-    the job's source exactly as a conversion gets it, the LUKS keys, and the
-    report written to ``report_path``.  No secret: paths to secret files."""
+    the job's source exactly as a conversion gets it (:func:`wrapper.v2v.source_args`
+    with the administrator's :class:`wrapper.v2v.Tuning`: VDDK library
+    directory, transports, configuration copy, compression), the LUKS keys,
+    the appliance's ``--smp``/``--memsize`` where the installed release takes
+    them (:func:`wrapper.v2v.appliance_args`, from ``caps``), and the report
+    written to ``report_path``.  No secret: paths to secret files."""
     argv = [program, "-v", "-x", "--machine-readable=file:%s" % paths.machine_readable_log,
             "--root", "first"]
-    argv += v2v.source_args(config, paths)
+    argv += v2v.source_args(config, paths, tuning)
     for device, key_file in paths.luks_key_files:
         argv += ["--key", "%s:file:%s" % (device, key_file)]
+    if caps is not None:
+        argv += v2v.appliance_args(config, caps, tuning)
     argv += ["-O", report_path, config.vm_name]
     return argv
 

@@ -81,6 +81,33 @@ def private_ca(config, secrets):
     return config
 
 
+def source_preflight(config, settings, user):
+    """A vddk job's pre-flight (wrapper.vmware.preflight), as the run-as user
+    with virt-v2v's environment, before anything is created: what it found,
+    or None (not a vddk job, or ``VIRT_V2V_WRAPPER_VDDK_PREFLIGHT`` off); a
+    JobError (its ``.problems`` each with a failure code) refuses the job.
+    A conversion and an inspection run this one (docs/contract.md §3.1, §10)."""
+    if not isinstance(config.source, VddkSource):
+        return None
+    from wrapper.vmware import preflight
+    return preflight.check_job(config, settings, user,
+                               v2v.build_env(config, settings.environ, user))
+
+
+def source_secrets(config, settings, secrets):
+    """The source's files in the private directory: ``(vmware password file,
+    vddk_config copy)`` for a vddk job (the copy only when the administrator
+    set ``vddk_config``: checked, and virt-v2v reads what was validated,
+    wrapper.vddkconf), ``(None, None)`` otherwise.  A conversion and an
+    inspection make the same ones (docs/contract.md §7, §10)."""
+    if not isinstance(config.source, VddkSource):
+        return None, None
+    vddk_config = None
+    if settings.vddk_config:
+        vddk_config = secrets.write("vddk_config", vddkconf.read(settings.vddk_config))
+    return secrets.write("vmware_password", config.source.password), vddk_config
+
+
 def start_agent(settings, user, key, stack, record=lambda **fields: None):
     """The job's ssh-agent as ``user``, loaded with ``key`` (None: the user's
     own keys); its stop and its directory's removal go on ``stack``; ``record``
@@ -151,12 +178,8 @@ class Job:
             env = v2v.build_env(self.config, self.settings.environ, self.user)
             self.allocation = self.hooks.prepare(self.config, self.settings, self.user, env) \
                 or self.allocation
-        vmware_pw = rhv_pw = sock = vddk_config = None
-        if isinstance(self.config.source, VddkSource):
-            vmware_pw = secrets.write("vmware_password", self.config.source.password)
-            if self.settings.vddk_config:
-                # checked and copied: virt-v2v reads what was validated (wrapper.vddkconf)
-                vddk_config = secrets.write("vddk_config", vddkconf.read(self.settings.vddk_config))
+        rhv_pw = sock = None
+        vmware_pw, vddk_config = source_secrets(self.config, self.settings, secrets)
         if isinstance(self.config.target, RhvUploadTarget):
             rhv_pw = secrets.write("rhv_password", self.config.target.password)
         self.gate = Gate(secrets.fifo("gate"), clock=self.clock, sleep=self.sleep,
@@ -184,13 +207,7 @@ class Job:
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
 
     def _source_preflight(self):
-        """A vddk job's pre-flight (wrapper.vmware.preflight), as the run-as
-        user with virt-v2v's environment, before anything is created."""
-        if not isinstance(self.config.source, VddkSource):
-            return
-        from wrapper.vmware import preflight
-        preflight.check_job(self.config, self.settings, self.user,
-                            v2v.build_env(self.config, self.settings.environ, self.user))
+        source_preflight(self.config, self.settings, self.user)
 
     def _private_ca(self, secrets):
         self.config = private_ca(self.config, secrets)

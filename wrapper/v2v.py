@@ -37,6 +37,23 @@ def probe_capabilities(virt_v2v, runner, env=None, user=None, vddk=False):
     return v2vinfo.probe(virt_v2v, runner, env=env, user=user, vddk=vddk)
 
 
+def probe_for_job(config, settings, runner, user):
+    """The capabilities a job's command is built from: the probe as ``user``
+    with virt-v2v's environment (the ``-io`` keys too for a vddk job), and the
+    refusal of a job this virt-v2v cannot run as the administrator set it up
+    (wrapper.v2vinfo.job_refusal, raised).  A conversion and an inspection
+    ask the same (docs/contract.md §3.4, §10)."""
+    caps = probe_capabilities(settings.virt_v2v_path(), runner, user=user,
+                              env=build_env(config, settings.environ, user),
+                              vddk=isinstance(config.source, VddkSource))
+    log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
+    log.info("%s", v2vinfo.describe(caps))
+    refusal = v2vinfo.job_refusal(config, caps, settings)
+    if refusal is not None:
+        raise refusal
+    return caps
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """Files the command refers to (all created by the job runner)."""
