@@ -10,7 +10,7 @@ import os
 import sys
 
 from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, logsetup,
-                     reclaim, systemd, users, v2v)
+                     parallel, reclaim, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
 from wrapper.launch import child_launcher
 from wrapper.monitor import SignalFlag
@@ -165,8 +165,9 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
         stdout.write("%s %s\n" % (PROG, __version__))
         return EXIT_OK
     settings = resolve(vars(opts), environ)
-    if switch_problem(settings):
-        return _refuse(stderr, switch_problem(settings))
+    problem = switch_problem(settings) or parallel.settings_problem(settings)
+    if problem:
+        return _refuse(stderr, problem)
     if opts.checks:
         stdout.write("".join(name + "\n" for name in sorted(registry)))
         return EXIT_OK

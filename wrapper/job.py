@@ -14,7 +14,7 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import procinfo, targets, v2v, vmname
+from wrapper import parallel, procinfo, targets, v2v, vmname
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import ConversionError, JobError, WrapperError
@@ -97,6 +97,7 @@ class Job:
         self.env = None
         self.allocation = config.allocation
         self.process = None
+        self.parallel = parallel.SERIAL
         self.gate = None
         self.hooks = targets.module_for(config.target)
 
@@ -126,6 +127,11 @@ class Job:
         if isinstance(self.config.source, SshSource):
             sock = self._start_agent()
         self.network.open_source_read(self.caps, secrets)
+        self.parallel = parallel.plan(self.settings, self.caps, len(self.config.source_disks))
+        self.state.parallel = self.parallel.parallel
+        if self.parallel.parallel and self.network.source_read is not None:
+            # one rate filter per input nbdkit, all reading this file: each its share
+            self.network.source_read.shares = self.parallel.streams
         # the stack unwinds in reverse: virt-v2v stops before its limits go
         self.stack.callback(safe(self.network.close, "removing network limits"))
         # the log is handed over as a descriptor (launch.gate_script), never by name
@@ -137,6 +143,8 @@ class Job:
                                       virt_v2v=self.settings.virt_v2v_path(),
                                       allocation=self.allocation)
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
+        self.argv = parallel.command(self.argv, self.parallel)
+        self.env = parallel.environment(self.env, self.parallel)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
 

@@ -35,6 +35,13 @@ class DiskProgress:
 
 
 @dataclass(frozen=True)
+class DiskCopyProgress:
+    """One disk's own nbdcopy progress (wrapper/parallel.py's shim): it names its disk."""
+    index: int          # 0-based: the K of the input socket .../inK
+    percent: float
+
+
+@dataclass(frozen=True)
 class DiskSource:
     index: Optional[int]    # None: "the next disk" (1.x prints no index)
     path: str
@@ -105,6 +112,7 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 # and nothing real has them); what they mean is bounded where they are folded (state.MAX_DISKS).
 _R_COPYING = re.compile(re.escape(stages.COPYING) + r" (\d{1,9})/(\d{1,9})(?!\d)")
 _R_BAR = re.compile(r"(\d{1,3})% \[")
+_R_TAGGED = re.compile(r"^virt-v2v-wrapper: nbdcopy in(\d{1,9}) progress (\d{1,3})/100\s*$")
 _R_PERCENT = re.compile(r"\((\d{1,3}(?:\.\d{1,9})?)/100%\)")
 _R_NBDKIT = re.compile(r"'--unix' '[^']*/in(\d{1,9})'.*?'(?:file|path)=((?:[^']|'\\'')*)'")
 _R_URI = re.compile(r"^\s*uri: nbd\+unix:.*socket=[^ ]*/in(\d{1,9})\s*$")
@@ -138,6 +146,7 @@ _COMMON = (
     (b"ovf:id=", ((_R_VS, "vs"), (_R_OSSEC, "ossec"))),
     (b"virt-v2v: ", ((_R_ERROR, "error"), (_R_SIGNAL, "signal"))),
     (b"unexpected response from imageio", ((_R_IMAGEIO, "imageio"),)),
+    (b"virt-v2v-wrapper: nbdcopy in", ((_R_TAGGED, "tagged"),)),
 )
 _V2 = (
     # 2.x stage lines always carry the "[  52.1] " timestamp in the verbose log
@@ -301,6 +310,9 @@ class LogParser:
         if kind in ("bar", "percent"):
             percent = float(m.group(1))
             return (DiskProgress(min(percent, 100.0)),) if percent <= 100 else ()
+        if kind == "tagged":
+            percent = int(m.group(2))
+            return (DiskCopyProgress(int(m.group(1)), float(percent)),) if percent <= 100 else ()
         if kind == "nbdkit":
             return (DiskSource(int(m.group(1)), _shell_unquote(m.group(2))),)
         if kind in ("v1vddk", "v1ssh"):

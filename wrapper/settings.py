@@ -28,6 +28,12 @@ LOCATIONS = (
      "/rhev/data-center/mnt"),
     ("job", "job", "FILE", "read the job from FILE instead of stdin (a regular file, read once)",
      None),
+    # administrator settings, never from the job (wrapper/parallel.py checks them)
+    ("parallel", "parallel", "N",
+     "copy up to N disks of a multi-disk VM at once where virt-v2v reports parallel-option "
+     "(2.8+), each disk credited from its own nbdcopy; 1 copies one at a time (default 2)", "2"),
+    ("parallel-max", "parallel_max", "N",
+     "this host's cap on --parallel, whatever else sets it (default 4)", "4"),
 )
 
 # On/off switches: (option name, attribute, help).  The environment variable
@@ -74,6 +80,8 @@ class Settings:
     ovirt_preflight_timeout: str = "30"
     metrics_keep: str = "3600"
     job: str = None
+    parallel: str = "2"
+    parallel_max: str = "4"
     foreground: bool = False
     environ: dict = field(default_factory=dict, compare=False, repr=False)
 
