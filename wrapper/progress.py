@@ -8,6 +8,9 @@ Two dialects (docs/contract.md §5):
   frames separated by ``\\r`` and interleaved with debug output; each source
   disk is an nbdkit whose command line names its socket ``.../inN`` and its
   ``file=``/``path=``; nbdinfo prints ``export-size: N`` before ``uri: ...inN``.
+  When disks are copied at once (``--parallel``, wrapper/parallel.py) the shim
+  in front of each nbdcopy prints ``virt-v2v-wrapper: nbdcopy inN progress P/100``
+  (:class:`DiskCopyProgress`: the disk is named, the bar's frames are not).
 
 Verbose logs reach gigabytes, so :class:`LogParser` never looks at every
 line in Python: it finds a handful of marker strings with ``bytes.find``

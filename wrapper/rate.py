@@ -14,6 +14,9 @@ a few reports over a few seconds have been seen, and again once progress has
 stalled.  The overall time left is what is left over the rate of the disk
 being copied (the disks to come share its source and link): a faded average
 over all disks would stay optimistic for a while after a fast small disk.
+When disks are copied at once (``state.parallel``, docs/contract.md §5) every
+disk being copied has its own meter, and the overall time left is the larger
+of the slowest such disk's and what is left at the combined rate.
 Everything takes the time as a parameter (a monotonic clock).
 
 :class:`Throughput` watches a :class:`wrapper.state.State` and puts the
