@@ -165,3 +165,63 @@ def test_parallel_overall_time_left_unknown_until_each_disk_settles():
         tp.update(s)
     assert s["copy"]["disks"][0]["eta"] is not None
     assert s["copy"]["disks"][1]["eta"] is None and s["copy"]["eta"] is None
+
+
+# -- the source-read limit shared by the disks being read ----------------------------------------
+def test_the_limit_is_shared_by_the_disks_being_copied_now(tmp_path):
+    """Each input nbdkit has its own rate filter on the one bandwidth file: while two disks
+    are read each gets half, once one is done the other gets all of it again."""
+    from wrapper.security.secrets import SecretDir
+    from wrapper.throttling import bandwidth
+    from wrapper.throttling.limits import NetworkRate
+    from wrapper.throttling.network import NetworkLimit
+    from tests.fakes import Limiter
+
+    def content(d):
+        with open(bw.path) as f:
+            return f.read()
+    with SecretDir(str(tmp_path)) as d:
+        bw = bandwidth.BandwidthFile(d)
+        limit = NetworkLimit(State(), Limiter(), source_read=bw)
+        bw.set(NetworkRate(2 * MiB))                      # 16 Mbit/s
+        s = State(["a", "b"])
+        s.parallel = True
+        readers = []
+        for event in (ev.CopyingDisk(0, 2), ev.CopyingDisk(1, 2), ev.DiskCopyProgress(1, 100),
+                      ev.DiskCopyProgress(0, 100)):
+            apply(s, event)
+            limit.share_source_read(len(s.copying()))
+            readers.append((len(s.copying()), content(d)))
+        assert readers == [(1, "16777216"), (2, "8388608"), (1, "16777216"), (0, "16777216")]
+        bw.set(NetworkRate(4 * MiB))                      # a new limit keeps the share
+        limit.share_source_read(2)
+        assert content(d) == "16777216"
+        limit.share_source_read(2)                        # no change, no rewrite
+        bw.set(None)
+        assert content(d) == "0"
+
+
+def test_without_a_source_read_file_sharing_is_a_no_op():
+    from wrapper.throttling.network import NetworkLimit
+    from tests.fakes import Limiter
+    NetworkLimit(State(), Limiter()).share_source_read(3)
+
+
+def test_the_monitor_reports_how_many_disks_are_copied_after_each_read(tmp_path):
+    from wrapper.monitor import Monitor
+    from types import SimpleNamespace
+    log = tmp_path / "v2v.log"
+    log.write_bytes(b"[  1.0] Copying disk 1/2\n[  1.1] Copying disk 2/2\n"
+                    b"virt-v2v-wrapper: nbdcopy in1 progress 100/100\n")
+    (tmp_path / "mr.log").write_bytes(b"")
+    s = State(["a", "b"])
+    s.parallel = True
+    seen = []
+    proc = SimpleNamespace(poll=lambda: None, pid=1)
+    m = Monitor(proc, s, SimpleNamespace(write=lambda state: None), str(log),
+                str(tmp_path / "mr.log"), copying=seen.append)
+    m.step()
+    assert seen == [1]                       # disk 2 done, disk 1 still read
+    serial = Monitor(proc, State(), SimpleNamespace(write=lambda state: None), str(log),
+                     str(tmp_path / "mr.log"))
+    serial.step()                            # no hook: nothing shared

@@ -129,9 +129,6 @@ class Job:
         self.network.open_source_read(self.caps, secrets)
         self.parallel = parallel.plan(self.settings, self.caps, len(self.config.source_disks))
         self.state.parallel = self.parallel.parallel
-        if self.parallel.parallel and self.network.source_read is not None:
-            # one rate filter per input nbdkit, all reading this file: each its share
-            self.network.source_read.shares = self.parallel.streams
         # the stack unwinds in reverse: virt-v2v stops before its limits go
         self.stack.callback(safe(self.network.close, "removing network limits"))
         # the log is handed over as a descriptor (launch.gate_script), never by name
@@ -299,7 +296,10 @@ class Job:
             self.state_file.write(self.state)
             monitor = Monitor(self.process, self.state, self.state_file, self.reserved.v2v_log_fd,
                               self.reserved.mr_log_fd, throttler=throttler, signals=signals,
-                              clock=self.clock, sleep=self.sleep, dialect=self.caps.major)
+                              clock=self.clock, sleep=self.sleep, dialect=self.caps.major,
+                              # disks read at once share the source-read limit
+                              copying=self.network.share_source_read if self.parallel.parallel
+                              else None)
             rc = monitor.run()
             self.state.set("return_code", rc)
             log.info("virt-v2v exited with status %s", rc)

@@ -15,6 +15,10 @@ being the input socket of the disk (the one the ``'--unix' '…/inK'`` nbdkit
 line names).  The figure is nbdcopy's own, so zero and sparse regions count
 as copied, exactly as with the serial bar.
 
+Each input nbdkit has its own rate filter on the one ``--bandwidth-file``: while
+copies overlap the monitor divides the limit between the disks being copied
+(wrapper.throttling.network.NetworkLimit.share_source_read).
+
 Only administrators choose N (``--parallel``/``--parallel-max`` or their
 ``VIRT_V2V_WRAPPER_*`` variables), never the job.  The shim is used only when
 it and every directory above it belong to root and nobody else may write

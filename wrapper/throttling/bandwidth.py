@@ -39,8 +39,9 @@ def supported(caps):
 
 def file_text(rate, shares=1):
     """A :class:`~wrapper.throttling.limits.NetworkRate` (or None) -> the file's content
-    (bits/s).  ``shares``: input nbdkits reading at once (``--parallel``, wrapper/parallel.py),
-    each with its own rate filter on this one file, so each gets its share of the limit."""
+    (bits/s).  ``shares``: input nbdkits reading at once (``--parallel``, wrapper/parallel.py;
+    NetworkLimit.share_source_read), each with its own rate filter on this one file, so
+    each gets its share of the limit."""
     if rate is None:
         return UNLIMITED
     return str(max(1, rate.bits_per_second // max(1, shares)))
