@@ -174,6 +174,9 @@ def test_shim_passes_the_exit_status_on(tmp_path):
 @pytest.mark.parametrize("args", [
     ["nbd+unix:///?socket=/t/in0", "out"],                     # no progress asked (--quiet)
     ["nbd+unix:///?socket=/t/v2vssh.sock", "out", "--progress"],   # not a disk (the .vmx fetch)
+    # an input naming an export may be one nbdkit serving several disks: no identity
+    ["nbd+unix:///vm-sda?socket=/t/in0", "out", "--progress"],
+    ["out", "nbd+unix:///?socket=/t/in0", "--progress"],        # inK as the destination
 ])
 def test_shim_hands_anything_else_over_untouched(tmp_path, args):
     env, record = stand_in(tmp_path)
