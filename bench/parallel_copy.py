@@ -92,17 +92,12 @@ def main():
         sys.exit(worlds.not_ready_reason(args.world))
     images = guestimage.ensure_guest_images()
     with fx.FakeEsxi({"os": images.os_disk, "data": images.data_disk}) as esxi:
-        known = worlds.write_known_hosts(world, fx.known_hosts_line(
-            esxi.port, esxi.host_public_key, os.getpid(), esxi.base))
-        try:
+        with pw.trusted(world, esxi):
             phases = {mode: [] for mode, _ in MODES}
             for i in range(args.pairs):
-                print("pair %d (%s, virt-v2v %s)" % (i + 1, world.name, world.version))
+                print("pair %d (%s, virt-v2v %s)" % (i + 1, world.name, world.version), flush=True)
                 for mode, env in (MODES if i % 2 == 0 else MODES[::-1]):
                     phases[mode].append(one(world, esxi, mode, env, args.every))
-        finally:
-            if known is not None:
-                known.unlink()
     for mode, values in phases.items():
         values = [v for v in values if v]
         print("%-10s copy phase: %s" % (mode, ", ".join("%.1f s" % v for v in values) or "-")

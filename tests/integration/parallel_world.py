@@ -6,6 +6,8 @@ The wrapper (this checkout, bound read-only at the same path) runs as root with 
 python3 and starts virt-v2v as the tree's ``vdsm``; outbound limits find no cgroup
 hierarchy (``VIRT_V2V_WRAPPER_CGROUP_ROOT`` = an empty directory), as in the version matrix.
 """
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -15,9 +17,11 @@ import time
 from tests import wrapperrun as wr
 
 try:
+    from . import fake_esxi as fx
     from . import worlds
     from .test_real_conversions import MARKER_VAR, Run, ssh_job
 except ImportError:  # pragma: no cover - depends on how pytest was started
+    import fake_esxi as fx
     import worlds
     from test_real_conversions import MARKER_VAR, Run, ssh_job
 
@@ -94,6 +98,44 @@ class WorldRun(Run):
     def cleanup(self):
         super().cleanup()
         self.world.forget_mountpoints([self.root, wr.ROOT])
+
+
+GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+
+
+@contextlib.contextmanager
+def trusted(world, fake_esxi):
+    """Trust the fake host's key in ``world`` for this run: in the run-as user's
+    ``~/.ssh/known_hosts`` (worlds.write_known_hosts) and, because other sessions using the
+    same tree rewrite and remove that one file, also as a line of the tree's global
+    ``/etc/ssh/ssh_known_hosts`` (libssh reads both), appended under a lock and taken out
+    again by itself.  Nothing on the host."""
+    line = fx.known_hosts_line(fake_esxi.port, fake_esxi.host_public_key, os.getpid(),
+                               fake_esxi.base).rstrip("\n") + "\n"
+    known = worlds.write_known_hosts(world, line)
+    shared = None if world.is_host else world.path(GLOBAL_KNOWN_HOSTS)
+    if shared is not None:
+        _edit_lines(shared, lambda lines: lines + [line])
+    try:
+        yield
+    finally:
+        if shared is not None:
+            _edit_lines(shared, lambda lines: [x for x in lines if x != line])
+        if known is not None:
+            try:
+                known.unlink()
+            except FileNotFoundError:
+                pass                   # another session's teardown took it
+
+
+def _edit_lines(path, change):
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        lines = change(f.readlines())
+        f.seek(0)
+        f.truncate()
+        f.writelines(lines)
 
 
 def two_disk_job(fake_esxi, run):

@@ -10,7 +10,6 @@ copy.  On the host's 2.2 (no ``parallel-option``) the serial path is what
 test_real_conversions.py already covers; here only the argv is checked there.
 The copy-phase timing with and without ``--parallel`` is bench/parallel_copy.py's.
 """
-import os
 import re
 
 import pytest
@@ -30,17 +29,8 @@ def sid(fake_esxi):
     world = worlds.get("sid")
     if world is None:
         pytest.skip(worlds.not_ready_reason("sid"))
-    line = fake_esxi_known_hosts(fake_esxi)
-    known = worlds.write_known_hosts(world, line)
-    yield world
-    if known is not None:
-        known.unlink()
-
-
-def fake_esxi_known_hosts(fake_esxi):
-    from . import fake_esxi as fx
-    return fx.known_hosts_line(fake_esxi.port, fake_esxi.host_public_key, os.getpid(),
-                               fake_esxi.base)
+    with pw.trusted(world, fake_esxi):
+        yield world
 
 
 @pytest.fixture(scope="module")
