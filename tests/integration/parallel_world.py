@@ -75,8 +75,8 @@ class WorldRun(Run):
         figures = {}
         for name, disk, value in _METRIC.findall(metrics.stdout):
             figures.setdefault(name, {})[disk] = float(value)
-        summary = json.loads(status.stdout)
-        summary = summary[0] if isinstance(summary, list) else summary
+        conversions = json.loads(status.stdout).get("conversions") or [{}]
+        summary = conversions[0]
         self.samples.append((time.monotonic() - self.t0, summary, figures))
 
     def copy_until_done(self, every=2.0, timeout=1200):

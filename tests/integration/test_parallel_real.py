@@ -35,7 +35,7 @@ def sid(fake_esxi):
 
 @pytest.fixture(scope="module")
 def parallel_run(sid, fake_esxi):
-    run, state = pw.convert(sid, fake_esxi, "parallel2")
+    run, state = pw.convert(sid, fake_esxi, "parallel2", every=0.5)
     run.print_sequence()
     yield run, state, fake_esxi.vddk_style_path("testvm2", "testvm2"), \
         fake_esxi.vddk_style_path("testvm2", "testvm2_1")
