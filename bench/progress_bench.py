@@ -7,8 +7,16 @@ middle of a real run repeated until the size is reached, with the real
 "Copying disk" lines and nbdcopy bar frames spread through it, so the
 parser sees the same mix of lines as on a big guest.
 
-    python3 bench/progress_bench.py [--size-mb 256] [--keep FILE]
+    python3 bench/progress_bench.py [--size-mb 256] [--keep FILE] [--compare REV] [--errors]
+
+``--compare REV`` also parses the same log with wrapper/progress.py as it is in the git
+revision REV (e.g. ``main``), alternating runs in this one process, and prints the ratio.
+``--errors`` puts a failure's lines (2.6+'s plugin line, nbdcopy's echo and a
+"virt-v2v: error: ..., see earlier error messages") after every repetition of the body:
+the parser's worst case for error-cause extraction (a real log has one or two).
 """
+import importlib.util
+import subprocess
 import argparse
 import os
 import resource
@@ -26,10 +34,19 @@ from wrapper.state import State, apply  # noqa: E402
 FIXTURE = os.path.join(os.path.dirname(HERE), "tests", "data", "run05-vmx-ssh-port-uri.vx.log")
 
 
-def build_log(path, size_mb, disks=4):
+ERROR_LINES = (
+    b"nbdkit: ssh[1]: error: all possible authentication methods failed\n"
+    b"nbdcopy: nbd+unix://?socket=/tmp/v2vssh.AbC123/nbdkit1.sock: nbd_connect_uri: the server "
+    b"has no export named '': all possible authentication methods failed: No such file or "
+    b"directory\n"
+    b"virt-v2v: error: could not copy the VMX file from the remote server, see earlier error "
+    b"messages\n")
+
+
+def build_log(path, size_mb, disks=4, errors=False):
     with open(FIXTURE, "rb") as f:
         real = f.read()
-    body = real[: real.find(b"Copying disk")]
+    body = real[: real.find(b"Copying disk")] + (ERROR_LINES if errors else b"")
     target = size_mb << 20
     per_disk = target // disks
     with open(path, "wb") as out:
@@ -51,9 +68,20 @@ def build_log(path, size_mb, disks=4):
     return os.path.getsize(path)
 
 
-def run(path, dialect):
+def module_at(rev):
+    """wrapper/progress.py as it is in the git revision ``rev``, as a module."""
+    root = os.path.dirname(HERE)
+    text = subprocess.run(["git", "-C", root, "show", "%s:wrapper/progress.py" % rev],
+                          check=True, capture_output=True).stdout
+    spec = importlib.util.spec_from_loader("progress_at_" + rev.replace("/", "_"), loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(text, "progress.py@" + rev, "exec"), module.__dict__)
+    return module
+
+
+def run(path, dialect, module=progress):
     tail = LogTail(path)
-    parser = progress.LogParser(dialect)
+    parser = module.LogParser(dialect)
     state = State()
     events = 0
     t0 = time.perf_counter()
@@ -62,15 +90,33 @@ def run(path, dialect):
         for data in tail.chunks():      # one monitor step's worth at a time
             got = True
             for event in parser.feed(data):
-                apply(state, event)
+                apply(state, _same(event))   # both revisions pay the same
                 events += 1
         if not got:
             break
     for event in parser.flush():
-        apply(state, event)
+        apply(state, _same(event))   # both revisions pay the same
     elapsed = time.perf_counter() - t0
     tail.close()
     return elapsed, events, state
+
+
+def _same(event):
+    """An event (of either revision's module) as this tree's (same name and fields;
+    a field this tree added keeps its default); done for both, so both pay for it."""
+    cls = getattr(progress, type(event).__name__)
+    return cls(**vars(event))
+
+
+def compare(path, dialect, rev, rounds=5):
+    """Best-of-``rounds`` seconds of this tree's parser and of ``rev``'s, alternating."""
+    other = module_at(rev)
+    best = {"this tree": None, rev: None}
+    for _ in range(rounds):
+        for name, module in (("this tree", progress), (rev, other)):
+            elapsed = run(path, dialect, module)[0]
+            best[name] = elapsed if best[name] is None else min(best[name], elapsed)
+    return best
 
 
 def main():
@@ -80,11 +126,14 @@ def main():
     ap.add_argument("--dialect", type=int, choices=(1, 2), default=2,
                     help="virt-v2v major version the parser is told (the wrapper knows it)")
     ap.add_argument("--both", action="store_true", help="parse without a dialect hint too")
+    ap.add_argument("--compare", metavar="REV", help="also time wrapper/progress.py of git REV")
+    ap.add_argument("--errors", action="store_true",
+                    help="an error and its cause lines after every repetition (worst case)")
     args = ap.parse_args()
     path = args.keep or tempfile.mktemp(prefix="v2vw-bench-", suffix=".log", dir="/var/tmp")
     try:
         t0 = time.perf_counter()
-        size = build_log(path, args.size_mb)
+        size = build_log(path, args.size_mb, errors=args.errors)
         built = time.perf_counter() - t0
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         mb = size / (1 << 20)
@@ -93,6 +142,12 @@ def main():
             print("log: %.0f MiB (built in %.1fs), dialect %s: %d events, disks %s" % (
                 mb, built, dialect or "unknown", events, [d["progress"] for d in state["disks"]]))
             print("throughput: %.0f MiB/s (%.2fs)" % (mb / elapsed, elapsed))
+        if args.compare:
+            best = compare(path, args.dialect, args.compare)
+            ours, theirs = best["this tree"], best[args.compare]
+            print("compare (best of 5, same log, same process): this tree %.2fs (%.0f MiB/s), "
+                  "%s %.2fs (%.0f MiB/s): this tree takes %.2fx the time" % (
+                      ours, mb / ours, args.compare, theirs, mb / theirs, ours / theirs))
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print("peak RSS: %.1f MiB before parsing, %.1f MiB after (growth %.1f MiB)" % (
             rss_before / 1024, rss_after / 1024, (rss_after - rss_before) / 1024))

@@ -114,6 +114,7 @@ class Limiter:
         self.starts = []
         self.rates = []
         self.closed = 0
+        self.runner = None          # what an InboundPolicer would run nft through
 
     def start(self, pids, dedicated):
         if self.fail_start:

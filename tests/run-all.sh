@@ -30,6 +30,7 @@ bash .ci/deps-virt-v2v.sh
 bash .ci/deps-net.sh
 bash .ci/deps-container.sh
 bash .ci/deps-prometheus.sh   # node_exporter, prometheus, promtool (nothing started)
+bash .ci/deps-vddk.sh         # Go + govmomi simulator, gcc: the VDDK test world (tests/integration/vddk)
 
 step "Python environment (.venv)"
 PY=${PYTHON:-python3}

@@ -195,8 +195,8 @@ def test_check_reports_the_source_read_mechanism(tmp_path):
     assert line.startswith("network source read: available (virt-v2v reports bandwidth-option")
     line = checks.source_read_report(settings_for(tmp_path),
                                      caps_runner(caps.replace("bandwidth-option\n", "")))
-    assert line.startswith("network source read: unavailable (virt-v2v does not report "
-                           "bandwidth-option: only outbound traffic is limited")
+    assert line.startswith("network source read: inbound policing (virt-v2v does not report "
+                           "bandwidth-option: what the conversion receives is dropped")
     line = checks.source_read_report(settings_for(tmp_path), caps_runner("hello\n"))
     assert line.startswith("network source read: unavailable (") and "did not answer" in line
 
@@ -278,8 +278,10 @@ def test_cli_without_the_capability_says_so_once(tmp_path):
     assert state["finished"] and "failed" not in state
     assert not any("bandwidth" in a for a in json.load(open(record))["argv"])
     log = open(doc["wrapper_log"]).read()
-    assert log.count("the read from the source is not limited") == 1, log
-    # the outbound limiter is off in this test too: the limit applies nowhere
+    assert log.count("does not report bandwidth-option: the read from the source is limited "
+                     "by policing what the conversion receives") == 1, log
+    # the outbound limiter is off in this test too, and the inbound policer lives in its
+    # table: the limit applies nowhere
     assert state["throttling"]["network"] is None
     assert state["throttling"]["network_directions"] == []
 

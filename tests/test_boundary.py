@@ -13,7 +13,7 @@ import pytest
 
 from wrapper import config, jobinput, luks
 from wrapper.errors import JobError
-from wrapper.security import boundary
+from wrapper.security import aschild, boundary
 from wrapper.security.boundary import Boundary, Caller, CallerOpenError
 from wrapper.settings import Settings
 
@@ -360,13 +360,12 @@ def pathlib_read(path):
         return f.read().decode("utf-8", "replace")
 
 
-def _hanging_child(_caller, _groups, _path, _flags, _sock):
+def _hang():
     import time
     time.sleep(60)
-    os._exit(0)
 
 
-def _silent_child(_caller, _groups, _path, _flags, _sock):
+def _die():
     os._exit(3)
 
 
@@ -384,31 +383,34 @@ def _children():
     return found
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
 def test_a_child_that_hangs_is_killed_and_one_that_dies_is_an_error():
     before = _children()          # other tests' children are not this test's business
     with pytest.raises(OSError) as e:
-        boundary.fork_open(NOBODY, "/x", timeout=0.5, child=_hanging_child)
+        aschild.run_as(65534, 65534, [], _hang, timeout=0.5)
     assert e.value.errno == errno.ETIMEDOUT
     with pytest.raises(OSError) as e:
-        boundary.fork_open(NOBODY, "/x", child=_silent_child)
+        aschild.run_as(65534, 65534, [], _die)
     assert e.value.errno == errno.EIO
     assert _children() <= before                     # both children were reaped
 
 
-def _fd_reporting_child(_caller, _groups, _path, _flags, sock):
-    # what the real child keeps after its cleanup, reported instead of opening
-    boundary.close_inherited(sock.fileno())
-    sock.sendall(boundary._ERRNO.pack(len(os.listdir("/proc/self/fd"))))
-    os._exit(0)
+def _report_descriptors():
+    # what the child keeps after its cleanup, reported as an "errno"
+    fds = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+    targets = [os.readlink("/proc/self/fd/%d" % fd) for fd in (0, 1, 2)]
+    raise OSError(len(fds) if all(t == os.devnull for t in targets) else 99, "report")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
 def test_the_child_keeps_none_of_roots_descriptors(tmp_path):
     held = [os.open(str(tmp_path), os.O_RDONLY) for _ in range(5)]
     try:
         with pytest.raises(OSError) as e:
-            boundary.fork_open(NOBODY, "/x", child=_fd_reporting_child)
-        # stdin, stdout, stderr, the socket, and listdir's own descriptor
-        assert e.value.errno == 5
+            aschild.run_as(65534, 65534, [], _report_descriptors, keep=(held[0],))
+        # /dev/null as stdin, stdout and stderr, the socket, the kept descriptor, and
+        # listdir's own descriptor
+        assert e.value.errno == 6
     finally:
         for fd in held:
             os.close(fd)
@@ -435,8 +437,8 @@ def test_a_child_that_became_another_user_is_not_dumpable():
     """Whatever fs.suid_dumpable says, the user a root child becomes can
     neither ptrace it nor read its memory (second review)."""
     def child():
-        boundary.become(65534, 65534, [])
-        return str(boundary._PRCTL(boundary.PR_GET_DUMPABLE, 0, 0, 0, 0)).encode()
+        aschild.become(65534, 65534, [])
+        return str(aschild._PRCTL(aschild.PR_GET_DUMPABLE, 0, 0, 0, 0)).encode()
     assert _in_a_child(child) == b"0"
 
 
@@ -446,6 +448,6 @@ def test_become_asks_for_not_dumpable_itself():
     is 0 (as here): become() asks for it itself, after the change."""
     def child():
         calls = []
-        boundary.become(65534, 65534, [], prctl=lambda *a: calls.append((a, os.getuid())))
+        aschild.become(65534, 65534, [], prctl=lambda *a: calls.append((a, os.getuid())))
         return repr(calls).encode()
-    assert _in_a_child(child) == repr([((boundary.PR_SET_DUMPABLE, 0, 0, 0, 0), 65534)]).encode()
+    assert _in_a_child(child) == repr([((aschild.PR_SET_DUMPABLE, 0, 0, 0, 0), 65534)]).encode()

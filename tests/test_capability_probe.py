@@ -6,18 +6,21 @@ was run as root even with ``--run-as nobody``).
 Fakes: a recording runner sees which user and environment the probe asks
 for.  Real (root only): the real CLI and the real runner with a shell-script
 virt-v2v that records the uid it runs as."""
+import logging
 import os
 import pathlib
 import shutil
+import signal
 import stat
 import tempfile
+import time
 
 import pytest
 
 from test_job_life import VIRT_V2V, Launcher, host, read  # noqa: F401 (fixture)
 from tests import wrapperrun as wr
 from tests.fakes import RecordingRunner
-from wrapper import checks, cli, runner, users, v2v
+from wrapper import checks, cli, reclaim, runner, users, v2v
 from wrapper.settings import Settings
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
@@ -47,7 +50,7 @@ def test_the_throttling_check_probes_as_the_run_as_user():
     runner = RecordingRunner({("/bin/virt-v2v",): (0, "virt-v2v\n", "")})
     settings = Settings(virt_v2v="/bin/virt-v2v", run_as="nobody", environ={"SECRET": "x"})
     line = checks.source_read_report(settings, runner, resolve_user=lambda s, t: NOBODY)
-    assert line.startswith("network source read: unavailable (virt-v2v does not report")
+    assert line.startswith("network source read: inbound policing (virt-v2v does not report")
     (_argv, user, env), = runner.users
     assert user == NOBODY and "SECRET" not in env and env["USER"] == "nobody"
 
@@ -99,5 +102,51 @@ def test_the_probe_of_a_job_runs_as_the_run_as_user(public, tmp_path):
 def test_the_throttling_check_probe_runs_as_the_run_as_user(public):
     settings = Settings(virt_v2v=str(public / "virt-v2v"), run_as="nobody", environ={})
     line = checks.source_read_report(settings, runner.run)
-    assert line.startswith("network source read: unavailable"), line
+    assert line.startswith("network source read: inbound policing (virt-v2v does not report"), line
     assert recorded_uids(public) == [65534]
+
+
+# -- the start-up window: killed during the probe, reclaimed by the next wrapper --------
+HANGER = """#!/bin/sh
+if [ "$1" = "--machine-readable" ]; then
+    : > %(mark)s
+    exec sleep 60
+fi
+exit 1
+"""
+
+
+@needs_root
+def test_a_wrapper_killed_while_probing_is_reclaimed(public, tmp_path):
+    """The lease is taken with the job's names, before the probe: the state
+    file a SIGKILLed wrapper reserved is finished by the next one's reclaim
+    (it used to stay unfinished, with no lease pointing at it)."""
+    exe = public / "virt-v2v"
+    exe.write_text(HANGER % {"mark": public / "w" / "probing"})
+    dirs = wr.WrapperDirs(tmp_path)
+    lock = tmp_path / "lock"
+    job = {"vm_name": "testvm", "transport_method": "vddk", "vmware_uri": "esx://root@127.0.0.1?no_verify=1",
+           "vmware_password": "pw", "vmware_fingerprint": FP, "output_dir": str(public / "w"),
+           "daemonize": False}
+    env = wr.env(VIRT_V2V_WRAPPER_SYSTEMD_MARKER=str(tmp_path / "no-systemd"),
+                 VIRT_V2V_WRAPPER_LOCK_DIR=str(lock))
+    p = wr.start(dirs.args(str(exe)) + ["--run-as", "nobody"], job, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (public / "w" / "probing").exists():
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+            time.sleep(0.05)
+        states = [n for n in os.listdir(dirs.state) if n.endswith(".state")]
+        assert len(states) == 1 and [n for n in os.listdir(lock / "jobs") if n.endswith(".lease")]
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        p.stdout.close()
+        p.stderr.close()
+    assert not wr.read_state(os.path.join(dirs.state, states[0])).get("finished")
+    reclaim.reclaim_at(Settings(lock_dir=str(lock), environ={}), runner.run, logging.getLogger("t"))
+    state = wr.read_state(os.path.join(dirs.state, states[0]))
+    assert state["finished"] is True and state["failed"] is True
+    assert "died" in state["last_message"]["message"], state
+    assert not [n for n in os.listdir(dirs.state) if n.endswith(".throttle.d")]
+    assert not os.listdir(lock / "jobs")

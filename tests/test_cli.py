@@ -11,6 +11,7 @@ import pytest
 
 from tests import wrapperrun as wr
 from tests.fakes import data, make_fake_v2v
+from wrapper import causes
 
 FP = ":".join(["AB"] * 20)
 
@@ -101,9 +102,11 @@ def test_foreground_failure_reports_virt_v2v_error(dirs):
     state = wr.read_state(announced(r.stdout)["state_file"])
     assert state["failed"] is True and state["finished"] is True and state["return_code"] == 1
     # virt-v2v's "see earlier error messages" replaced by the earlier cause from its verbose log
+    # and a failure code with its hint (wrapper/causes.py)
     assert state["last_message"] == {"type": "error", "message":
                                      "could not copy the VMX file from the remote server: scp: "
-                                     "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory"}
+                                     "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory",
+                                     "code": "vmx_missing", "hint": causes.CATALOGUE["vmx_missing"].hint}
 
 
 def test_daemon_returns_at_once_and_closes_stdout(dirs):

@@ -100,6 +100,7 @@ class Host:
             "VIRT_V2V_WRAPPER_LOCK_DIR": str(tmp_path / "lock"),
             "VIRT_V2V_WRAPPER_CGROUP_ROOT": str(tmp_path / "cgroup"),
             "VIRT_V2V_WRAPPER_SYSTEMD_MARKER": str(tmp_path / "no-systemd"),
+            "VIRT_V2V_WRAPPER_VDDK_PREFLIGHT": "off",      # no VMware host answers (conftest)
         }
         self.caps = read("virt-v2v--machine-readable.txt").decode()
         self.runner = RecordingRunner({(VIRT_V2V, "--machine-readable"): (0, self.caps, "")})
@@ -189,7 +190,8 @@ def test_foreground_failure(host):
     assert state["finished"] is True and state["failed"] is True and state["return_code"] == 1
     assert state["last_message"] == {
         "type": "error", "message": "could not copy the VMX file from the remote server: scp: "
-        "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory"}
+        "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory",
+        "code": "vmx_missing", "hint": "check vm_name: the .vmx path must exist on the datastore"}
     assert host.left() == []
 
 
@@ -265,7 +267,38 @@ def test_daemon_whose_caller_lost_the_answer_starts_nothing(host):
     state = load(os.path.join(host.state, name))
     assert state["finished"] is True and state["failed"] is True
     assert "the caller did not receive the answer" in state["last_message"]["message"]
+    assert state["last_message"]["code"] == "not_started"
     assert launcher.handles == [] and host.left() == []
+
+
+class BrokenV2v(StandInV2v):
+    """A monitor step that meets a bug in the wrapper itself."""
+
+    def poll(self):
+        raise RuntimeError("a bug in the wrapper")
+
+
+def test_a_bug_during_the_run_is_an_internal_error(host):
+    handles = []
+
+    def factory(launch):
+        handles.append(BrokenV2v(launch, b"", b"", None))
+        return handles[-1]
+    code, out, err = host.main(host.job(daemonize=False), factory)
+    assert code == cli.EXIT_FAILED
+    state = load(answer_of(out)["state_file"])
+    assert state["finished"] is True and state["failed"] is True
+    assert state["last_message"]["code"] == "internal_error", state["last_message"]
+    assert state["last_message"]["message"] == "virt-v2v-wrapper failed: a bug in the wrapper"
+    assert host.left() == []
+
+
+def test_virt_v2v_killed_outright_is_killed_not_cancelled(host):
+    launcher = Launcher(read("kill04-sigkill-during-convert.tail.vx.log"), b"", rc=137)
+    code, out, err = host.main(host.job(daemonize=False), launcher)
+    assert code == cli.EXIT_FAILED
+    last = load(answer_of(out)["state_file"])["last_message"]
+    assert (last["code"], last["message"]) == ("killed", "virt-v2v was killed by signal 9")
 
 
 # -- refused jobs: one line, exit 1, nothing started, nothing left -------------------

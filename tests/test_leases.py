@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes import RecordingRunner
 from tests import test_procinfo as pt
-from wrapper import leases, procinfo
+from wrapper import causes, leases, procinfo
 from wrapper.security import fsafe
 from wrapper import reclaim as reclaiming
 
@@ -152,7 +152,8 @@ def test_sigkilled_wrapper_is_reclaimed(job, spawn, caplog):
     s = state(job)
     assert s["failed"] is True and s["finished"] is True and s["finished_at"] == NOW
     assert s["last_message"] == {"type": "error", "message": reclaiming.DIED % pid
-                                 + "; before that: earlier trouble"}
+                                 + "; before that: earlier trouble", "code": "wrapper_died",
+                                 "hint": causes.CATALOGUE["wrapper_died"].hint}
     assert "died before the conversion finished" in s["last_message"]["message"]
     assert s["disks"] == [{"path": "[ds] vm/vm.vmdk", "progress": 42}]
     assert sorted(os.listdir(job.state)) == [job.state_file.name]     # temporary file gone

@@ -129,6 +129,31 @@ def test_label_values_are_escaped_and_no_message_becomes_a_label():
     assert "Copying disk" not in text                        # no stage text either
 
 
+@pytest.mark.parametrize("code, label", [
+    ("vm_powered_on", "vm_powered_on"),
+    ("no_such_code", "conversion_failed"),           # only catalogue codes become labels
+    ('x"}\n{evil', "conversion_failed"),
+    (None, "conversion_failed"),                      # a state file of an older wrapper
+])
+def test_a_failure_carries_its_code_as_a_label(code, label):
+    s = make_state("failed")
+    last = {"message": "m", "type": "error"}
+    if code is not None:
+        last["code"] = code
+    s.set("last_message", last)
+    text = metrics.exposition([summary(s)], T0 + 60)
+    f = families(text)                                # the reference parser accepts it
+    assert [(labels["code"], v) for labels, v in f["v2v_conversion_failure_info"]] == [(label, 1)]
+    assert "evil" not in text
+
+
+def test_no_failure_family_without_a_failure():
+    s = make_state("finished")
+    s.notice("the throttling file was malformed and was ignored")     # a notice, not a failure
+    f = families(metrics.exposition([summary(s)], T0 + 60))
+    assert "v2v_conversion_failure_info" not in f
+
+
 def test_several_conversions_share_each_family():
     a = make_state("copying", tag="20270115T080000-1")
     b = make_state("finished", tag="20270115T080001-2")

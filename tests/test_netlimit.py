@@ -295,6 +295,9 @@ def test_cgroup2_life_cycle(hybrid, tmp_path, caplog):
     assert lim.minor == 1 and lim.mechanism.name == "cgroup2"
     assert fake.tables == {"v2vw_1_job": tn.nft_ruleset(
         "v2vw_1_job", 'socket cgroupv2 level 3 "unified/s/system.slice/x.service"', 1)}
+    # what the inbound policer (wrapper.throttling.inbound) puts in the same table
+    assert lim.match == 'socket cgroupv2 level 3 "unified/s/system.slice/x.service"'
+    assert lim.runner is fake
     assert fake.changes() == [
         ["nft", "-f", "-"],
         tn.tc_root_add_argv("eth0"),
@@ -313,6 +316,7 @@ def test_cgroup2_life_cycle(hybrid, tmp_path, caplog):
     lim.close()
     assert fake.changes() == [tn.nft_delete_argv("v2vw_1_job")]
     assert fake.tables == {} and os.listdir(tmp_path / "lock") == ["netlimit.lock"]
+    assert lim.match is None and lim.minor is None
     del fake.calls[:]
     lim.close()                                 # idempotent: nothing more to do
     assert fake.calls == []

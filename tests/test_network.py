@@ -13,6 +13,7 @@ from wrapper.errors import CommandError, ThrottleError
 from wrapper.state import State
 from wrapper.throttling import bandwidth
 from wrapper.throttling.limits import NetworkRate
+from wrapper.throttling.inbound import InboundPolicer
 from wrapper.throttling.network import NetworkLimit
 from wrapper.security.secrets import SecretDir
 from tests.fakes import Limiter
@@ -163,12 +164,16 @@ def test_source_read_only_when_virt_v2v_has_the_option(caplog):
         opened.append(secret_dir)
         return SourceRead()
     limit = NetworkLimit(State(), Outbound())
-    with caplog.at_level(logging.INFO):
-        assert limit.open_source_read(CAPS1, "secrets", open_file) is None
-    assert opened == [] and limit.source_read is None and limit.source_read_path is None
-    assert "does not report bandwidth-option" in caplog.text
     assert limit.open_source_read(CAPS2, "secrets", open_file) == SourceRead.path
     assert opened == ["secrets"] and limit.source_read_path == SourceRead.path
+    assert limit.inbound is None, "virt-v2v limits the read: no inbound policer on top"
+    limit = NetworkLimit(State(), Outbound())
+    with caplog.at_level(logging.INFO):
+        assert limit.open_source_read(CAPS1, "secrets", open_file) is None
+    assert opened == ["secrets"] and limit.source_read is None and limit.source_read_path is None
+    assert "does not report bandwidth-option" in caplog.text
+    assert "policing what the conversion receives" in caplog.text
+    assert isinstance(limit.inbound, InboundPolicer) and limit.inbound.limiter is limit.outbound
 
 
 def test_the_real_source_read_file_follows_the_limit(tmp_path):
@@ -182,3 +187,109 @@ def test_the_real_source_read_file_follows_the_limit(tmp_path):
         limit.set(None, CONVERSION)
         assert open(path).read() == bandwidth.UNLIMITED
         limit.close()
+
+
+# ---- the inbound policer: where virt-v2v has no bandwidth-option ---------------------------
+class Inbound:
+    """A fake InboundPolicer: records every set; ``fail`` is raised instead."""
+
+    def __init__(self, fail=None):
+        self.fail = fail
+        self.values = []
+
+    def set(self, value):
+        if self.fail:
+            raise self.fail
+        self.values.append(value)
+
+
+def test_without_bandwidth_option_the_limit_goes_out_and_in():
+    out, inb = Outbound(), Inbound()
+    limit = NetworkLimit(State(), out)
+    assert limit.open_source_read(CAPS1, "secrets", open_inbound=lambda o: inb) is None
+    limit.set(MiB, CONVERSION)
+    assert out.starts == [([4242, 4243], True)] and out.rates == [MiB] and inb.values == [MiB]
+    assert directions(limit) == ["outbound", "inbound"]
+    limit.set(TWO, CONVERSION)
+    limit.set(None, CONVERSION)
+    assert inb.values == [MiB, TWO, None] and len(out.starts) == 1
+    assert directions(limit) == [] and "last_message" not in limit.state.data
+
+
+def test_with_bandwidth_option_nothing_is_policed_inbound():
+    opened = []
+    limit = NetworkLimit(State(), Outbound())
+    limit.open_source_read(CAPS2, "secrets", lambda d: SourceRead(),
+                           open_inbound=lambda o: opened.append(o))
+    limit.set(MiB, CONVERSION)
+    assert opened == [] and limit.inbound is None
+    assert directions(limit) == ["outbound", "source-read"]
+
+
+def test_inbound_alone_when_no_interface_can_be_shaped():
+    limit = NetworkLimit(State(), Outbound(ThrottleError("no interface can carry the limit")),
+                         inbound=Inbound())
+    limit.set(TWO, CONVERSION)
+    assert directions(limit) == ["inbound"]
+    assert "does not cover the outbound traffic: no interface" in \
+        limit.state["last_message"]["message"]
+
+
+def test_outbound_alone_when_the_policer_fails():
+    limit = NetworkLimit(State(), Outbound(), inbound=Inbound(ThrottleError(
+        "inbound traffic is matched by cgroup v2 only (this host classifies by net_cls)")))
+    limit.set(TWO, CONVERSION)
+    assert directions(limit) == ["outbound"]
+    assert "does not cover the inbound traffic: inbound traffic is matched by cgroup v2" in \
+        limit.state["last_message"]["message"]
+
+
+def test_neither_direction_is_a_limit_not_applied():
+    limit = NetworkLimit(State(), Outbound(ThrottleError("no nft")),
+                         inbound=Inbound(CommandError(["nft"], 1, "", "Error: No such file")))
+    with pytest.raises(ThrottleError, match="no nft"):
+        limit.set(MiB, CONVERSION)
+    assert directions(limit) == []
+
+
+def test_the_policer_waits_for_the_classification():
+    """The inbound rule lives in the outbound limiter's table: the conversion is classified
+    (once) before the policer is asked, even when the outbound class then fails."""
+    order = []
+    out = Outbound(ThrottleError("tc failed"))
+    out.start = lambda pids, dedicated: (order.append("start"), setattr(out, "started", True))
+    inb = Inbound()
+    inb.set = lambda v: order.append(("inbound", v))
+    limit = NetworkLimit(State(), out, inbound=inb)
+    limit.set(MiB, CONVERSION)
+    assert order == ["start", ("inbound", MiB)]
+
+
+def test_a_start_failure_fails_both_directions():
+    fail = PermissionError(13, "Permission denied", "/run/lock/x")
+    inb = Inbound()
+    limit = NetworkLimit(State(), Outbound(fail_start=fail), inbound=inb)
+    with pytest.raises(ThrottleError, match="Permission denied"):
+        limit.set(MiB, CONVERSION)
+    assert inb.values == [] and directions(limit) == []
+
+
+def test_the_real_policer_through_the_limit():
+    """NetworkLimit + the real InboundPolicer + a started limiter stand-in: the nft text."""
+    runs = []
+    out = Outbound()
+    out.runner = lambda argv, **kw: runs.append((argv, kw.get("input")))
+
+    def start(pids, dedicated):
+        out.started, out.minor, out.table = True, 1, "v2vw_1_job"
+        out.mechanism = SimpleNamespace(name="cgroup2", available=True, reason="")
+        out.match = 'socket cgroupv2 level 1 "unified/x"'
+    out.start = start
+    limit = NetworkLimit(State(), out)
+    limit.open_source_read(CAPS1, "secrets")
+    limit.set(MiB, CONVERSION)
+    assert [a for a, _ in runs] == [["nft", "-f", "-"]]
+    assert 'socket cgroupv2 level 1 "unified/x" limit rate over 1048576 bytes/second' in runs[0][1]
+    assert directions(limit) == ["outbound", "inbound"]
+    limit.set(None, CONVERSION)
+    assert "delete chain inet v2vw_1_job in" in runs[1][1] and directions(limit) == []

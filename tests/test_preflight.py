@@ -129,7 +129,7 @@ def test_every_problem_in_one_error_the_first_ones_key(caplog):
         return result(127)
 
     def check_target(access, storage, cluster, vm_name, timeout):
-        raise JobError("vm_name", "a VM named 'vm1' already exists")
+        raise JobError("vm_name", "a VM named 'vm1' already exists", code="vm_name_taken")
 
     caplog.set_level(logging.INFO)
     with pytest.raises(JobError) as e:
@@ -139,6 +139,10 @@ def test_every_problem_in_one_error_the_first_ones_key(caplog):
     text = str(e.value)
     assert "\n" not in text and "; also nbdkit is not installed" in text
     assert text.endswith("; also vm_name: a VM named 'vm1' already exists")
+    # the failure codes: the first problem names none, the VM name taken does
+    assert e.value.code is None
+    assert [(p.key, p.code) for p in e.value.problems] == [
+        ("rhv_cafile", None), (None, None), ("vm_name", "vm_name_taken")]
     assert [c[0] for c in calls] == ["python3", "nbdkit"] and calls[0][1] == "/p"
     assert "pre-flight checks took 0.2 s" in caplog.text
 

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from wrapper import progress as p
+from wrapper import causes, progress as p
 from wrapper.state import State, StateFile, apply, first_paragraph
 
 
@@ -58,7 +58,9 @@ def test_first_error_wins_and_notice_is_replaced():
     s.notice("cannot set the cpu limit")
     apply(s, p.V2vMessage("error", "inspection could not detect the source guest.\n\nmore text"))
     s.error("later")
-    assert s["last_message"] == {"message": "inspection could not detect the source guest.", "type": "error"}
+    assert s["last_message"] == {"message": "inspection could not detect the source guest.", "type": "error",
+                                 "code": "guest_not_convertible",
+                                 "hint": causes.CATALOGUE["guest_not_convertible"].hint}
 
 
 def test_vm_id_prefers_virtual_system():

@@ -158,6 +158,19 @@ def test_summary_failed(tmp_path):
     s = summary_of(tmp_path, make_state("failed"))
     assert s["outcome"] == summary.FAILED
     assert s["message"] == "virt-v2v: error: nbdcopy command failed"
+    assert s["code"] == "conversion_failed"          # nothing recognisable in it
+
+
+def test_summary_and_render_show_the_failure_code(tmp_path):
+    st = make_state("failed")
+    st.set("last_message", {"type": "error", "message": "libvirt domain 'vm1' is running",
+                            "code": "vm_powered_on", "hint": "shut it down"})
+    assert summary_of(tmp_path, st)["code"] == "vm_powered_on"
+    text = "\n".join(block(tmp_path, st, status.Style()))
+    assert "error      libvirt domain 'vm1' is running" in text
+    assert "code       vm_powered_on" in text
+    st.set("last_message", {"type": "error", "message": "m", "code": "\x1b[2Jforged"})
+    assert summary_of(tmp_path, st)["code"] == "conversion_failed"     # only catalogue codes
 
 
 def test_summary_failing_but_not_finished_is_still_running(tmp_path):

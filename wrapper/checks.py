@@ -37,8 +37,9 @@ def source_read_report(settings, runner, resolve_user=None):
     if bandwidth.supported(caps):
         return ("network source read: available (virt-v2v reports %s: --bandwidth-file, "
                 "nbdkit rate filter on the ssh and vddk inputs)" % bandwidth.CAPABILITY)
-    return ("network source read: unavailable (virt-v2v does not report %s: only outbound "
-            "traffic is limited)" % bandwidth.CAPABILITY)
+    return ("network source read: inbound policing (virt-v2v does not report %s: what the "
+            "conversion receives is dropped over the limit on this host's input hook, "
+            "cgroup v2 only)" % bandwidth.CAPABILITY)
 
 
 def registry():

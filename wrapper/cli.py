@@ -203,6 +203,23 @@ def _take_names(settings, log_dir, sudo):
         raise
 
 
+def _take_lease(book, settings, reserved):
+    """The job's lease, taken as soon as its names exist: a wrapper killed
+    from here on leaves a lease that the next wrapper's reclaim follows to
+    the reserved state file and throttling directory (None without a book)."""
+    if book is None:
+        return None
+    try:
+        # LeaseBook.create fills in this process's pid, start time and boot id
+        return book.create(reserved.files.tag, {
+            "state_dir": settings.state_dir, "state_name": reserved.state_name,
+            "throttle_dir": reserved.throttle_dir_name,
+            "throttle_ident": list(reserved.throttle_dir_ident)})
+    except (OSError, ValueError) as e:
+        log.warning("cannot record the job's lease: %s", e)
+        return None
+
+
 def run_job(job, settings, stdout, stderr, runner, launcher_factory, detach, caller_fds):
     """Accept the job (or refuse it: one line, exit 1), then run it in the
     foreground or detach and run it in the daemon (docs/contract.md §2, §4)."""
@@ -238,6 +255,7 @@ def _accept(job, settings, runner, launcher_factory, signals):
         return e
     logsetup.setup(reserved.wrapper_log_fd)
     log.info("%s %s starting (pid %d)", PROG, __version__, os.getpid())
+    lease = _take_lease(book, settings, reserved)
     reclaim.reclaim_book(book, settings, default_runner, log)
     job_obj = None
     stack = contextlib.ExitStack()
@@ -256,7 +274,7 @@ def _accept(job, settings, runner, launcher_factory, signals):
         log.info("virt-v2v capabilities: %s", " ".join(caps.lines))
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
                       launcher_factory or _default_launcher(config, settings, runner),
-                      settings.trusted_uids(), leases=book)
+                      settings.trusted_uids(), leases=book, lease=lease)
         job_obj.prepare()
         if signals.received:
             raise JobError(None, "interrupted by %s before the conversion started" % signals.received)
@@ -267,6 +285,8 @@ def _accept(job, settings, runner, launcher_factory, signals):
         else:
             stack.close()
             reserved.give_back()
+            if lease is not None:
+                lease.release()
         refusal = _refusal(e, reserved.files.wrapper_log)
         _release(reserved, book)
         return refusal

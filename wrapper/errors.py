@@ -6,7 +6,13 @@ monitor turns them into state-file messages.
 
 
 class WrapperError(Exception):
-    """Base class for every error the wrapper raises on purpose."""
+    """Base class for every error the wrapper raises on purpose.
+
+    ``code``: the failure code of :data:`wrapper.causes.CATALOGUE` it names,
+    or None (docs/contract.md §8).
+    """
+
+    code = None
 
 
 class JobError(WrapperError):
@@ -16,10 +22,11 @@ class JobError(WrapperError):
     tells the caller what to fix.
     """
 
-    def __init__(self, key, message):
+    def __init__(self, key, message, code=None):
         super().__init__(key, message)
         self.key = key
         self.message = message
+        self.code = code
 
     def __str__(self):
         if self.key:
@@ -45,6 +52,10 @@ class CommandError(WrapperError):
 
 class ConversionError(WrapperError):
     """The conversion could not be run or finished badly."""
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code
 
 
 class ThrottleError(WrapperError):

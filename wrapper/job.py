@@ -14,7 +14,7 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import parallel, procinfo, targets, v2v, vmname
+from wrapper import causes, parallel, procinfo, targets, v2v, vmname
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import ConversionError, JobError, WrapperError
@@ -70,7 +70,7 @@ class Job:
     """Prepared resources + the run.  Built by :func:`prepare`."""
 
     def __init__(self, config, settings, reserved, user, caps, stack, runner, launcher_factory,
-                 allowed_uids, leases=None, clock=time.monotonic, sleep=time.sleep):
+                 allowed_uids, leases=None, lease=None, clock=time.monotonic, sleep=time.sleep):
         self.config = config
         self.settings = settings
         self.reserved = reserved
@@ -81,8 +81,8 @@ class Job:
         self.runner = runner
         self.launcher_factory = launcher_factory
         self.allowed_uids = allowed_uids
-        self.leases = leases
-        self.lease = None
+        self.leases = leases        # the lease book, closed when the job is over (cli._release)
+        self.lease = lease          # taken with the job's names (cli._take_lease)
         self.clock = clock
         self.sleep = sleep
         self.state = initial_state(config, self.files)
@@ -104,8 +104,9 @@ class Job:
     # -- before the caller gets its answer ------------------------------------
     def prepare(self):
         """Secrets, agent, command, state file.  A failure here refuses the job."""
+        self._source_preflight()
         self._attach_metrics()
-        self._open_lease()
+        self._lease_update(run_uid=self.user.uid)
         secrets = SecretDir(self.settings.state_dir, self.user.uid, self.user.gid)
         self.stack.callback(safe(secrets.remove, "removing the secret directory"))
         self._lease_update(secret_dir=secrets.name, secret_ident=list(secrets.identity))
@@ -135,7 +136,8 @@ class Job:
         self.paths = v2v.RunPaths(machine_readable_log="/dev/fd/%d" % MACHINE_FD,
                                   vmware_password_file=vmware_pw, rhv_password_file=rhv_pw,
                                   luks_key_files=key_files, ssh_auth_sock=sock,
-                                  bandwidth_file=self.network.source_read_path)
+                                  bandwidth_file=self.network.source_read_path,
+                                  vddk_libdir=self.settings.vddk_libdir)
         self.argv = v2v.build_command(self.config, self.caps, self.paths,
                                       virt_v2v=self.settings.virt_v2v_path(),
                                       allocation=self.allocation)
@@ -144,6 +146,15 @@ class Job:
         self.env = parallel.environment(self.env, self.parallel)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
+
+    def _source_preflight(self):
+        """A vddk job's pre-flight (wrapper.vmware.preflight), as the run-as
+        user with virt-v2v's environment, before anything is created."""
+        if not isinstance(self.config.source, VddkSource):
+            return
+        from wrapper.vmware import preflight
+        preflight.check_job(self.config, self.settings, self.user,
+                            v2v.build_env(self.config, self.settings.environ, self.user))
 
     def _private_ca(self, secrets):
         """A CA file the job named was read once with the caller's rights
@@ -194,18 +205,6 @@ class Job:
         return agent.socket
 
     # -- the lease --------------------------------------------------------
-    def _open_lease(self):
-        if self.leases is None:
-            return
-        try:
-            # LeaseBook.create fills in this process's pid, start time and boot id
-            self.lease = self.leases.create(self.files.tag, {
-                "state_dir": self.settings.state_dir, "state_name": self.reserved.state_name,
-                "throttle_dir": self.reserved.throttle_dir_name,
-                "throttle_ident": list(self.reserved.throttle_dir_ident), "run_uid": self.user.uid})
-        except (OSError, ValueError) as e:
-            log.warning("cannot record the job's lease: %s", e)
-
     def _lease_update(self, **fields):
         if self.lease is not None:
             try:
@@ -244,7 +243,7 @@ class Job:
         try:
             self.stack.close()
         finally:
-            self.state.error(message)
+            self.state.error(message, "not_started")
             self.state.set("failed", True)
             self._finish()
 
@@ -265,7 +264,7 @@ class Job:
                 self._run(signals)
         except Exception as e:            # an error in the wrapper itself
             log.exception("wrapper error")
-            self.state.error("virt-v2v-wrapper failed: %s" % (e,))
+            self.state.error("virt-v2v-wrapper failed: %s" % (e,), "internal_error")
             self.state.set("failed", True)
         self._finish()
         return not self.state.get("failed")
@@ -274,7 +273,8 @@ class Job:
         rc = None
         try:
             if signals.received:
-                raise ConversionError("cancelled by %s before virt-v2v started" % signals.received)
+                raise ConversionError("cancelled by %s before virt-v2v started" % signals.received,
+                                      code="cancelled")
             log.info("virt-v2v command: %s", quote(self.argv))
             log.info("virt-v2v environment: %s", " ".join(
                 "%s=%s" % (k, v) for k, v in sorted(self.env.items())))
@@ -305,7 +305,7 @@ class Job:
             log.info("virt-v2v exited with status %s", rc)
         except WrapperError as e:
             log.error("%s", e)
-            self.state.error(str(e))
+            self.state.error(causes.from_error(e, causes.GENERIC))
         self._judge(rc, signals)
         if self.state.get("failed") and hasattr(self.hooks, "on_failure"):
             self.hooks.on_failure(self.config.target, tuple(self.state.disk_ids), self.settings)
@@ -326,19 +326,4 @@ class Job:
         return throttler
 
     def _judge(self, rc, signals):
-        if rc == 0 and not signals.received:
-            return
-        self.state.set("failed", True)
-        cause = signals.received or self.state.signal
-        if cause:
-            self.state.error("Conversion cancelled: virt-v2v was stopped by %s" % cause)
-        elif self.state.v2v_errors:
-            self.state.error(self.state.v2v_errors[0])
-        elif rc is not None and rc > 128:
-            self.state.error("virt-v2v was killed by signal %d" % (rc - 128))
-        elif rc is not None:
-            self.state.error("virt-v2v exited with status %d" % rc)
-        else:
-            self.state.error("virt-v2v did not run")
-        self.state.explain()
-
+        self.state.conclude(rc, signals.received)

@@ -19,7 +19,7 @@ line in Python: it finds a handful of marker strings with ``bytes.find``
 import json
 import re
 
-from wrapper import stages
+from wrapper import causes, stages
 from dataclasses import dataclass
 from typing import Optional
 
@@ -76,7 +76,8 @@ class V2vMessage:
 @dataclass(frozen=True)
 class V2vError:
     text: str            # a "virt-v2v: error:" line of the verbose log
-    cause: Optional[str] = None     # the last line before it that looks like its cause
+    cause: Optional[str] = None     # the line before it that best explains it (causes.pick)
+    lines: tuple = ()    # the lines shortly before it that may explain it, oldest first
 
 
 @dataclass(frozen=True)
@@ -129,12 +130,11 @@ _R_ERROR = re.compile(r"virt-v2v: error: (.*)$")
 _R_SIGNAL = re.compile(r"virt-v2v: Exiting on signal (\S+)")
 # virt-v2v's "..., see earlier error messages" points at lines a client never
 # sees (scp's "Permission denied", qemu's "error: ...", "nbdcopy: executable
-# not found", a Python helper's "AuthError: ..."): the last such line shortly
-# before the error is its cause.
-_R_CAUSE = re.compile(r": error: |Permission denied|No such file or directory|not found|"
-                      r"verification failed|[A-Za-z]+(?:Error|Exception): |Connection refused|"
-                      r"HTTP (?:error|status) ?\d{3}|\b[45]\d\d [A-Z][a-z]+")
-_NOT_CAUSES = ("virt-v2v: error:", "libguestfs: trace:", "+ ")
+# not found", a Python helper's "AuthError: ...", 2.6+'s "nbdkit: ssh[1]:
+# error: ..."): the lines shortly before the error that look like a cause
+# (causes.is_cause_line) go with it, for wrapper.causes to pick and classify.
+MAX_CAUSE_LINES = 16    # lines kept per error (the last ones)
+MAX_CAUSE_TEXT = 1000   # characters kept of each
 # virt-v2v's rhv-upload plugin reports an imageio refusal as three debug
 # lines of its nbdkit thread (2.2 then fails on the fourth, the body, with a
 # TypeError): "unexpected response from imageio server:", what it was doing
@@ -287,13 +287,9 @@ class LogParser:
         m = regex.search(line)
         if not m:
             return ()
-        cause = None
-        for text in reversed(re.split(r"[\r\n]", self._window(buf, start, lo).decode("utf-8", "replace"))):
-            text = text.strip()
-            if text and not text.startswith(_NOT_CAUSES) and _R_CAUSE.search(text):
-                cause = text[:300]
-                break
-        return (V2vError(m.group(1).strip(), cause),)
+        lines = causes.cause_lines(self._window(buf, start, lo).decode("utf-8", "replace"),
+                                   MAX_CAUSE_LINES, MAX_CAUSE_TEXT)
+        return (V2vError(m.group(1).strip(), causes.pick(lines), tuple(lines)),)
 
     def _uri(self, regex, line, buf, start, lo):
         """nbdinfo's ``uri: ...inN`` names the disk whose ``export-size``

@@ -56,12 +56,14 @@ def run(argv, *, input=None, env=None, timeout=60, check=True, quiet=False, user
     return res
 
 
-def run_as(user, argv, *, env, timeout=30):
+def run_as(user, argv, *, env, timeout=30, input=None):
     """:func:`run` as ``user`` (a wrapper.users.RunUser), never raising for the program's exit status:
-    a :class:`Result` with rc 127 when it cannot be started, 124 on timeout."""
+    a :class:`Result` with rc 127 when it cannot be started, 124 on timeout.  ``input``
+    (text) goes to its stdin through a pipe: how a secret reaches a probe, never argv."""
     argv = [str(a) for a in argv]
     try:
-        proc = subprocess.run(argv, env=env, timeout=timeout, stdin=subprocess.DEVNULL,
+        proc = subprocess.run(argv, env=env, timeout=timeout, input=input,
+                              stdin=subprocess.DEVNULL if input is None else None,
                               capture_output=True, text=True, errors="replace",
                               close_fds=True, cwd="/", **user.popen_kwargs())
     except (FileNotFoundError, PermissionError) as e:

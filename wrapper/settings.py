@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 
 ENV_PREFIX = "VIRT_V2V_WRAPPER_"
+VDDK_LIBDIR = "/opt/vmware-vix-disklib-distrib"
 
 # (option name, attribute, metavar, help, default).  A default of None means
 # "decided later" (log dir depends on the target, run-as on the host).
@@ -28,6 +29,9 @@ LOCATIONS = (
      "/rhev/data-center/mnt"),
     ("job", "job", "FILE", "read the job from FILE instead of stdin (a regular file, read once)",
      None),
+    ("vddk-libdir", "vddk_libdir", "DIR",
+     "the VDDK library directory for vddk jobs: it holds lib64/libvixDiskLib.so.N "
+     "(default /opt/vmware-vix-disklib-distrib)", VDDK_LIBDIR),
     # administrator settings, never from the job (wrapper/parallel.py checks them)
     ("parallel", "parallel", "N",
      "copy up to N disks of a multi-disk VM at once where virt-v2v reports parallel-option "
@@ -57,6 +61,9 @@ HIDDEN = (
     ("OVIRT_CLEANUP_TIMEOUT", "ovirt_cleanup_timeout", "300"),
     ("OVIRT_PREFLIGHT_TIMEOUT", "ovirt_preflight_timeout", "30"),
     ("METRICS_KEEP", "metrics_keep", "3600"),
+    # the VDDK pre-flight (wrapper.vmware.preflight): on unless 0/no/false/off, and its bound
+    ("VDDK_PREFLIGHT", "vddk_preflight", "on"),
+    ("VDDK_PREFLIGHT_TIMEOUT", "vddk_preflight_timeout", "10"),
 )
 
 
@@ -79,6 +86,9 @@ class Settings:
     ovirt_cleanup_timeout: str = "300"
     ovirt_preflight_timeout: str = "30"
     metrics_keep: str = "3600"
+    vddk_libdir: str = VDDK_LIBDIR
+    vddk_preflight: str = "on"
+    vddk_preflight_timeout: str = "10"
     job: str = None
     parallel: str = "2"
     parallel_max: str = "4"
@@ -121,7 +131,8 @@ def resolve(options, environ):
         values[attr] = environ.get(ENV_PREFIX + suffix) or default
     for _opt, attr, _help in SWITCHES:
         values[attr] = True if options.get(attr) else switch_value(environ, attr)
-    for attr in ("state_dir", "log_dir", "iso_domain_root", "vdsm_ca", "job", "metrics_dir"):
+    for attr in ("state_dir", "log_dir", "iso_domain_root", "vdsm_ca", "job", "metrics_dir",
+                 "vddk_libdir"):
         if values[attr]:
             values[attr] = os.path.abspath(values[attr])
     # virt-v2v runs in /: a path to it means the caller's directory; a bare

@@ -5,15 +5,12 @@ import copy
 import json
 import logging
 import os
-import re
 import time
 
-from wrapper import progress as ev, stages
+from wrapper import causes, progress as ev, stages
 from wrapper.security import fsafe
 
 log = logging.getLogger(__name__)
-
-_SEE_EARLIER = re.compile(r",? see earlier errors?(?: messages)?\.?$")
 
 # What virt-v2v's log says is folded in here, and that log is written by the run-as user
 # (the caller by default): a line like "Copying disk 1000000/1000000" must not make root
@@ -46,11 +43,12 @@ class State:
         self.sizes = {}              # index -> bytes
         self.disk_ids = []           # disks created on the target (oVirt upload)
         self.v2v_errors = []         # "virt-v2v: error:" lines of the verbose log
-        self.v2v_causes = {}         # such a line -> the line before it that explains it
+        self.v2v_causes = {}         # such a line -> the lines before it that may explain it
         self.upload_failure = None   # the first imageio refusal of an rhv-upload write
         self.signal = None           # "Exiting on signal X"
         self.vm_id_definitive = False
         self._soft_message = False
+        self._unclassified = False   # last_message is virt-v2v's own words, not yet classified
         self.ignored = set()         # kinds of out-of-range events already logged
 
     def ignore(self, kind, event):
@@ -72,35 +70,63 @@ class State:
     def snapshot(self):
         return copy.deepcopy(self.data)
 
-    def error(self, message):
-        """Record the first real cause of a failure (later ones are logged only)."""
-        if "last_message" not in self.data or self._soft_message:
-            self.data["last_message"] = {"message": message, "type": "error"}
-            self._soft_message = False
+    def error(self, message, code=None, hint=None):
+        """Record the first real cause of a failure (later ones are logged only):
+        a :class:`wrapper.causes.Cause`, or a message with its ``code`` (None:
+        virt-v2v's own words, classified by :meth:`explain`)."""
+        if isinstance(message, causes.Cause):
+            cause = message
+        elif code is None:                # virt-v2v's own words: refined by explain()
+            cause = causes.classify(message)
         else:
-            log.info("further error: %s", message)
+            cause = causes.make(code, message, hint)
+        if "last_message" not in self.data or self._soft_message:
+            self.data["last_message"] = cause.as_message()
+            self._soft_message = False
+            self._unclassified = code is None and not isinstance(message, causes.Cause)
+        else:
+            log.info("further error: %s", cause.message)
 
-    def notice(self, message):
+    def notice(self, message, code="throttling_not_applied"):
         """Report a problem that does not stop the conversion (e.g. a bad
         throttling value).  A later real error replaces it."""
         if "last_message" not in self.data or self._soft_message:
-            self.data["last_message"] = {"message": message, "type": "error"}
+            self.data["last_message"] = causes.make(code, message).as_message()
             self._soft_message = True
 
     def explain(self):
-        """virt-v2v's "..., see earlier error messages" names nothing a
-        client can see: put the earlier cause from the verbose log in."""
-        last = self.data.get("last_message", {}).get("message", "")
-        m = _SEE_EARLIER.search(last)
-        if not m:
+        """Classify virt-v2v's own error (docs/contract.md §8): its code and hint,
+        and for "..., see earlier error messages" the earlier cause from the
+        verbose log put in."""
+        if not self._unclassified:
             return
-        head = last[:m.start()]
-        # imageio's refusal comes first: the lines just before the error are
-        # its consequences (nbdkit's "NBD_CMD_WRITE: Bad message", ...)
-        cause = self.upload_failure or self.v2v_causes.get(last) or next(
-            (c for text, c in self.v2v_causes.items() if text.startswith(head)), None)
+        last = self.data["last_message"]["message"]
+        head = last.split(",")[0]
+        lines = self.v2v_causes.get(last) or next(
+            (c for text, c in self.v2v_causes.items()
+             if text.startswith(head) or last.startswith(text)), ())
+        self.data["last_message"] = causes.classify(last, lines, self.upload_failure).as_message()
+        self._unclassified = False
+
+    def conclude(self, rc, received=None):
+        """virt-v2v ended with status ``rc`` (None: it never ran); ``received``:
+        the signal that cancelled the job, if any.  A failure gets ``failed``
+        and its classified cause (docs/contract.md §8)."""
+        if rc == 0 and not received:
+            return
+        self.data["failed"] = True
+        cause = received or self.signal
         if cause:
-            self.data["last_message"]["message"] = "%s: %s" % (head, cause)
+            self.error("Conversion cancelled: virt-v2v was stopped by %s" % cause, "cancelled")
+        elif self.v2v_errors:
+            self.error(self.v2v_errors[0])
+        elif rc is not None and rc > 128:
+            self.error("virt-v2v was killed by signal %d" % (rc - 128), "killed")
+        elif rc is not None:
+            self.error("virt-v2v exited with status %d" % rc, causes.GENERIC)
+        else:
+            self.error("virt-v2v did not run", causes.GENERIC)
+        self.explain()
 
     # -- disks -------------------------------------------------------------
     def _slot(self, index):
@@ -228,8 +254,8 @@ def _fold(state, event):
     elif isinstance(event, ev.V2vError):
         if len(state.v2v_errors) < MAX_ERRORS:      # the first one is what is reported
             state.v2v_errors.append(event.text[:MAX_TEXT])
-        if event.cause and len(state.v2v_causes) < MAX_ERRORS:
-            state.v2v_causes.setdefault(event.text, event.cause)
+        if event.lines and len(state.v2v_causes) < MAX_ERRORS:
+            state.v2v_causes.setdefault(event.text, event.lines)
     elif isinstance(event, ev.UploadFailure):
         if state.upload_failure is None:
             state.upload_failure = event.text
@@ -257,7 +283,7 @@ def write_dead(dir_fd, name, data, message, finished_at):
     """Mark a dead wrapper's state ``data`` (read from ``name`` in the
     directory ``dir_fd``) failed and finished with ``message``, atomically
     through fsafe.AtomicFile on the descriptor (wrapper/reclaim.py)."""
-    data = dict(data, failed=True, last_message={"message": message, "type": "error"},
+    data = dict(data, failed=True, last_message=causes.make("wrapper_died", message).as_message(),
                 finished=True, finished_at=finished_at)
     out = fsafe.AtomicFile(dir_fd, name, 0o644)
     try:

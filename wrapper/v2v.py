@@ -64,6 +64,7 @@ class RunPaths:
     luks_key_files: tuple = ()          # (device, path) in config order
     ssh_auth_sock: Optional[str] = None
     bandwidth_file: Optional[str] = None   # wrapper.throttling.bandwidth: the source read limit
+    vddk_libdir: Optional[str] = None      # --vddk-libdir (settings); None: VDDK_LIBDIR
     extra: dict = field(default_factory=dict)
 
 
@@ -71,7 +72,7 @@ def source_args(config, paths):
     src = config.source
     if isinstance(src, VddkSource):
         return ["-i", "libvirt", "-ic", src.uri, "-it", "vddk",
-                "-io", "vddk-libdir=%s" % VDDK_LIBDIR,
+                "-io", "vddk-libdir=%s" % (paths.vddk_libdir or VDDK_LIBDIR),
                 "-io", "vddk-thumbprint=%s" % src.fingerprint,
                 "-ip", paths.vmware_password_file]
     if isinstance(src, SshSource):

@@ -241,6 +241,7 @@ class Scratch:
         e["TMPDIR"] = self.tmp
         e["VIRT_V2V_WRAPPER_LOCK_DIR"] = self.lock
         e["VIRT_V2V_WRAPPER_SYSTEMD_MARKER"] = self.nosystemd
+        e["VIRT_V2V_WRAPPER_VDDK_PREFLIGHT"] = "off"      # no VMware host answers (conftest)
         if sudo is not None:
             e.update(SUDO_UID=str(sudo.uid), SUDO_GID=str(sudo.gid), SUDO_USER=sudo.name,
                      SUDO_COMMAND="/usr/bin/virt-v2v-wrapper")

@@ -359,7 +359,9 @@ class FakeEsxi:
     def __init__(self, images: Dict[str, Path], *, datastore: str = "datastore1",
                  vms: Sequence[VmSpec] = DEFAULT_VMS, vmfs_mode: str = "auto",
                  known_hosts: Optional[Path] = None, workdir: Path = Path("/var/tmp"),
-                 start_timeout: float = 20.0):
+                 start_timeout: float = 20.0, argv_prefix: Sequence[str] = ()):
+        """``argv_prefix``: run sshd under it, e.g. ``nsenter --net=...`` to serve on the
+        127.0.0.1 of another network namespace."""
         if vmfs_mode not in ("auto", "namespace", "symlink"):
             raise ValueError("vmfs_mode must be auto, namespace or symlink")
         self.images = {k: Path(v) for k, v in images.items()}
@@ -369,6 +371,7 @@ class FakeEsxi:
         self.known_hosts = KnownHosts(known_hosts or default_known_hosts())
         self.workdir = Path(workdir)
         self.start_timeout = start_timeout
+        self.argv_prefix = list(argv_prefix)
         self.base: Optional[Path] = None
         self.port: Optional[int] = None
         self.proc: Optional[subprocess.Popen] = None
@@ -545,6 +548,7 @@ class FakeEsxi:
                 argv = ["unshare", "--mount", "--propagation", "private", "sh", str(script)]
             else:
                 argv = sshd_argv
+            argv = self.argv_prefix + argv
             self._log_file = open(str(self.sshd_log), "ab")
             # own process group: the per-connection sshd children can be ended with it
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,

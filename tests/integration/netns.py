@@ -139,8 +139,10 @@ class Receiver:
     clock is the same as ``time.monotonic()`` in the test.
     """
 
-    def __init__(self, netns, port):
-        self.netns, self.port = netns, port
+    def __init__(self, netns, port, cgroup=None):
+        """``cgroup``: a cgroup directory the receiver joins before it opens its socket (the
+        sockets it accepts are then that cgroup's)."""
+        self.netns, self.port, self.cgroup = netns, port, cgroup
         self.samples = []
         self.proc = None
         self._thread = None
@@ -148,8 +150,10 @@ class Receiver:
     def start(self):
         import threading
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "netmeter.py")
-        self.proc = subprocess.Popen(prefix(self.netns) + ["python3", script, "recv", str(self.port)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        argv = prefix(self.netns) + ["python3", script, "recv", str(self.port)]
+        if self.cgroup:
+            argv = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.cgroup] + argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             self.stop()
             raise RuntimeError("netmeter receiver on port %s did not start" % self.port)

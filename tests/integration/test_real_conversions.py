@@ -65,6 +65,9 @@ class Run:
                       LIBGUESTFS_BACKEND_SETTINGS=v2v_env["LIBGUESTFS_BACKEND_SETTINGS"],
                       **{MARKER_VAR: self.marker})
 
+    def command(self):
+        return wr.wrapper_cmd(*self.args())
+
     def start(self, job, v2v_env):
         """Start the CLI like an SSH client; return the announced paths."""
         self.t0 = time.monotonic()
@@ -73,7 +76,7 @@ class Run:
         self.stderr_path = os.path.join(self.root, "stderr.txt")
         with open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(
-                wr.wrapper_cmd(*self.args()), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=err, universal_newlines=True, cwd=wr.ROOT, env=self.env(v2v_env))
         self.proc.stdin.write(json.dumps(job))
         self.proc.stdin.close()
@@ -461,6 +464,7 @@ def test_sigterm_to_state_pid_during_copy_cancels(fake_esxi, v2v_env, runs):
     assert state["last_message"]["type"] == "error"
     assert re.search(r"cancel|kill|signal", msg, re.I), msg
     assert "SIGTERM" in msg, msg
+    assert state["last_message"]["code"] == "cancelled", state["last_message"]
     # nothing of this run survives: by path/marker, and by the pids we saw before the kill
     assert wr.wait_gone(state["wrapper_pid"], timeout=30), "the wrapper daemon did not exit"
     assert run.wait_no_leftovers(tmpdirs) == {}
@@ -484,10 +488,13 @@ def test_missing_vmx_fails_with_virt_v2v_error(fake_esxi, v2v_env, runs):
     assert state["return_code"] == 1
     # virt-v2v's own words (machine-readable error record), not a generic wrapper message
     # with its "see earlier error messages" replaced by that earlier message (scp's)
-    assert state["last_message"]["type"] == "error"
-    assert state["last_message"]["message"].startswith(
-        "could not copy the VMX file from the remote server: scp: ")
-    assert state["last_message"]["message"].endswith(": No such file or directory")
+    # (2.2 quotes scp; 2.6+ the ssh plugin's own line, never nbdcopy's echo of it), and the
+    # failure code an orchestrator acts on (wrapper/causes.py)
+    last = state["last_message"]
+    assert last["type"] == "error" and last["code"] == "vmx_missing", last
+    assert last["message"].startswith("could not copy the VMX file from the remote server: ")
+    assert "nosuchvm/nosuchvm.vmx" in last["message"] and "No such file" in last["message"]
+    assert "nbdcopy" not in last["message"] and "/tmp/" not in last["message"], last
     assert "could not copy the VMX file" in run.tail("v2v_log", 100000)
     assert wr.secret_dirs(run.state_dir) == []
     assert run.wait_no_leftovers() == {}

@@ -289,18 +289,21 @@ def test_imageio_refusing_writes_part_way(ovirt_pki, fake_esxi, run_as, v2v_bin,
         report(conv, "imageio 500")
         assert message.startswith("nbdcopy command failed: imageio answered 500 Internal "
                                   "Server Error to: could not write sector offset "), message
+        assert state["last_message"]["code"] == "imageio_write_failed", state["last_message"]
         assert w.imageio.errors() != []
         deletes = w.engine.calls("DELETE", "/ovirt-engine/api/disks/")
         assert len(deletes) >= 2, deletes       # refused while locked, then done
         assert_nothing_left(w, conv)
 
 
-@pytest.mark.parametrize("knob,expected", [
-    ("finalize_fails", "failed to finalize the transfers: RuntimeError: transfer "),
-    ("import_job_fails", "failed to create virtual machine: RuntimeError: Failed to create a VM!"),
+@pytest.mark.parametrize("knob,expected,code", [
+    ("finalize_fails", "failed to finalize the transfers: RuntimeError: transfer ",
+     "finalize_failed"),
+    ("import_job_fails", "failed to create virtual machine: RuntimeError: Failed to create a VM!",
+     "vm_creation_failed"),
 ])
 def test_engine_failing_after_the_copy(ovirt_pki, fake_esxi, run_as, v2v_bin,
-                                       v2v_env, conversions, knob, expected):
+                                       v2v_env, conversions, knob, expected, code):
     with standin_world(ovirt_pki) as w:
         setattr(w.engine, knob, True)
         conv = Conversion(w, fake_esxi, run_as, v2v_bin, vm="testvm")
@@ -308,6 +311,7 @@ def test_engine_failing_after_the_copy(ovirt_pki, fake_esxi, run_as, v2v_bin,
         state, message = _failed(conv, v2v_env)
         report(conv, knob)
         assert message.startswith(expected), message
+        assert state["last_message"]["code"] == code, state["last_message"]
         assert_nothing_left(w, conv)
 
 

@@ -36,7 +36,8 @@ class StrictSudo:
         exe = scratch.fake(record=self.record)
         self.launcher = "/usr/local/sbin/%s" % tag
         self.rule = "/etc/sudoers.d/%s" % tag.replace(".", "_")
-        env = "PYTHONPATH=%s VIRT_V2V_WRAPPER_LOCK_DIR=%s VIRT_V2V_WRAPPER_SYSTEMD_MARKER=%s TMPDIR=%s" % (
+        env = ("PYTHONPATH=%s VIRT_V2V_WRAPPER_LOCK_DIR=%s VIRT_V2V_WRAPPER_SYSTEMD_MARKER=%s "
+               "VIRT_V2V_WRAPPER_VDDK_PREFLIGHT=off TMPDIR=%s") % (
             attack.SOURCE_ROOT, scratch.lock, scratch.nosystemd, scratch.tmp)
         with open(self.launcher, "w") as f:
             f.write("#!/bin/sh\nexport %s\nexec %s -m wrapper --state-dir %s --log-dir %s --virt-v2v %s "

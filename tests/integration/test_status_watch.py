@@ -175,6 +175,7 @@ def test_watch_plain_until_every_conversion_is_over(conversions):
                          "web01 -> local directory %s  [FINISHED]" % conversions.dirs.out]
     assert ("error      could not copy the VMX file from the remote server: scp: "
             "/vmfs/volumes/datastore1/nosuchvm/nosuchvm.vmx: No such file or directory") in final
+    assert "code       vmx_missing" in final
     assert "0 running" in final
 
 

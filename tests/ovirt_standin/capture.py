@@ -4,7 +4,7 @@ stand-in world (how tests/data/virt-v2v-2.2-rhv-upload/ was made).
     python -m tests.ovirt_standin.capture --out DIR [CASE ...]
 
 Cases: wrong-password, vm-exists, imageio-500, finalize-fails,
-createvm-job-fails (default: all, in that order; one conversion at a time).
+createvm-job-fails, storage-unknown (default: all, in that order; one conversion at a time).
 Each runs ``virt-v2v -v -x -i disk <test guest> -o rhv-upload ...`` as root
 with tests/ovirt_standin/v2vpython.py's python3 first on PATH, writes
 DIR/<case>.log (stdout+stderr, trimmed to ~300 KB keeping the head and the
@@ -41,6 +41,7 @@ CASES = {
     "imageio-500": {"write_limit": WRITE_LIMIT},
     "finalize-fails": {"knobs": {"finalize_fails": True}},
     "createvm-job-fails": {"knobs": {"import_job_fails": True}},
+    "storage-unknown": {"storage": "no-such-domain"},
 }
 
 
@@ -68,7 +69,7 @@ def run_case(name, spec, out_dir, guest, v2v_bin, pki):
         env = dict(os.environ, LANG="C", PATH="%s:%s" % (v2v_bin, os.environ["PATH"]),
                    LIBGUESTFS_BACKEND="direct", LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
         argv = ["virt-v2v", "-v", "-x", "-i", "disk", str(guest), "-on", VM_NAME] + \
-            world.virt_v2v_args(cafile, password_file)
+            world.virt_v2v_args(cafile, password_file, storage=spec.get("storage"))
         start = time.monotonic()
         proc = subprocess.run(argv, env=env, cwd=work, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1800)

@@ -7,7 +7,8 @@ The text (Prometheus text format 0.0.4) is built from the summaries
 same thing the same way.  Base units, ``_bytes``, ``_seconds``, ``_total``;
 labels ``tag``, ``vm`` and (per disk) ``disk`` (1-based).  No secret and no
 free-form text is ever a label value: the tag is ``<YYYYmmddTHHMMSS>-<pid>``,
-the VM name is the one the job gave, the state is one of :data:`PHASES`.
+the VM name is the one the job gave, the state is one of :data:`PHASES`, a
+failure's code one of :data:`wrapper.causes.CATALOGUE`.
 Forklift's ``v2v_disk_transfers{disk_id}`` (percent) is emitted too.
 
 The textfile (``--metrics-dir``): ``v2v-import-<tag>.prom``, created with
@@ -27,7 +28,7 @@ import os
 import stat
 import time
 
-from wrapper import jobfiles, stages
+from wrapper import causes, jobfiles, stages
 from wrapper.observe import summary
 from wrapper.security import fsafe
 
@@ -48,6 +49,8 @@ FAMILIES = (
     ("v2v_conversion_start_timestamp_seconds", "gauge", "Unix time the wrapper accepted the job."),
     (_END, "gauge", "Unix time the wrapper finished the conversion."),
     ("v2v_conversion_return_code", "gauge", "virt-v2v's exit status."),
+    ("v2v_conversion_failure_info", "gauge",
+     "A failed conversion (always 1), with the failure code of its last_message."),
     ("v2v_conversion_progress_ratio", "gauge", "Overall copy progress, 0 to 1."),
     ("v2v_conversion_disks", "gauge", "Disks virt-v2v copies."),
     ("v2v_conversion_size_bytes", "gauge", "Bytes to copy over all disks, once every disk's size is known."),
@@ -142,6 +145,8 @@ def samples(s, now):
     add("v2v_conversion_start_timestamp_seconds", s.get("started_at"))
     add(_END, s.get("finished_at"))
     add("v2v_conversion_return_code", s.get("return_code"))
+    if current == "failed":
+        add("v2v_conversion_failure_info", 1, code=s.get("code") or causes.GENERIC)
     if s.get("progress") is not None:
         add("v2v_conversion_progress_ratio", s["progress"] / 100)
     add("v2v_conversion_disks", max(s.get("disk_count") or 0, len(s["disks"])))

@@ -143,6 +143,8 @@ def render_block(s, style):
             s["return_code"], ", VM id %s" % s["vm_id"] if s.get("vm_id") else ""))
     if s.get("message"):
         field("error" if s["outcome"] == FAILED else "message", s["message"], _COLORS[FAILED])
+    if s.get("code"):
+        field("code", s["code"], _COLORS[FAILED])
     return lines
 
 

@@ -37,7 +37,7 @@ import stat
 from dataclasses import dataclass
 from typing import Optional
 
-from wrapper import procinfo, rate, stages
+from wrapper import causes, procinfo, rate, stages
 from wrapper.security import fsafe
 
 STATE_GLOB = "v2v-import-*.state"
@@ -291,6 +291,7 @@ def summarize(reading, now, alive=pid_alive):
     last = data.get("last_message")
     message = last.get("message") if isinstance(last, dict) and isinstance(
         last.get("message"), str) else None
+    code = failure_code(last, outcome)
     stage = _str(data, "stage")
     if stage is None:
         stage = stages.STARTING if data.get("started") is not True else stages.STARTED
@@ -304,9 +305,18 @@ def summarize(reading, now, alive=pid_alive):
         "elapsed": _elapsed(started_at, finished_at, outcome, reading.mtime, now),
         "throttling": _throttling(data), "pid": _int(data, "pid"),
         "wrapper_pid": _int(data, "wrapper_pid"), "return_code": _int(data, "return_code"),
-        "vm_id": _str(data, "vm_id"), "message": message,
+        "vm_id": _str(data, "vm_id"), "message": message, "code": code,
     })
     return base
+
+
+def failure_code(last, outcome):
+    """``last_message``'s code when it is one of the catalogue's (never other
+    text a state file holds); a failure without one is the generic code."""
+    code = last.get("code") if isinstance(last, dict) else None
+    if isinstance(code, str) and code in causes.CATALOGUE:
+        return code
+    return causes.GENERIC if outcome == FAILED else None
 
 
 def order(summaries):

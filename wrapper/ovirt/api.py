@@ -143,7 +143,7 @@ def explain(sdk, access, exc, during_login):
         # user 'admin@internal': The username or password is incorrect.."
         detail = str(exc).split(" : ", 1)[-1]
         return JobError("rhv_password", "%s refused the login of %s: %s" % (
-            where, access.username, scrub(detail, access)))
+            where, access.username, scrub(detail, access)), code="engine_login_refused")
     if isinstance(exc, sdk.TimeoutError):
         return JobError("rhv_url", "%s did not answer in time" % where)
     code, reason = _curl_reason(exc)
@@ -305,7 +305,8 @@ def _target_facts(sdk, access, conn, storage, cluster, vm_name):
         known = [d for d in system.storage_domains_service().list(
             search="name=%s" % storage, case_sensitive=True) if d.name == storage]
         if not known:
-            raise JobError("rhv_storage", "no storage domain named %r %s" % (storage, where))
+            raise JobError("rhv_storage", "no storage domain named %r %s" % (storage, where),
+                           code="storage_domain_unknown")
         raise JobError("rhv_storage", "storage domain %r is not attached to a data center %s"
                        % (storage, where))
     clusters = [c for c in dcs_service.data_center_service(dc.id).clusters_service().list()
@@ -320,7 +321,7 @@ def _target_facts(sdk, access, conn, storage, cluster, vm_name):
     vms = system.vms_service().list(search="name=%s" % vm_name)
     if vms:
         raise JobError("vm_name", "a VM named %r already exists %s (id %s)"
-                       % (vms[0].name, where, vms[0].id))
+                       % (vms[0].name, where, vms[0].id), code="vm_name_taken")
     stype = _value(sd.storage.type if sd.storage is not None else None)
     return TargetFacts(data_center=dc.name, storage_domain_id=sd.id, storage_type=stype,
                        cluster_id=clusters[0].id, architecture=arch)

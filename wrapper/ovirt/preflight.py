@@ -198,7 +198,8 @@ def check(config, settings, user, env, access, *, run_as=runner_mod.run_as,
     """Run every pre-flight check (the engine reached through ``access``, an
     :class:`~wrapper.ovirt.api.EngineAccess`); return the engine's
     :class:`~wrapper.ovirt.api.TargetFacts`.  Raises one :class:`JobError`:
-    the first problem, the others (if any) appended to its message."""
+    the first problem (its key and failure code), the others (if any) appended
+    to its message; ``.problems`` lists them all, each with its own code."""
     t0 = clock()
     problems = host_problems(config, env, user, settings.state_dir, run_as)
     facts = None
@@ -209,13 +210,15 @@ def check(config, settings, user, env, access, *, run_as=runner_mod.run_as,
         facts = check_target(access, target.storage, target.cluster, name,
                              timeout=float(settings.ovirt_preflight_timeout))
     except WrapperError as e:       # JobErrors name the key; SDK_MISSING names the package
-        problems.append(e if isinstance(e, JobError) else JobError(None, str(e)))
+        problems.append(e if isinstance(e, JobError) else JobError(None, str(e), code=e.code))
     log.info("pre-flight checks took %.1f s: %s", clock() - t0,
              "; ".join(str(p) for p in problems) if problems else "all passed")
     if problems:
         first = problems[0]
         rest = "".join("; also %s" % p for p in problems[1:])
-        raise JobError(first.key, first.message + rest)
+        error = JobError(first.key, first.message + rest, code=first.code)
+        error.problems = tuple(problems)     # each with its own key and failure code
+        raise error
     log.info("pre-flight: storage domain %s (%s, storage type %s) and cluster %s (%s) in data "
              "center %s", target.storage, facts.storage_domain_id, facts.storage_type,
              target.cluster, facts.architecture, facts.data_center)

@@ -13,6 +13,9 @@ Modules:
   root without sudo, the invoking user otherwise) and every path the job or
   the caller names opened WITH THE CALLER'S RIGHTS (a forked child drops to
   the caller's uid, gid and groups and passes the descriptor back).
+* ``aschild``  -- the one way root works with another user's rights: a forked
+  child that keeps none of root's descriptors, becomes the user (not
+  dumpable), does one thing and answers over a socket pair, within a timeout.
 * ``fsafe``    -- open/create/read by descriptor, ``O_EXCL|O_NOFOLLOW``, what
   other users supply (the throttling file, state files), ``AtomicFile`` (the
   state file's rewrite; its first version linked into place complete).

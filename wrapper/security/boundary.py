@@ -21,24 +21,20 @@ When the caller is root (no sudo) or the wrapper already runs as the caller
 (not root), there is nothing to drop: the path is opened directly.  The
 child's opener is a seam (:class:`Boundary` ``opener=``) for unit tests.
 """
-import ctypes
 import errno
 import os
 import pwd
-import signal
-import socket
 import stat
-import struct
-import time
 from dataclasses import dataclass
 from typing import Optional
+
+from wrapper.security import aschild
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 # a directory is checked for reaching it (search rights on the way), not for
 # listing it: a caller may write into a 0711 directory it cannot read
 DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 CHILD_TIMEOUT = 30.0        # an open() that hangs (a dead NFS server) must not hang the job
-_ERRNO = struct.Struct("i")
 
 
 class CallerOpenError(OSError):
@@ -106,87 +102,16 @@ def caller_from(environ, getuid=os.getuid, getgid=os.getgid):
     return Caller(uid, gid, name, home, via_sudo)
 
 
-def _load_prctl():
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-# resolved once, in the parent: a forked child must not dlopen (the loader's
-# lock may be held by another thread at fork time)
-_PRCTL = _load_prctl()
-PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
-
-
-def become(uid, gid, groups, prctl=_PRCTL):
-    """In a child forked from root: become ``uid``/``gid`` with ``groups``
-    for good, and not dumpable -- so that user can neither ptrace it nor read
-    its memory (which holds root's copy of everything the parent had read),
-    whatever ``fs.suid_dumpable`` says."""
-    os.setgroups(groups)
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    if prctl is not None:
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-
-
-def _drop_to(caller, groups):
-    become(caller.uid, caller.gid, groups)
-
-
-def _child(caller, groups, path, flags, sock, do_open=os.open):
-    """In the forked child: become the caller, open (``do_open``), send the
-    fd or errno.  Nothing here looks anything up (NSS after fork is not
-    safe): the groups were found by the parent."""
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        # root's descriptors (logs, state directory) have no business in a
-        # process of the caller's uid (the credential change already makes it
-        # undumpable, so the caller cannot ptrace it: this is belt and braces)
-        close_inherited(sock.fileno())
-        try:
-            _drop_to(caller, groups)
-            fd = do_open(path, flags)
-        except OSError as e:
-            sock.sendall(_ERRNO.pack(e.errno or errno.EIO))
-            return
-        socket.send_fds(sock, [_ERRNO.pack(0)], [fd])
-    except BaseException:
-        pass
-    finally:
-        os._exit(0)
-
-
-def fork_open(caller, path, flags=OPEN_FLAGS, timeout=CHILD_TIMEOUT, child=None):
-    """Open ``path`` in a child that runs with ``caller``'s credentials;
-    return the descriptor, or raise OSError with the child's errno.
-    ``child(caller, groups, path, flags, sock)`` replaces the child's work in tests."""
-    groups = caller.groups()
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        pid = os.fork()
-        if pid == 0:                       # pragma: no cover (the child)
-            mine.close()
-            (child or _child)(caller, groups, path, flags, theirs)
-            os._exit(0)
-        theirs.close()
-        try:
-            mine.settimeout(timeout)
-            data, fds, _flags, _addr = socket.recv_fds(mine, _ERRNO.size, 1)
-        except socket.timeout:
-            os.kill(pid, signal.SIGKILL)
-            _reap(pid, wait=False)
-            raise OSError(errno.ETIMEDOUT, "opening it did not finish within %d s" % timeout) from None
-        _reap(pid, wait=True)
-    finally:
-        mine.close()
-        theirs.close()
-    if fds:
-        return fds[0]
-    code = _ERRNO.unpack(data)[0] if len(data) == _ERRNO.size else errno.EIO
-    raise OSError(code or errno.EIO, os.strerror(code or errno.EIO))
+def fork_open(caller, path, flags=OPEN_FLAGS, timeout=CHILD_TIMEOUT, do_open=os.open):
+    """Open ``path`` in a child that runs with ``caller``'s credentials
+    (:func:`wrapper.security.aschild.run_as`: uid, gid, supplementary groups,
+    none of root's descriptors, not dumpable); return the descriptor, or
+    raise OSError with the child's errno."""
+    fd = aschild.run_as(caller.uid, caller.gid, caller.groups(), lambda: do_open(path, flags),
+                        timeout=timeout, what="opening it")
+    if fd is None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    return fd
 
 
 def open_writable_dir(path, flags=DIR_FLAGS):
@@ -204,46 +129,15 @@ def open_writable_dir(path, flags=DIR_FLAGS):
     return fd
 
 
-def _writable_dir_child(caller, groups, path, flags, sock):    # pragma: no cover (the child)
-    _child(caller, groups, path, flags, sock, do_open=open_writable_dir)
-
-
 def fork_writable_dir(caller, path, timeout=CHILD_TIMEOUT):
     """:func:`open_writable_dir` in a child with ``caller``'s credentials
     (uid, gid, supplementary groups; not dumpable, so the caller cannot
     steer its answer): the descriptor, or OSError with the child's errno."""
-    return fork_open(caller, path, DIR_FLAGS, timeout, child=_writable_dir_child)
+    return fork_open(caller, path, DIR_FLAGS, timeout, do_open=open_writable_dir)
 
 
 def direct_writable_dir(_caller, path):
     return open_writable_dir(path)
-
-
-def close_inherited(keep):
-    """Close every descriptor above stderr but ``keep``."""
-    os.closerange(3, keep)
-    os.closerange(keep + 1, _max_fd())
-
-
-def _max_fd():
-    try:
-        return max(1024, os.sysconf("SC_OPEN_MAX"))
-    except (ValueError, OSError):
-        return 1 << 20
-
-
-def _reap(pid, wait):
-    """Collect the child.  A child killed inside an open() that cannot be
-    interrupted (a hard NFS mount) may not die: then it is left, not waited
-    for forever."""
-    for _ in range(1 if wait else 20):
-        try:
-            done, _status = os.waitpid(pid, 0 if wait else os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.05)
 
 
 def direct_open(_caller, path, flags=OPEN_FLAGS):

@@ -29,11 +29,9 @@ behind and reported, never removed on its behalf.
 import errno
 import os
 import secrets
-import select
 import stat
-import time
 
-from wrapper.security.boundary import become
+from wrapper.security import aschild
 from wrapper.security.fsafe import ident, lstat_at, open_dir
 
 MAX_STEPS = 1_000_000        # entries removed or moved, per tree
@@ -66,50 +64,17 @@ def empty_dir(fd, max_steps=MAX_STEPS, timeout=OWNER_TIMEOUT):
 
 
 def _empty_as(fd, uid, gid, max_steps, timeout):
-    """:func:`_empty` in a child with ``uid``/``gid`` only; OSError if it
-    could not empty the directory (its errno), or did not end in time."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                        # the child: never returns
-        code = 1
-        try:
-            for name in os.listdir("/proc/self/fd"):   # root's descriptors stay with root
-                if int(name) not in (fd, w):
-                    try:
-                        os.close(int(name))
-                    except OSError:
-                        pass
-            become(uid, gid, [])
-            _empty(fd, max_steps)
-            code = 0
-        except OSError as e:
-            try:
-                os.write(w, str(e.errno or errno.EIO).encode())
-            except OSError:
-                pass
-        finally:
-            os._exit(code)
-    os.close(w)
+    """:func:`_empty` in a child with ``uid``/``gid`` only
+    (:func:`wrapper.security.aschild.run_as`); OSError if it could not empty
+    the directory (its errno), or did not end in time."""
     try:
-        report, deadline = b"", time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                raise OSError(errno.ETIMEDOUT, "emptying the directory as uid %d took over %g s"
-                              % (uid, timeout))
-            chunk = os.read(r, 64)
-            if not chunk:
-                break
-            report += chunk
-    finally:
-        os.close(r)
-    _pid, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        number = int(report) if report.isdigit() else errno.EIO
-        raise OSError(number, "cannot empty the directory as its owner (uid %d): %s"
-                      % (uid, os.strerror(number)))
+        aschild.run_as(uid, gid, [], lambda: _empty(fd, max_steps), keep=(fd,), timeout=timeout,
+                       what="emptying the directory as uid %d" % uid)
+    except OSError as e:
+        if e.errno == errno.ETIMEDOUT:
+            raise
+        raise OSError(e.errno, "cannot empty the directory as its owner (uid %d): %s"
+                      % (uid, os.strerror(e.errno))) from None
 
 
 def _empty(fd, max_steps):

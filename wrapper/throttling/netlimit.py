@@ -79,7 +79,7 @@ class NetLimiter:
     def __init__(self, tag, *, runner, cgroup_root="/sys/fs/cgroup",
                  lock_dir="/run/virt-v2v-wrapper", log=log, proc_root="/proc", prefer=None):
         self.tag = tag
-        self._run = runner
+        self._run = self.runner = runner
         self.cgroup_root = cgroup_root
         self.lock_dir = lock_dir
         self.log = log
@@ -88,6 +88,7 @@ class NetLimiter:
         self.mechanism = None
         self.minor = None
         self.table = None
+        self.match = None           # the nft match on the conversion's cgroup (once started)
         self.rate = None            # in force (a NetworkRate) or None
         self.devices = []           # interfaces that carry our class now
         self._wanted = None         # asked for before start()
@@ -287,6 +288,7 @@ class NetLimiter:
                 match = match_cgroupv2(nft_path(self.cgroup_root, self.mechanism.path, path),
                                        cgroup_level(path))
             self._run(["nft", "-f", "-"], input=nft_ruleset(self.table, match, self.minor))
+            self.match = match
             self.log.info("network limit: %s; class %s, nft table inet %s",
                           self.mechanism.reason, classid(self.minor), self.table)
             if self._wanted is not None:
@@ -376,7 +378,7 @@ class NetLimiter:
                     os.unlink(_owner_name(self.minor), dir_fd=dfd)
         except (OSError, ThrottleError) as e:
             self.log.warning("network limit clean-up: %s", e)
-        self.minor = None
+        self.minor = self.match = None
         self.rate = None
         self._cgroup = None
 

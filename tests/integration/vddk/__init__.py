@@ -1,0 +1,1 @@
+"""The VDDK test world (see world.py)."""
