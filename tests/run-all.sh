@@ -32,6 +32,14 @@ bash .ci/deps-container.sh
 bash .ci/deps-prometheus.sh   # node_exporter, prometheus, promtool (nothing started)
 bash .ci/deps-vddk.sh         # Go + govmomi simulator, gcc: the VDDK test world (tests/integration/vddk)
 
+step "worlds: virt-v2v 2.6 (trixie) and 2.10 (sid) trees, built in the background"
+# ~5 min when not cached, ~1 s when cached; tests/integration/test_version_matrix.py
+# waits for it (tests/integration/worlds.py takes the build's lock) and runs near the end
+WORLDS_DIR=${V2VW_WORLDS_DIR:-/var/tmp/v2vw-worlds}
+mkdir -p "$WORLDS_DIR"
+bash .ci/worlds.sh > "$WORLDS_DIR/run-all.log" 2>&1 &
+echo "worlds.sh running as pid $! (log $WORLDS_DIR/run-all.log)"
+
 step "Python environment (.venv)"
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -7,7 +7,6 @@ python3 and starts virt-v2v as the tree's ``vdsm``; outbound limits find no cgro
 hierarchy (``VIRT_V2V_WRAPPER_CGROUP_ROOT`` = an empty directory), as in the version matrix.
 """
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -100,42 +99,21 @@ class WorldRun(Run):
         self.world.forget_mountpoints([self.root, wr.ROOT])
 
 
-GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
-
-
 @contextlib.contextmanager
 def trusted(world, fake_esxi):
-    """Trust the fake host's key in ``world`` for this run: in the run-as user's
-    ``~/.ssh/known_hosts`` (worlds.write_known_hosts) and, because other sessions using the
-    same tree rewrite and remove that one file, also as a line of the tree's global
-    ``/etc/ssh/ssh_known_hosts`` (libssh reads both), appended under a lock and taken out
-    again by itself.  Nothing on the host."""
+    """Trust the fake host's key in ``world`` for this run (worlds.known_hosts: one marked
+    line in both files libssh reads in a tree, added and removed by itself, since other
+    sessions share the tree); nothing on the host, where the fake host adds its own."""
     line = fx.known_hosts_line(fake_esxi.port, fake_esxi.host_public_key, os.getpid(),
-                               fake_esxi.base).rstrip("\n") + "\n"
-    known = worlds.write_known_hosts(world, line)
-    shared = None if world.is_host else world.path(GLOBAL_KNOWN_HOSTS)
-    if shared is not None:
-        _edit_lines(shared, lambda lines: lines + [line])
+                               fake_esxi.base)
+    files = worlds.known_hosts(world)
+    if files is not None:
+        files.add(line)
     try:
         yield
     finally:
-        if shared is not None:
-            _edit_lines(shared, lambda lines: [x for x in lines if x != line])
-        if known is not None:
-            try:
-                known.unlink()
-            except FileNotFoundError:
-                pass                   # another session's teardown took it
-
-
-def _edit_lines(path, change):
-    fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "r+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        lines = change(f.readlines())
-        f.seek(0)
-        f.truncate()
-        f.writelines(lines)
+        if files is not None:
+            files.remove(line)
 
 
 def two_disk_job(fake_esxi, run):
