@@ -26,7 +26,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["wrapper", "wrapper.*"]),
-    package_data={"wrapper": ["schemas/*.json"]},
+    package_data={"wrapper": ["schemas/*.json", "shims/nbdcopy"]},
     data_files=[("share/man/man1", ["docs/virt-v2v-wrapper.1"])],
     install_requires=[],
     extras_require={"ovirt": ["ovirt-engine-sdk-python>=4.4"]},

@@ -19,6 +19,13 @@ that line in a generated executable).  The scenario (JSON) says:
   ``stop_file`` exists (for network throttling tests); with ``child`` the
   sending is done by a forked child (like virt-v2v's nbdkit), the fake waits.
 
+* ``copies``: ``[{"size": bytes, "seconds": s}, ...]``, one per disk: after the
+  replay, copy the disks like virt-v2v 2.8+, with up to ``--parallel N`` copies at
+  once: the nbdkit source lines (``…/inK``, ``path=``), then per disk "Copying disk",
+  nbdinfo's size and an ``nbdcopy`` run from PATH (``nbdcopy_dir`` is put after
+  the wrapper's shim, before the host's own nbdcopy), whose stand-in
+  (FAKE_NBDCOPY below) takes ``seconds``; then "Creating output metadata".
+
 On SIGTERM it behaves like virt-v2v 2.2: prints "virt-v2v: Exiting on
 signal SIGTERM" and exits 1.
 """
@@ -114,6 +121,52 @@ def record(path, argv):
         json.dump({"argv": argv, "env": dict(os.environ), "files": files, "bandwidth": bandwidth,
                    "pid": os.getpid(),
                    "uid": os.getuid()}, f)
+
+
+# a stand-in nbdcopy: progress in 10 steps over FAKE_NBDCOPY_SECONDS, to --progress=FD
+# or as a bar on stderr (--progress), like nbdcopy(1)
+FAKE_NBDCOPY = """#!/bin/sh
+fd=
+for a in "$@"; do case "$a" in --progress=*) fd=${a#--progress=};; --progress) fd=bar;; esac; done
+for n in 0 10 20 30 40 50 60 70 80 90 100; do
+  if [ "$fd" = bar ]; then printf '\\r\\342\\226\\235 %3d%% [****]' $n >&2
+  elif [ -n "$fd" ]; then echo "$n/100" >&$fd; fi
+  [ $n = 100 ] || sleep "$FAKE_NBDCOPY_SECONDS"
+done
+"""
+
+
+def copy_disks(copies, args, mr, nbdcopy_dir):
+    """Copy like virt-v2v 2.8+ (see ``copies`` in the module docstring)."""
+    import subprocess
+    streams = int(args[args.index("--parallel") + 1]) if "--parallel" in args[:-1] else 1
+    out = sys.stdout.buffer
+    for k in range(len(copies)):
+        out.write(b"nbdkit: debug: /usr/bin/nbdkit '--foreground' '--unix' '/tmp/v2v.fake/in%d' 'ssh' "
+                  b"'path=/vmfs/volumes/datastore1/testvm2/disk%d-flat.vmdk'\n" % (k, k))
+    out.flush()
+    running = []
+    for k, disk in enumerate(copies):
+        while len(running) >= streams:
+            running.pop(0).wait()
+        line = "Copying disk %d/%d" % (k + 1, len(copies))
+        out.write(("[  %d.0] %s\n\texport-size: %d\n\turi: nbd+unix:///?socket=/tmp/v2v.fake/in%d\n"
+                   % (10 + k, line, disk["size"], k)).encode())
+        out.flush()
+        if mr:
+            mr.write(json.dumps({"message": line, "timestamp": "", "type": "message"}).encode() + b"\n")
+        path = os.environ.get("PATH", "").split(":")
+        at = next((i for i, entry in enumerate(path) if os.path.basename(entry) != "shims"), len(path))
+        env = dict(os.environ, FAKE_NBDCOPY_SECONDS=str(disk["seconds"] / 10.0),
+                   PATH=":".join(path[:at] + [nbdcopy_dir] + path[at:]))
+        running.append(subprocess.Popen(["nbdcopy", "nbd+unix:///?socket=/tmp/v2v.fake/in%d" % k,
+                                         "nbd+unix:///vm-sd%s?socket=/tmp/v2v.fake/out0" % "abcd"[k],
+                                         "--flush", "--progress"], env=env))
+    for proc in running:
+        proc.wait()
+    if mr:
+        mr.write(json.dumps({"message": "Creating output metadata", "timestamp": "",
+                             "type": "message"}).encode() + b"\n")
 
 
 def _send(host, port, seconds, stop_file):
@@ -220,6 +273,8 @@ def main():
                 break
             mr.write(mr_lines.pop(0))
         time.sleep(pause)
+    if scenario.get("copies"):
+        copy_disks(scenario["copies"], args, mr, scenario["nbdcopy_dir"])
     if mr:
         for line in mr_lines:
             mr.write(line)

@@ -284,3 +284,18 @@ def test_cli_without_the_capability_says_so_once(tmp_path):
     # table: the limit applies nowhere
     assert state["throttling"]["network"] is None
     assert state["throttling"]["network_directions"] == []
+
+
+def test_parallel_copies_share_the_limit(tmp_path):
+    """--parallel N: N input nbdkits read at once, each with its own rate filter on
+    this one file, so each gets 1/N and the source read stays within the limit."""
+    rate = limits.NetworkRate
+    assert bandwidth.file_text(rate(2097152), 2) == "8388608"
+    assert bandwidth.file_text(rate(2097152), 3) == "5592405"
+    assert bandwidth.file_text(rate(1), 16) == "1"           # never 0 (which is unlimited)
+    assert bandwidth.file_text(None, 4) == "0"
+    with SecretDir(str(tmp_path)) as d:
+        bw = bandwidth.BandwidthFile(d)
+        bw.shares = 2
+        bw.set(rate(1048576))
+        assert read(d) == "4194304" and bw.value == rate(1048576)   # the state shows the limit

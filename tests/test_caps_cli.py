@@ -88,8 +88,8 @@ def test_settings_reach_virt_v2v_2_10_as_options(dirs):
         "-io", "vddk-libdir=/srv/vddk", "-io", "vddk-thumbprint=" + FP,
         "-io", "vddk-transports=nbdssl:nbd", "-io", "vddk-config=" + copy,
         "-io", "vddk-compression=zlib", "-ip", password,
-        "-o", "disk", "-os", dirs.out, "-of", "raw", "--bandwidth-file", rec["argv"][-6],
-        "--smp", "2", "--memsize", "2048", "testvm"]
+        "-o", "disk", "-os", dirs.out, "-of", "raw", "--bandwidth-file", rec["argv"][-8],
+        "--smp", "2", "--memsize", "2048", "--parallel", "2", "testvm"]   # parallel: the default
     # virt-v2v reads the checked text from the private directory, gone afterwards
     assert rec["files"][copy]["content"] == ("VixDiskLib.nfcAio.Session.BufCount=4\n"
                                              "VixDiskLib.nfcAio.Session.BufSizeIn64KB=16\n")

@@ -10,7 +10,7 @@ import os
 import sys
 
 from wrapper import (__version__, checks, config as jobconfig, daemon, jobfiles, jobinput, logsetup,
-                     reclaim, systemd, users, v2v)
+                     parallel, reclaim, systemd, users, v2v)
 from wrapper.errors import JobError, WrapperError
 from wrapper.launch import child_launcher
 from wrapper.monitor import SignalFlag
@@ -169,8 +169,9 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
     if opts.version:
         stdout.write("%s %s\n%s\n" % (PROG, __version__, checks.virt_v2v_report(settings, runner)[1]))
         return EXIT_OK
-    if switch_problem(settings):
-        return _refuse(stderr, switch_problem(settings))
+    problem = switch_problem(settings) or parallel.settings_problem(settings)
+    if problem:
+        return _refuse(stderr, problem)
     if opts.checks:
         stdout.write("".join(name + "\n" for name in sorted(registry)))
         return EXIT_OK

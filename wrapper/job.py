@@ -14,7 +14,7 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from wrapper import causes, procinfo, targets, v2v, vddkconf, vmname
+from wrapper import causes, parallel, procinfo, targets, v2v, vddkconf, vmname
 from wrapper.security import fsafe
 from wrapper.config import ExportDomainTarget, LocalTarget, RhvUploadTarget, SshSource, VddkSource
 from wrapper.errors import ConversionError, JobError, WrapperError
@@ -161,6 +161,7 @@ class Job:
         self.env = None
         self.allocation = config.allocation
         self.process = None
+        self.parallel = parallel.SERIAL
         self.gate = None
         self.hooks = targets.module_for(config.target)
 
@@ -190,6 +191,8 @@ class Job:
         if isinstance(self.config.source, SshSource):
             sock = self._start_agent()
         self.network.open_source_read(self.caps, secrets)
+        self.parallel = parallel.plan(self.settings, self.caps, len(self.config.source_disks))
+        self.state.parallel = self.parallel.parallel
         # the stack unwinds in reverse: virt-v2v stops before its limits go
         self.stack.callback(safe(self.network.close, "removing network limits"))
         # the log is handed over as a descriptor (launch.gate_script), never by name
@@ -203,6 +206,8 @@ class Job:
                                       allocation=self.allocation,
                                       tuning=v2v.Tuning.of(self.settings))
         self.env = v2v.build_env(self.config, self.settings.environ, self.user, self.paths)
+        self.argv = parallel.command(self.argv, self.parallel)
+        self.env = parallel.environment(self.env, self.parallel)
         if not self.state_file.write(self.state, force=True):
             raise ConversionError("cannot write the state file %s" % self.files.state_file)
 
@@ -327,7 +332,10 @@ class Job:
             self.state_file.write(self.state)
             monitor = Monitor(self.process, self.state, self.state_file, self.reserved.v2v_log_fd,
                               self.reserved.mr_log_fd, throttler=throttler, signals=signals,
-                              clock=self.clock, sleep=self.sleep, dialect=self.caps.major)
+                              clock=self.clock, sleep=self.sleep, dialect=self.caps.major,
+                              # disks read at once share the source-read limit
+                              copying=self.network.share_source_read if self.parallel.parallel
+                              else None)
             rc = monitor.run()
             self.state.set("return_code", rc)
             log.info("virt-v2v exited with status %s", rc)

@@ -89,7 +89,9 @@ class SignalFlag:
 class Monitor:
     def __init__(self, process, state, state_file, v2v_log, mr_log, throttler=None,
                  signals=None, clock=time.monotonic, sleep=time.sleep, interval=0.25,
-                 grace=30.0, dialect=None, wall=time.time):
+                 grace=30.0, dialect=None, wall=time.time, copying=None):
+        """``copying``: called with the number of disks being copied after each read
+        (parallel copies share the source-read limit: NetworkLimit.share_source_read)."""
         self.process = process
         self.state = state
         self.state_file = state_file
@@ -106,7 +108,8 @@ class Monitor:
         self.stopping_since = None
         self.killed = False
         self.throughput = Throughput(clock, wall)
-        self.steps = (self.read_logs, self.throttle, self.handle_signals, self.measure)
+        self.copying = copying
+        self.steps = (self.read_logs, self.share, self.throttle, self.handle_signals, self.measure)
 
     # -- steps -------------------------------------------------------------
     def read_logs(self, final=False):
@@ -121,6 +124,10 @@ class Monitor:
             if isinstance(event, progress.V2vMessage) and event.type in ("warning", "error"):
                 log.info("virt-v2v %s: %s", event.type, event.text.splitlines()[0] if event.text else "")
             apply(self.state, event)
+
+    def share(self):
+        if self.copying is not None:
+            self.copying(len(self.state.copying()))
 
     def measure(self):
         self.throughput.update(self.state)

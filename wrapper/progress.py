@@ -8,6 +8,9 @@ Two dialects (docs/contract.md §5):
   frames separated by ``\\r`` and interleaved with debug output; each source
   disk is an nbdkit whose command line names its socket ``.../inN`` and its
   ``file=``/``path=``; nbdinfo prints ``export-size: N`` before ``uri: ...inN``.
+  When disks are copied at once (``--parallel``, wrapper/parallel.py) the shim
+  in front of each nbdcopy prints ``virt-v2v-wrapper: nbdcopy inN progress P/100``
+  (:class:`DiskCopyProgress`: the disk is named, the bar's frames are not).
 
 Verbose logs reach gigabytes, so :class:`LogParser` never looks at every
 line in Python: it finds a handful of marker strings with ``bytes.find``
@@ -31,6 +34,13 @@ class CopyingDisk:
 
 @dataclass(frozen=True)
 class DiskProgress:
+    percent: float
+
+
+@dataclass(frozen=True)
+class DiskCopyProgress:
+    """One disk's own nbdcopy progress (wrapper/parallel.py's shim): it names its disk."""
+    index: int          # 0-based: the K of the input socket .../inK
     percent: float
 
 
@@ -106,6 +116,7 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 # and nothing real has them); what they mean is bounded where they are folded (state.MAX_DISKS).
 _R_COPYING = re.compile(re.escape(stages.COPYING) + r" (\d{1,9})/(\d{1,9})(?!\d)")
 _R_BAR = re.compile(r"(\d{1,3})% \[")
+_R_TAGGED = re.compile(r"^virt-v2v-wrapper: nbdcopy in(\d{1,9}) progress (\d{1,3})/100\s*$")
 _R_PERCENT = re.compile(r"\((\d{1,3}(?:\.\d{1,9})?)/100%\)")
 _R_NBDKIT = re.compile(r"'--unix' '[^']*/in(\d{1,9})'.*?'(?:file|path)=((?:[^']|'\\'')*)'")
 _R_URI = re.compile(r"^\s*uri: nbd\+unix:.*socket=[^ ]*/in(\d{1,9})\s*$")
@@ -139,6 +150,7 @@ _COMMON = (
     (b"ovf:id=", ((_R_VS, "vs"), (_R_OSSEC, "ossec"))),
     (b"virt-v2v: ", ((_R_ERROR, "error"), (_R_SIGNAL, "signal"))),
     (b"unexpected response from imageio", ((_R_IMAGEIO, "imageio"),)),
+    (b"virt-v2v-wrapper: nbdcopy in", ((_R_TAGGED, "tagged"),)),
 )
 _V2 = (
     # 2.x stage lines always carry the "[  52.1] " timestamp in the verbose log
@@ -298,6 +310,9 @@ class LogParser:
         if kind in ("bar", "percent"):
             percent = float(m.group(1))
             return (DiskProgress(min(percent, 100.0)),) if percent <= 100 else ()
+        if kind == "tagged":
+            percent = int(m.group(2))
+            return (DiskCopyProgress(int(m.group(1)), float(percent)),) if percent <= 100 else ()
         if kind == "nbdkit":
             return (DiskSource(int(m.group(1)), _shell_unquote(m.group(2))),)
         if kind in ("v1vddk", "v1ssh"):

@@ -14,6 +14,9 @@ a few reports over a few seconds have been seen, and again once progress has
 stalled.  The overall time left is what is left over the rate of the disk
 being copied (the disks to come share its source and link): a faded average
 over all disks would stay optimistic for a while after a fast small disk.
+When disks are copied at once (``state.parallel``, docs/contract.md §5) every
+disk being copied has its own meter, and the overall time left is the larger
+of the slowest such disk's and what is left at the combined rate.
 Everything takes the time as a parameter (a monotonic clock).
 
 :class:`Throughput` watches a :class:`wrapper.state.State` and puts the
@@ -149,9 +152,10 @@ class Throughput:
         now, wall = self.clock(), self.wall()
         disks = state.data.get("disks", [])
         current = state.current
-        if current is not None and current not in self.disks:
-            self.disks[current] = RateMeter()
-            self.started[current] = wall
+        for i in state.copying():          # serial: the current disk; parallel: every one
+            if i not in self.disks:
+                self.disks[i] = RateMeter()
+                self.started[i] = wall
         progress = tuple(d.get("progress", 0) for d in disks)
         for i, meter in self.disks.items():
             pct = progress[i] if i < len(progress) else 0
@@ -209,6 +213,8 @@ class Throughput:
         disks still to come too: same source, same link); unknown until that disk's rate
         has settled, so that a slower disk after a fast one is not hidden behind the
         faded overall average.  Between disks, the overall meter."""
+        if state.parallel:
+            return self._parallel_eta(state, remaining, now)
         current = state.current
         meter = self.disks.get(current)
         if remaining is None or meter is None or current in self.finished:
@@ -217,6 +223,27 @@ class Throughput:
         if pct_eta is None or current not in state.sizes:
             return None
         return remaining / (meter.rate(now) * state.sizes[current] / 100)
+
+    def _parallel_eta(self, state, remaining, now):
+        """Disks copied at once: the copy ends neither before the slowest disk
+        being copied (its own time left) nor before what is left of all of
+        them at the combined rate (disks still to start share the streams);
+        unknown until every disk being copied has a settled estimate."""
+        if remaining is None:
+            return None
+        etas = []
+        for i in state.copying():
+            meter = self.disks.get(i)
+            pct = state.data["disks"][i]["progress"] if i < len(state.data["disks"]) else 0
+            eta = None if meter is None else meter.eta(100 - pct, now)
+            if eta is None:
+                return None
+            etas.append(eta)
+        total = self.total.eta(remaining, now)
+        if total is None:
+            return max(etas) if etas and len(state.started) >= state.data.get("disk_count", 0) \
+                else None
+        return max(etas + [total])
 
     def close(self, state):
         """At the end: a disk that never completed has no time left to give."""

@@ -30,6 +30,12 @@ LOCATIONS = (
      "/rhev/data-center/mnt"),
     ("job", "job", "FILE", "read the job from FILE instead of stdin (a regular file, read once)",
      None),
+    # administrator settings, never from the job (wrapper/parallel.py checks them)
+    ("parallel", "parallel", "N",
+     "copy up to N disks of a multi-disk VM at once where virt-v2v reports parallel-option "
+     "(2.8+), each disk credited from its own nbdcopy; 1 copies one at a time (default 2)", "2"),
+    ("parallel-max", "parallel_max", "N",
+     "this host's cap on --parallel, whatever else sets it (default 4)", "4"),
 )
 
 # Administrator settings that tune the conversion (docs/contract.md §2, §3.4): the
@@ -114,6 +120,8 @@ class Settings:
     vddk_config: str = None
     vddk_compression: str = None
     appliance_memsize: str = None
+    parallel: str = "2"
+    parallel_max: str = "4"
     foreground: bool = False
     environ: dict = field(default_factory=dict, compare=False, repr=False)
 

@@ -37,7 +37,9 @@ class State:
         if extra:
             self.data.update(extra)
         self.seeded = bool(source_disks)
-        self.current = None          # 0-based index of the disk being copied
+        self.current = None          # 0-based index of the disk being copied (the last started)
+        self.parallel = False        # disks copied at once (wrapper/parallel.py): credit by tag
+        self.started = []            # indexes whose copy started, in order
         self.sizes = {}              # index -> bytes
         self.disk_ids = []           # disks created on the target (oVirt upload)
         self.v2v_errors = []         # "virt-v2v: error:" lines of the verbose log
@@ -159,6 +161,23 @@ class State:
             slot["progress"] = int(percent) if percent.is_integer() else percent
         self._overall()
 
+    def copying(self):
+        """The disks being copied now: the current one when serial; when parallel,
+        every started disk not at 100 yet (each is credited from its own nbdcopy)."""
+        if not self.parallel:
+            return [] if self.current is None else [self.current]
+        disks = self.data["disks"]
+        return [i for i in self.started if i >= len(disks) or disks[i]["progress"] < 100]
+
+    def copy_done(self):
+        """virt-v2v went past the copy: every disk it copied is complete."""
+        if not self.parallel:
+            if self.current is not None:
+                self.set_progress(self.current, 100)
+            return
+        for i in range(max(self.data["disk_count"], len(self.data["disks"]))):
+            self.set_progress(i, 100)
+
     def _overall(self):
         disks = self.data["disks"]
         count = max(self.data["disk_count"], len(disks))
@@ -180,6 +199,8 @@ def in_range(event):
     within MAX_DISKS, sizes within MAX_DISK_BYTES, lists kept bounded."""
     if isinstance(event, ev.CopyingDisk):
         return None if 0 <= event.index < event.count <= MAX_DISKS else "disk index or count"
+    if isinstance(event, ev.DiskCopyProgress):
+        return None if 0 <= event.index < MAX_DISKS else "disk index"
     if isinstance(event, (ev.DiskSource, ev.DiskSize)):
         if event.index is None or not 0 <= event.index < MAX_DISKS:
             return "disk index"
@@ -200,16 +221,24 @@ def apply(state, event):
 
 def _fold(state, event):
     if isinstance(event, ev.CopyingDisk):
-        if state.current is not None and state.current != event.index:
+        # serial: the next disk starts when the previous one is done; parallel
+        # (docs/contract.md §5): a start says nothing about the other disks
+        if not state.parallel and state.current is not None and state.current != event.index:
             state.set_progress(state.current, 100)
+        if event.index not in state.started:
+            state.started.append(event.index)
         state.current = event.index
         state.data["disk_count"] = event.count
         state.data["stage"] = stages.copying(event.index, event.count)
         state._slot(event.index)
         state._overall()
     elif isinstance(event, ev.DiskProgress):
-        if state.current is not None:
+        # nbdcopy's bar names no disk: when several copy at once, it is nobody's
+        if state.current is not None and not state.parallel:
             state.set_progress(state.current, event.percent)
+    elif isinstance(event, ev.DiskCopyProgress):
+        if state.parallel:
+            state.set_progress(event.index, event.percent)
     elif isinstance(event, ev.DiskSource):
         state.place_source(event.index, event.path[:MAX_TEXT])
     elif isinstance(event, ev.DiskSize):
@@ -243,8 +272,8 @@ def _apply_message(state, event):
         text = event.text.strip()[:MAX_TEXT]
         if not stages.is_copying(text):      # the verbose log drives copying
             state.data["stage"] = text
-        if stages.is_after_copy(text) and state.current is not None:
-            state.set_progress(state.current, 100)
+        if stages.is_after_copy(text):
+            state.copy_done()
     elif event.type == "error":
         state.error(first_paragraph(event.text))
 

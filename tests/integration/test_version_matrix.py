@@ -66,7 +66,10 @@ WORLD_NAMES = ("host", "trixie", "sid")
 # only what the wrapper passes on to virt-v2v; each world supplies the rest
 V2V_ENV = {"LIBGUESTFS_BACKEND": "direct",
            "LIBGUESTFS_BACKEND_SETTINGS": os.environ.get("LIBGUESTFS_BACKEND_SETTINGS",
-                                                         "force_tcg")}
+                                                         "force_tcg"),
+           # the matrix checks the serial copy order on every release; --parallel (2.8+,
+           # on by default) has its own real test: test_parallel_real.py
+           "VIRT_V2V_WRAPPER_PARALLEL": "1"}
 VMS = (fx.VmSpec("testvm2", ("os", "data")), fx.VmSpec("bwvm", ("random", "os")),
        fx.VmSpec("brokenvm", ("os",), flat_present=False))
 

@@ -37,9 +37,14 @@ def supported(caps):
     return caps.has(CAPABILITY)
 
 
-def file_text(rate):
-    """A :class:`~wrapper.throttling.limits.NetworkRate` (or None) -> the file's content (bits/s)."""
-    return UNLIMITED if rate is None else str(rate.bits_per_second)
+def file_text(rate, shares=1):
+    """A :class:`~wrapper.throttling.limits.NetworkRate` (or None) -> the file's content
+    (bits/s).  ``shares``: input nbdkits reading at once (``--parallel``, wrapper/parallel.py;
+    NetworkLimit.share_source_read), each with its own rate filter on this one file, so
+    each gets its share of the limit."""
+    if rate is None:
+        return UNLIMITED
+    return str(max(1, rate.bits_per_second // max(1, shares)))
 
 
 def file_owner(secret_dir):
@@ -59,11 +64,12 @@ class BandwidthFile:
                                       owner=file_owner(secret_dir))
         self.path = os.path.join(secret_dir.path, FILE_NAME)
         self.value = None
+        self.shares = 1          # disks read at once (wrapper/parallel.py)
         self.set(initial)
 
     def set(self, rate):
         """Write ``rate`` (a NetworkRate, or None for no limit)."""
-        self._file.write(file_text(rate))
+        self._file.write(file_text(rate, self.shares))
         self.value = rate
 
     def close(self):

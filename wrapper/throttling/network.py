@@ -59,6 +59,20 @@ class NetworkLimit:
         self.source_read = open_file(secret_dir)
         return self.source_read.path
 
+    def share_source_read(self, readers):
+        """``readers`` disks are being read at once (``--parallel``, wrapper/parallel.py):
+        each input nbdkit has its own rate filter on the one bandwidth file, so each gets
+        1/readers of the limit and their sum holds it.  Rewritten only when the number
+        changes (the next disk starting, one finishing)."""
+        readers = max(1, readers)
+        if self.source_read is None or self.source_read.shares == readers:
+            return
+        self.source_read.shares = readers
+        try:
+            self.source_read.set(self.source_read.value)
+        except OSError as e:
+            log.warning("cannot share the source-read limit between %d disks: %s", readers, e)
+
     @property
     def source_read_path(self):
         return self.source_read.path if self.source_read is not None else None
