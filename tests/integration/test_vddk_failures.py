@@ -4,8 +4,7 @@ as one line before anything starts), leaves no process, secret file or output be
 the password appears nowhere. ~1-10 s each; the empty libdir ~30 s (virt-v2v waits that
 long for nbdkit). The mid-copy read error and SIGTERM are in test_vddk_real.py.
 
-Whether ``last_message`` names the real cause in one sentence, with a stable code, is the
-work of branch i23-causes: those tests are ``xfail(strict=False)`` here.
+``last_message`` names the real cause in one sentence, with a stable code (wrapper.causes).
 """
 
 import os
@@ -17,7 +16,6 @@ from tests.integration.vddkrun import VddkRun, vddk_job
 
 pytestmark = pytest.mark.integration
 
-CAUSES = "i23-causes: the clean one-sentence cause and code of VDDK failures"
 WRONG_THUMBPRINT = ":".join(["AB"] * 20)
 
 # name: (Standin options, job changes, libdir: "standin" / None (missing) / "empty")
@@ -103,7 +101,6 @@ def test_vddk_failure_is_clean(outcomes, name):
     assert run.secret_hits(o.sim.password) == []
 
 
-@pytest.mark.xfail(strict=False, reason=CAUSES)
 @pytest.mark.parametrize("name", list(CASES))
 def test_vddk_failure_names_its_cause(outcomes, name):
     o = outcomes(name)

@@ -14,9 +14,8 @@ Conversions are shared by several tests (module-scoped), CI's budget:
 Failures that end before the copy take ~1-10 s each; an empty libdir costs 30 s (virt-v2v
 waits that long for nbdkit).
 
-Assertions the wrapper alone cannot meet yet are ``xfail(strict=False)`` with the branch
-that brings them: the one-sentence cause and code of each failure (i23-causes), and the
-removal of a failed conversion's partial output (not built anywhere yet).
+Each failure is named in one sentence with a code (wrapper.causes), and a failed
+conversion's partial output is removed (wrapper.targets.leftovers).
 """
 
 import os
@@ -31,8 +30,6 @@ from tests.integration.vddkrun import VddkRun, vddk_job
 
 pytestmark = pytest.mark.integration
 
-CAUSES = "i23-causes: the clean one-sentence cause and code of VDDK failures"
-NO_CLEANUP = "not built: the wrapper leaves a failed conversion's partial output in place"
 ESD_UUID = "12345678-1234-1234-1234-123456789abd"
 
 
@@ -228,7 +225,6 @@ def test_sigterm_during_the_copy_finishes_failed_without_leftovers(conversions):
     assert "cancelled" in last_message(state).lower(), state["last_message"]
 
 
-@pytest.mark.xfail(strict=False, reason=NO_CLEANUP)
 def test_sigterm_during_the_copy_leaves_no_partial_output(conversions):
     run, sim, state = conversions.get("sigterm")
     assert os.listdir(run.out) == []
@@ -243,13 +239,11 @@ def test_read_error_mid_copy_finishes_failed(conversions):
     assert "could not recover after 5 retries" in run.text("v2v_log")
 
 
-@pytest.mark.xfail(strict=False, reason=NO_CLEANUP)
 def test_read_error_mid_copy_leaves_no_partial_output(conversions):
     run, sim, state = conversions.get("readerr")
     assert os.listdir(run.out) == []
 
 
-@pytest.mark.xfail(strict=False, reason=CAUSES)
 def test_read_error_mid_copy_is_named(conversions):
     run, sim, state = conversions.get("readerr")
     msg = last_message(state)
