@@ -163,7 +163,7 @@ def test_export_domain_with_another_job_writing_removes_nothing(tmp_path, caplog
     caplog.set_level(logging.INFO)
     watched.finish(success=False)
     assert (domain / SD / "images" / UUID1 / "vol").exists()
-    assert "another conversion writes to this directory" in caplog.text
+    assert "another job holds this directory" in caplog.text
     other_job.finish(success=True)
 
 
@@ -203,3 +203,22 @@ def _as_the_run_as_user(out, caplog):
     os.chown(out / "vm-sda", NOBODY.uid, NOBODY.gid)
     again.finish(success=False)
     assert not (out / "vm-sda").exists()
+
+
+def test_export_domain_locked_by_someone_else_is_not_waited_for(tmp_path, caplog):
+    """Anyone who can open the directory can hold an exclusive lock on it: the
+    job neither waits for it nor removes anything there."""
+    import fcntl
+    domain = _export_domain(tmp_path)
+    holder = os.open(domain / SD / "images", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        watched = leftovers.watch_export_domain(str(domain), ME, runner=in_process)
+        _half_written(domain)
+        caplog.set_level(logging.INFO)
+        watched.finish(success=False)
+    finally:
+        os.close(holder)
+    assert (domain / SD / "images" / UUID1 / "vol").exists()          # left: not ours to judge
+    assert not (domain / SD / "master" / "vms" / UUID1).exists()      # that one was not locked
+    assert "another job holds this directory" in caplog.text

@@ -25,7 +25,8 @@ removed and what was left (and why) is logged; success keeps everything.
 Several jobs may convert into the same export domain at once, and their
 UUID-named directories cannot be told apart: each watched export-domain
 directory holds a shared ``flock`` for the run, and a job removes nothing
-there while another job holds one (it says so).
+there while another job holds one, nor when it could not take its own at
+once (it never waits for a lock another user may hold forever); it says so.
 """
 import dataclasses
 import errno
@@ -112,34 +113,38 @@ def _remove_planned(fd, entries):      # runs in the run-as user's child
             pass                 # the parent sees what is left and says so
 
 
+def _try_flock(fd, how):
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        return False
+
+
 class Watch:
     """One directory virt-v2v writes, opened and listed before it starts."""
 
     def __init__(self, path, fd, match, want_dir, user, shared=False, runner=aschild.run_as):
         self.path, self.fd, self.match, self.want_dir = path, fd, match, want_dir
         self.user, self.shared, self.runner = user, shared, runner
-        if shared:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+        # never waits: anyone who can open the directory can hold a lock on it
+        self.locked = shared and _try_flock(fd, fcntl.LOCK_SH)
         self.before = frozenset((name, ident(st)) for name, st in listing(fd).items())
 
     def _alone(self):
         """No other job holds this directory (export domains)."""
         if not self.shared:
             return True
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            return False
+        return self.locked and _try_flock(self.fd, fcntl.LOCK_EX)
 
     def clean(self):
         """Remove this job's new entries (see the module's docstring); returns
         (removed names, [(name, why left)])."""
         remove, left = plan(self.before, listing(self.fd), self.match, self.want_dir, self.user.uid)
         if remove and not self._alone():
-            return [], left + [(e.name, "another conversion writes to this directory")
+            return [], left + [(e.name, "another job holds this directory (a conversion may be writing to it)")
                                for e in remove]
         if remove:
             try:
