@@ -202,6 +202,9 @@ def test_vpx_one_disk_vm_to_an_export_domain_in_the_foreground(conversions):
     assert len(vms) == 1 and state["vm_id"] == vms[0]
     assert os.path.isfile(os.path.join(sd, "master", "vms", vms[0], vms[0] + ".ovf"))
     assert len(os.listdir(os.path.join(sd, "images"))) == 1
+    # the export domain was watched before virt-v2v started, and success kept it all
+    for sub in ("images", "master/vms"):
+        assert "recorded 0 entries of %s/%s" % (sd, sub) in run.text("wrapper_log")
     assert state["disks"] == [{"path": disk, "progress": 100}]
     seen = run.disk_progress(disk)
     assert seen[0] == 0 and seen == sorted(seen) and any(0 < p < 100 for p in seen), seen

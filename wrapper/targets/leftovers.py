@@ -132,6 +132,7 @@ class Watch:
         # never waits: anyone who can open the directory can hold a lock on it
         self.locked = shared and _try_flock(fd, fcntl.LOCK_SH)
         self.before = frozenset((name, ident(st)) for name, st in listing(fd).items())
+        log.info("recorded %d entries of %s before the conversion", len(self.before), path)
 
     def _alone(self):
         """No other job holds this directory (export domains)."""
