@@ -345,3 +345,51 @@ def test_an_internal_error_is_one_line_not_a_traceback(host):
     code, out, err = host.main(host.job(), launcher, runner=runner)
     assert_refused(host, code, out, err, launcher, "internal error (RuntimeError: a bug)")
     assert "Traceback" not in err
+
+
+# -- a failure's partial output (docs/contract.md §8) ------------------------------
+class WritingV2v(StandInV2v):
+    """Writes ``testvm-sda`` into the output directory as it starts; records
+    whether the file was still there when it was stopped (the removal must
+    come after virt-v2v's stop)."""
+
+    def start(self):
+        with open(os.path.join(self.launch_out, "testvm-sda"), "wb") as f:
+            f.write(b"partial")
+        return super().start()
+
+    def close(self):
+        self.there_at_close = os.path.exists(os.path.join(self.launch_out, "testvm-sda"))
+        super().close()
+
+
+def writing(out, rc, cls=WritingV2v, log=b""):
+    handles = []
+
+    def factory(launch):
+        handle = cls(launch, log, b"", rc)
+        handle.launch_out = str(out)
+        handles.append(handle)
+        return handle
+    return factory, handles
+
+
+class BrokenWritingV2v(WritingV2v, BrokenV2v):
+    pass
+
+
+@pytest.mark.parametrize("rc, cls, kept", [(1, WritingV2v, False), (137, WritingV2v, False),
+                                           (None, BrokenWritingV2v, False), (0, WritingV2v, True)])
+def test_a_failure_removes_the_partial_output_and_success_keeps_it(host, rc, cls, kept):
+    (host.out / "testvm-sdb").write_bytes(b"an earlier run's")     # there before: kept
+    factory, handles = writing(host.out, rc, cls,
+                               read("run05-vmx-ssh-port-uri.vx.log") if rc == 0 else b"")
+    code, out, err = host.main(host.job(daemonize=False), factory)
+    assert code == (cli.EXIT_OK if kept else cli.EXIT_FAILED), err
+    assert handles[0].there_at_close                  # removed only after virt-v2v stopped
+    assert (host.out / "testvm-sda").exists() == kept
+    assert (host.out / "testvm-sdb").read_bytes() == b"an earlier run's"
+    state = load(answer_of(out)["state_file"])
+    if not kept:
+        assert "removed its partial output in %s: testvm-sda" % host.out in err
+        assert "removed" not in state["last_message"]["message"]

@@ -435,6 +435,8 @@ def test_sigterm_to_state_pid_during_copy_cancels(fake_esxi, v2v_env, runs):
     job = ssh_job(fake_esxi, "testvm2", output_dir=run.out,
                   source_disks=[fake_esxi.vddk_style_path("testvm2", "testvm2"),
                                 fake_esxi.vddk_style_path("testvm2", "testvm2_1")])
+    with open(os.path.join(run.out, "testvm2-sdz"), "w") as f:   # there before: must be kept
+        f.write("an earlier run's")
     run.start(job, v2v_env)
     assert run.proc.wait(timeout=60) == 0
 
@@ -452,6 +454,8 @@ def test_sigterm_to_state_pid_during_copy_cancels(fake_esxi, v2v_env, runs):
     agent = [p for p, cmd in run.leftover_processes().items() if "ssh-agent" in cmd]
     assert agent, "the wrapper's ssh-agent should be running during the copy"
     assert wr.secret_dirs(run.state_dir), "secret dir should exist during the copy"
+    partial = sorted(os.listdir(run.out))
+    assert "testvm2-sda" in partial, partial          # virt-v2v writes it during the copy
     os.kill(pid, signal.SIGTERM)
     killed_at = time.monotonic() - run.t0
     state = run.wait_finished(timeout=300)
@@ -472,6 +476,11 @@ def test_sigterm_to_state_pid_during_copy_cancels(fake_esxi, v2v_env, runs):
         assert wr.wait_gone(p, timeout=10), "pid %d of the cancelled run is still alive" % p
     assert wr.secret_dirs(run.state_dir) == []
     assert not os.path.exists(run.announced["throttling_file"])
+    # its partial output is removed, what was there before is kept (docs/contract.md §8)
+    assert sorted(os.listdir(run.out)) == ["testvm2-sdz"], partial
+    with open(run.announced["wrapper_log"]) as f:
+        assert "removed its partial output in %s: testvm2-sda" % run.out in f.read()
+    assert "removed" not in msg
 
 
 # ---------------------------------------------------------------- 5. bad source

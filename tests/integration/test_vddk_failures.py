@@ -4,8 +4,7 @@ as one line before anything starts), leaves no process, secret file or output be
 the password appears nowhere. ~1-10 s each; the empty libdir ~30 s (virt-v2v waits that
 long for nbdkit). The mid-copy read error and SIGTERM are in test_vddk_real.py.
 
-Whether ``last_message`` names the real cause in one sentence, with a stable code, is the
-work of branch i23-causes: those tests are ``xfail(strict=False)`` here.
+``last_message`` names the real cause in one sentence, with a stable code (wrapper.causes).
 """
 
 import os
@@ -17,7 +16,6 @@ from tests.integration.vddkrun import VddkRun, vddk_job
 
 pytestmark = pytest.mark.integration
 
-CAUSES = "i23-causes: the clean one-sentence cause and code of VDDK failures"
 WRONG_THUMBPRINT = ":".join(["AB"] * 20)
 
 # name: (Standin options, job changes, libdir: "standin" / None (missing) / "empty")
@@ -38,7 +36,7 @@ NAMES = {
     "vddk-refuses-password": ("password",),
     "vm-not-found": ("novm",),
     "vm-powered-on": ("testvm", "shut"),
-    "libdir-missing": ("/opt/vmware-vix-disklib-distrib",),
+    "libdir-missing": ("does not point to a directory",),    # and the libdir: missing_libdir()
     "libdir-empty": ("libvixdisklib.so",),
 }
 
@@ -103,13 +101,23 @@ def test_vddk_failure_is_clean(outcomes, name):
     assert run.secret_hits(o.sim.password) == []
 
 
-@pytest.mark.xfail(strict=False, reason=CAUSES)
+def missing_libdir():
+    """The libdir a "libdir-missing" run names (tests/integration/fx_vddk.with_libdir): the
+    ``--vddk-libdir`` setting's where the wrapper has it, else the fixed default."""
+    from tests.integration.fx_vddk import wrapper_has_libdir_setting
+    return ("/nonexistent/vddk-libdir" if wrapper_has_libdir_setting()
+            else "/opt/vmware-vix-disklib-distrib")
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_vddk_failure_names_its_cause(outcomes, name):
     o = outcomes(name)
     msg = o.message()
     assert len(msg.splitlines()) == 1 and msg.count(". ") <= 1, msg
+    print("%s: %r %s" % (name, msg, (o.state or {}).get("last_message", {}).get("code")))
     for word in NAMES[name]:
         assert word in msg.lower(), msg
+    if name == "libdir-missing":
+        assert missing_libdir() in msg, msg
     if o.refused is None:
         assert o.state["last_message"].get("code"), o.state["last_message"]

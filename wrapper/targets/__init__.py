@@ -9,7 +9,11 @@ the job itself):
   caller gets its answer (``user`` a wrapper.users.RunUser, ``env`` the
   environment virt-v2v's helpers get); a JobError refuses the job;
 * ``on_failure(target, disk_ids, settings)``: after a failed conversion,
-  with the ids of the disks it created on the target; never raises.
+  with the ids of the disks it created on the target; never raises;
+* ``watch(target, vm_name, user) -> leftovers.Leftovers or None``: just
+  before virt-v2v starts, the local directories it will write, recorded;
+  the job calls ``finish(success)`` on every way out, after virt-v2v has
+  stopped, and a failure's new output is removed as ``user``.
 
 No target module imports wrapper.v2v (which imports this package).
 
@@ -21,6 +25,9 @@ differs between the three outputs.  Modules:
   a failed upload created (both through the ``wrapper.ovirt`` wing).
 * ``export_domain`` -- ``export_domain``: ``-o rhv`` (``ovirt``, 2.8+).
 * ``local``         -- ``output_dir``: ``-o local`` (``disk``, 2.8+).
+* ``leftovers``     -- what a failed conversion left in a local target
+  directory (``output_dir``, a local export domain), removed as the run-as
+  user (docs/contract.md §8).
 
 Imports: the standard library, ``wrapper.config``'s target records, the
 ovirt and security wings, the core's leaf modules.  Never ``wrapper.cli``,

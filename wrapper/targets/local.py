@@ -1,4 +1,5 @@
 """``output_dir``: converted disks plus libvirt XML in a local directory."""
+from wrapper.targets import leftovers
 
 
 def output_args(target, paths, allocation, caps):
@@ -6,3 +7,7 @@ def output_args(target, paths, allocation, caps):
     return ["-o", caps.output_name("local"), "-os", target.path]
 
 
+def watch(target, vm_name, user):
+    """Before virt-v2v starts: the directory it writes ``<vm_name>-sdX`` and
+    ``<vm_name>.xml`` into, recorded (wrapper.targets.leftovers)."""
+    return leftovers.watch_local(target.path, vm_name, user)
