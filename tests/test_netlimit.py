@@ -546,3 +546,33 @@ def test_owner_files_are_written_by_descriptor_and_private(hybrid, tmp_path):
     assert os.stat(tmp_path / "lock").st_mode & 0o777 == 0o700
     assert sorted(os.listdir(tmp_path / "lock")) == ["netlimit-1.owner", "netlimit.lock"]
     lim.close()
+
+
+EVIL = ('a"; counter; }; }; add table inet pwned { chain c { type filter hook input priority -500; '
+        'policy drop; }; }; table inet zz { chain c { #')
+
+
+def test_a_cgroup_path_is_never_nft_syntax():
+    """Security review: a caller who owns the cgroup a plain-child conversion
+    inherits named it with nft statements, which root then ran."""
+    for bad in (EVIL, 'x"y', "a;b", "a}b", "a b", "a\nb", "a//b", "a\\b", "ü"):
+        with pytest.raises(ThrottleError, match="cannot be matched safely"):
+            tn.match_cgroupv2(bad, 1)
+    assert tn.match_cgroupv2("", 0) == 'socket cgroupv2 level 0 ""'
+    assert tn.match_cgroupv2("user.slice/user-1000.slice/user@1000.service/app.slice/a-b_c.scope", 5)
+
+
+def test_a_hostile_cgroup_name_leaves_the_limit_off_and_runs_no_nft(hybrid, tmp_path, caplog):
+    root, proc = hybrid
+    evil = root / "unified" / "s" / "system.slice" / EVIL.replace("/", "_")
+    evil.mkdir()
+    (evil / "cgroup.procs").write_text("")
+    (proc / "4242" / "cgroup").write_text(PROC_CGROUP_HYBRID.replace("x.service", evil.name))
+    fake = FakeNet()
+    lim = limiter(fake, hybrid, tmp_path)
+    lim.start(4242, dedicated_cgroup=False)
+    assert "cannot be matched safely" in caplog.text
+    assert not any("pwned" in t for t in fake.inputs) and not fake.tables
+    with pytest.raises(ThrottleError):
+        lim.set_rate(Rate(1000))
+    lim.close()

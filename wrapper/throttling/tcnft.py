@@ -7,6 +7,8 @@ import collections
 import json
 import re
 
+from wrapper.errors import ThrottleError
+
 ROOT_MAJOR = 0x7632                 # "v2"
 ROOT_HANDLE = "%x:" % ROOT_MAJOR
 MAX_MINOR = 0xffff
@@ -55,7 +57,20 @@ def tc_class_del_argv(dev, minor):
     return ["tc", "class", "del", "dev", dev, "classid", classid(minor)]
 
 
+# What a cgroup path may hold to be pasted into nft's input: the conversion's
+# cgroup may sit in a subtree its caller owns (a plain child inherits the
+# wrapper's cgroup, delegated to the user who ran sudo), and a name with a quote,
+# a semicolon or a brace would be nft statements of the caller's choosing run by
+# root (security review, 2026-12-06).
+_SAFE_CGROUP_PATH = re.compile(r"[A-Za-z0-9_.@:+=/-]{0,4096}")
+
+
 def match_cgroupv2(nft_path, level):
+    """The nft match for a cgroup v2 path (relative; empty for the root), or
+    ThrottleError when the path holds anything but ``[A-Za-z0-9_.@:+=/-]``
+    (systemd's unit and slice names fit)."""
+    if not _SAFE_CGROUP_PATH.fullmatch(nft_path) or "//" in nft_path:
+        raise ThrottleError("the cgroup path %r cannot be matched safely by nft" % nft_path)
     return 'socket cgroupv2 level %d "%s"' % (level, nft_path)
 
 
