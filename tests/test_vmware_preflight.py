@@ -8,6 +8,7 @@ runs as a real child process (as root and as ``nobody``), its password on stdin.
 The real VDDK world's tests are in tests/integration/test_vddk_preflight_real.py.
 """
 import json
+from xml.sax.saxutils import escape
 import os
 import pathlib
 import pwd
@@ -202,6 +203,29 @@ def test_wrong_password_is_a_login_fault_and_never_echoed(server):
     assert answer["error"]["step"] == "login" and answer["error"]["fault"] == "InvalidLogin"
     assert "incorrect user name or password" in answer["error"]["message"]
     assert PASSWORD not in json.dumps(answer)
+
+
+def test_a_server_that_echoes_the_password_gets_it_masked(tmp_path, cert):
+    """Security review: a server that got the password at the login sent it back
+    as a VM's power state (and as its product name): every server text is masked."""
+    with FakeVSphere(str(tmp_path), vms={"testvm": "on-" + escape(PASSWORD)},
+                     password=PASSWORD, cert=cert) as s:
+        answer = ask(s)
+    assert PASSWORD not in json.dumps(answer)
+    assert answer["vms"] == ["on-******"]
+
+
+def test_many_vms_of_one_name_are_reported_within_a_bound(tmp_path, cert):
+    class Many(FakeVSphere):
+        def answer(self, method, body, cookie):
+            code, text, extra = super().answer(method, body, cookie)
+            if method == "RetrievePropertiesEx":
+                one = text[text.index("<objects>"):text.index("</objects>") + len("</objects>")]
+                text = text.replace(one, one * 500)
+            return code, text, extra
+    with Many(str(tmp_path), password=PASSWORD, cert=cert) as s:
+        answer = ask(s)
+    assert answer["vms"] == ["poweredOff"] * probe.MAX_STATES
 
 
 def test_probe_server_failures(tmp_path, cert):

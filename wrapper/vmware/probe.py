@@ -27,6 +27,7 @@ from wrapper.vmware import endpoint, soap
 
 LIBRARY = re.compile(r"libvixDiskLib\.so\.(\d+)$")
 MAX_TEXT = 300
+MAX_STATES = 16          # VMs of the same name reported (one is the normal case)
 
 
 def list_libdir(libdir):
@@ -66,18 +67,23 @@ def ask(question, clock=time.monotonic, connection=None):
     step = "connect"
     try:
         content = client.retrieve_service_content()
-        answer["about"] = {"fullName": content["fullName"], "apiType": content["apiType"]}
+        answer["about"] = {"fullName": clean(content["fullName"], password),
+                           "apiType": clean(content["apiType"], password)}
         step = "login"
         client.login(ep.user, password)
         try:
             step = "vms"
-            states = [power for name, power in client.vms() if name == question.get("vm")]
-            answer["vms"] = states
+            # every text of the server's is masked and bounded, a power state too: a
+            # server that got the password at the login could send it back as one
+            states = [clean(power, password) for name, power in client.vms()
+                      if name == question.get("vm")]
+            answer["vms"] = states[:MAX_STATES]
         finally:
             client.logout()
     except soap.SoapError as e:
         answer["error"] = {"step": e.step if e.step != "fault" else step,
-                           "message": clean(e.message, password), "fault": e.fault}
+                           "message": clean(e.message, password),
+                           "fault": None if e.fault is None else clean(e.fault, password)}
     finally:
         seen = getattr(client.conn, "seen", None)
         if seen:
