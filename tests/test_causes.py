@@ -360,3 +360,10 @@ def test_the_fast_tests_agree_on_every_line_of_the_captured_logs():
                     causes.CAUSE_LINE.search(line))
                 assert causes.is_cause_line(line) == ref, line
                 assert causes.is_echo(line) == bool(causes._ECHOES.search(line)), line
+
+
+def test_control_and_bidi_characters_never_reach_the_message():
+    """Security review: a client that prints the message raw got terminal escapes."""
+    text = causes.bounded("boom \x1b[2J\x1b]0;x\x07: Cannot connect: \x1b[31mred\u202e")
+    assert not any(c in text for c in "\x1b\x07\u202e"), text
+    assert text.startswith("boom \\x1b[2J")

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from wrapper.security.text import printable
+
 
 class Entry(NamedTuple):
     hint: str            # what to check (the default hint of a Cause with this code)
@@ -227,8 +229,10 @@ def cause_lines(text, limit, width):
 
 
 def bounded(text, limit=MAX_MESSAGE):
-    """One line of at most ``limit`` characters, cut at a word boundary with an ellipsis."""
-    text = " ".join(text.split())
+    """One line of at most ``limit`` characters, cut at a word boundary with an
+    ellipsis; control and bidi characters written as escapes (a client may print
+    the message raw; what virt-v2v, libvirt or a server said is not trusted)."""
+    text = printable(" ".join(text.split()))
     if len(text) <= limit:
         return text
     cut = text.rfind(" ", 0, limit - 1)

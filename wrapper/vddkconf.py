@@ -17,7 +17,7 @@ import os
 import stat
 
 from wrapper.errors import JobError
-from wrapper.security.text import oneline, short
+from wrapper.security.text import oneline
 
 MAX_BYTES = 64 * 1024
 KEYS = {
@@ -42,12 +42,14 @@ def parse(text, path="vddk_config"):
         key, sep, value = (part.strip() for part in line.partition("="))
         where = "line %d" % number
         if not sep or key not in KEYS:
-            raise _refuse(path, "%s: %s is not one of %s = <number>" % (
-                where, short(line), " or ".join(sorted(KEYS))))
+            # the line itself is not repeated: the caller sees this refusal, and the
+            # administrator's file may hold what only root should read
+            raise _refuse(path, "%s is not one of %s = <number>" % (
+                where, " or ".join(sorted(KEYS))))
         low, high = KEYS[key]
         if not (value.isascii() and value.isdigit() and len(value) <= 6 and low <= int(value) <= high):
-            raise _refuse(path, "%s: %s must be a whole number from %d to %d, not %s" % (
-                where, key, low, high, short(value)))
+            raise _refuse(path, "%s: %s must be a whole number from %d to %d" % (
+                where, key, low, high))
         if key in values:
             raise _refuse(path, "%s: %s is set twice" % (where, key))
         values[key] = int(value)
