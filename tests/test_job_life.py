@@ -393,3 +393,17 @@ def test_a_failure_removes_the_partial_output_and_success_keeps_it(host, rc, cls
     if not kept:
         assert "removed its partial output in %s: testvm-sda" % host.out in err
         assert "removed" not in state["last_message"]["message"]
+
+
+def test_an_output_dir_other_than_the_one_the_caller_checked_is_not_cleaned(host, monkeypatch):
+    """The (device, inode) the caller's check saw reaches the watch: when
+    the directory under the name is another one, nothing there is removed
+    (docs/contract.md §8)."""
+    from wrapper import users
+    monkeypatch.setattr(users, "check_caller_can_write", lambda boundary, target: (0, 1))
+    factory, handles = writing(host.out, 1)
+    code, out, err = host.main(host.job(daemonize=False), factory)
+    assert code == cli.EXIT_FAILED, err
+    assert (host.out / "testvm-sda").exists()
+    assert "no longer the directory checked as writable by the caller" in err
+    assert "removed its partial output" not in err

@@ -273,12 +273,12 @@ def _accept(job, settings, runner, launcher_factory, signals):
         log.info("job: vm %s, transport %s, target %s, virt-v2v runs as %s (%d:%d)",
                  config.vm_name, config.source.name, config.target.name, user.name, user.uid, user.gid)
         users.check_target_dir(user, config.target)
-        users.check_caller_can_write(Boundary.of(settings.environ), config.target)
+        seen = users.check_caller_can_write(Boundary.of(settings.environ), config.target)
         reserved.hand_logs_to(user.uid, user.gid)
         caps = v2v.probe_for_job(config, settings, runner, user)
         job_obj = Job(config, settings, reserved, user, caps, stack, runner,
                       launcher_factory or _default_launcher(config, settings, runner),
-                      settings.trusted_uids(), leases=book, lease=lease)
+                      settings.trusted_uids(), leases=book, lease=lease, target_seen=seen)
         job_obj.prepare()
         if signals.received:
             raise JobError(None, "interrupted by %s before the conversion started" % signals.received)

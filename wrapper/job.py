@@ -134,7 +134,8 @@ class Job:
     """Prepared resources + the run.  Built by :func:`prepare`."""
 
     def __init__(self, config, settings, reserved, user, caps, stack, runner, launcher_factory,
-                 allowed_uids, leases=None, lease=None, clock=time.monotonic, sleep=time.sleep):
+                 allowed_uids, leases=None, lease=None, clock=time.monotonic, sleep=time.sleep,
+                 target_seen=None):
         self.config = config
         self.settings = settings
         self.reserved = reserved
@@ -148,6 +149,8 @@ class Job:
         self.leases = leases        # the lease book, closed when the job is over (cli._release)
         self.lease = lease          # taken with the job's names (cli._take_lease)
         self.clock = clock
+        # (device, inode) of the output directory the caller's own check saw
+        self.target_seen = target_seen
         self.sleep = sleep
         self.state = initial_state(config, self.files)
         self.network = NetworkLimit(self.state, NetLimiter(
@@ -354,7 +357,8 @@ class Job:
         if not hasattr(self.hooks, "watch"):
             return
         try:
-            watched = self.hooks.watch(self.config.target, self.state.get("vm"), self.user)
+            watched = self.hooks.watch(self.config.target, self.state.get("vm"), self.user,
+                                      seen=self.target_seen)
         except OSError as e:
             log.warning("cannot record the target directory before the conversion (a failure's "
                         "partial output will not be removed): %s", e)

@@ -152,15 +152,20 @@ def check_caller_can_write(boundary, target):
     or ``vdsm``, virt-v2v would otherwise write wherever the caller can merely
     reach (``/etc/sudoers.d``).  Asked by a child with the caller's
     credentials (wrapper.security.boundary); the message is what the
-    caller's own attempt got.  Nothing to ask for a root caller."""
+    caller's own attempt got.  Nothing to ask for a root caller.
+
+    Returns the (device, inode) of the directory the caller found writable
+    (None when nothing was asked): the partial-output watch removes nothing
+    in any other (wrapper.targets.leftovers, docs/contract.md §8)."""
     found = target_dir(target)
     if found is None or boundary.caller.is_root:
-        return
+        return None
     try:
-        boundary.check_writable_dir(found[1])
+        st = boundary.check_writable_dir(found[1])
     except CallerOpenError as e:
         raise JobError(found[0], "%s is not a directory you (uid %d) can write: %s"
                        % (oneline(found[1], 200), boundary.caller.uid, oneline(e, 100))) from None
+    return (st.st_dev, st.st_ino)
 
 
 def check_target_dir(user, target, writable=writable_dir_as):

@@ -15,12 +15,13 @@ def output_args(target, paths, allocation, caps):
     return ["-o", caps.output_name("rhv"), "-os", target.path]
 
 
-def watch(target, vm_name, user):
+def watch(target, vm_name, user, seen=None):
     """Before virt-v2v starts: a local domain's ``images`` and ``master/vms``
     directories, recorded (wrapper.targets.leftovers).  An NFS share is
-    mounted by virt-v2v itself, out of the wrapper's reach: None."""
+    mounted by virt-v2v itself, out of the wrapper's reach: None.  ``seen``:
+    the (device, inode) the caller's check found writable."""
     if is_nfs_share(target.path):
         log.info("an NFS export domain is mounted by virt-v2v: a failure's partial output "
                  "there is not removed by the wrapper")
         return None
-    return leftovers.watch_export_domain(target.path, user)
+    return leftovers.watch_export_domain(target.path, user, seen=seen)

@@ -22,11 +22,22 @@ trees through :func:`wrapper.security.fstree.remove_tree_at`): it can remove
 nothing that user could not remove itself, and follows no link.  What was
 removed and what was left (and why) is logged; success keeps everything.
 
-Several jobs may convert into the same export domain at once, and their
-UUID-named directories cannot be told apart: each watched export-domain
-directory holds a shared ``flock`` for the run, and a job removes nothing
-there while another job holds one, nor when it could not take its own at
-once (it never waits for a lock another user may hold forever); it says so.
+Several jobs may convert into the same directory at once, and their
+UUID-named directories (or same-named files) cannot be told apart: each
+watched directory holds a shared ``flock`` for the run, and a job removes
+nothing there while another job holds one, nor when it could not take its
+own at once (it never waits for a lock another user may hold forever); it
+says so.
+
+The directories are reached so that the caller cannot aim the removal at a
+directory only the run-as user may write (docs/security.md, "Partial
+output"): the top directory is opened once and must be the very directory
+the caller's own check found writable (its (device, inode), ``seen``), and
+an export domain's ``<sd uuid>``, ``images``, ``master`` and ``vms`` are
+opened one at a time under it, never through a link.  In an ``output_dir``
+other users may write too (sticky, or writable by group or others, such as
+``/var/tmp``) a file named like this job's output may be another job's:
+nothing is removed there.
 """
 import dataclasses
 import errno
@@ -123,12 +134,27 @@ def _try_flock(fd, how):
         return False
 
 
+def open_to_others(fd):
+    """Why the open directory ``fd`` is shared with other users (sticky, or
+    writable by group or others), or None."""
+    mode = os.fstat(fd).st_mode
+    if mode & stat.S_ISVTX:
+        return "the directory is sticky, shared with other users (the file may be another job's)"
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return ("the directory is writable by group or others (the file may be another job's)")
+    return None
+
+
 class Watch:
     """One directory virt-v2v writes, opened and listed before it starts."""
 
-    def __init__(self, path, fd, match, want_dir, user, shared=False, runner=aschild.run_as):
+    def __init__(self, path, fd, match, want_dir, user, shared=False, runner=aschild.run_as,
+                 private=False):
         self.path, self.fd, self.match, self.want_dir = path, fd, match, want_dir
         self.user, self.shared, self.runner = user, shared, runner
+        # private: remove nothing in a directory other users may write too
+        self.private = private
+        self.open_to_others = open_to_others(fd) if private else None
         # never waits: anyone who can open the directory can hold a lock on it
         self.locked = shared and _try_flock(fd, fcntl.LOCK_SH)
         self.before = frozenset((name, ident(st)) for name, st in listing(fd).items())
@@ -144,6 +170,9 @@ class Watch:
         """Remove this job's new entries (see the module's docstring); returns
         (removed names, [(name, why left)])."""
         remove, left = plan(self.before, listing(self.fd), self.match, self.want_dir, self.user.uid)
+        shared_by = remove and self.private and (self.open_to_others or open_to_others(self.fd))
+        if shared_by:
+            return [], left + [(e.name, shared_by) for e in remove]
         if remove and not self._alone():
             return [], left + [(e.name, "another job holds this directory (a conversion may be writing to it)")
                                for e in remove]
@@ -169,14 +198,68 @@ class Watch:
             self.fd = None
 
 
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
 def open_dir_as(user, path, runner=aschild.run_as):
     """``path`` opened as a directory with ``user``'s rights (a child that
     became the user), close-on-exec; OSError when that user cannot."""
-    fd = runner(user.uid, user.gid, list(user.groups),
-                lambda: os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
+    fd = runner(user.uid, user.gid, list(user.groups), lambda: os.open(path, _DIR),
                 timeout=OPEN_TIMEOUT, what="opening %s" % path)
     os.set_inheritable(fd, False)
     return fd
+
+
+def walk_at(top, parts):
+    """The directory ``top/parts[0]/parts[1]/…``, each component opened
+    relative to the one before and never through a link (O_NOFOLLOW:
+    ENOTDIR for a link or anything else not a directory)."""
+    fd = top
+    try:
+        for part in parts:
+            below = os.open(part, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+            if fd != top:
+                os.close(fd)
+            fd = below
+    except BaseException:
+        if fd != top:
+            os.close(fd)
+        raise
+    return fd
+
+
+def open_below_as(user, top, parts, runner=aschild.run_as):
+    """:func:`walk_at` in a child that became ``user``, on the descriptor
+    ``top`` (never the path again); OSError when that user cannot."""
+    fd = runner(user.uid, user.gid, list(user.groups), lambda: walk_at(top, parts),
+                keep=(top,), timeout=OPEN_TIMEOUT, what="opening %s" % "/".join(parts))
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def _why_not(e):
+    if e.errno == errno.ENOTDIR:
+        return "a link or not a directory (links are not followed)"
+    return os.strerror(e.errno or errno.EIO)
+
+
+def _top(path, user, seen, runner):
+    """``path`` opened as ``user``, or None (said why) when it is not the
+    directory the caller's check saw: (device, inode) ``seen`` (None: the
+    caller was not asked, e.g. root)."""
+    fd = open_dir_as(user, path, runner)
+    try:
+        found = ident(os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    if seen is None or found == tuple(seen):
+        return fd
+    os.close(fd)
+    log.warning("not watching %s: it is no longer the directory checked as writable by the "
+                "caller (device/inode %s, now %s): a failure's partial output there is not "
+                "removed", path, tuple(seen), found)
+    return None
 
 
 class Leftovers:
@@ -208,38 +291,31 @@ class Leftovers:
             log.info("conversion failed: no partial output in %s", watch.path)
 
 
-def watch_local(path, vm_name, user, runner=aschild.run_as):
+def watch_local(path, vm_name, user, runner=aschild.run_as, seen=None):
     """``output_dir``: the files virt-v2v names after ``vm_name``."""
-    fd = open_dir_as(user, path, runner)
+    fd = _top(path, user, seen, runner)
+    if fd is None:
+        return Leftovers([])
     try:
-        return Leftovers([Watch(path, fd, local_match(vm_name), False, user, runner=runner)])
+        return Leftovers([Watch(path, fd, local_match(vm_name), False, user, shared=True,
+                                runner=runner, private=True)])
     except BaseException:
         os.close(fd)
         raise
 
 
-def watch_export_domain(path, user, runner=aschild.run_as):
+def watch_export_domain(path, user, runner=aschild.run_as, seen=None):
     """A local export domain: ``<sd uuid>/images`` and ``<sd uuid>/master/vms``
-    of each storage-domain directory in it (virt-v2v picks the one there is)."""
-    top = open_dir_as(user, path, runner)
+    of each storage-domain directory in it (virt-v2v picks the one there is),
+    reached from the top directory one component at a time."""
+    top = _top(path, user, seen, runner)
+    if top is None:
+        return Leftovers([])
     watches = []
     try:
-        for sd, st in sorted(listing(top).items()):
-            if not (is_uuid(sd) and stat.S_ISDIR(st.st_mode)):
-                continue
-            for sub in ("images", "master/vms"):
-                where = os.path.join(path, sd, sub)
-                try:
-                    fd = open_dir_as(user, where, runner)
-                except OSError as e:
-                    log.info("not watching %s: %s", where, os.strerror(e.errno or errno.EIO))
-                    continue
-                try:
-                    watches.append(Watch(where, fd, is_uuid, True, user, shared=True,
-                                         runner=runner))
-                except BaseException:
-                    os.close(fd)
-                    raise
+        for sd in sorted(name for name in listing(top) if is_uuid(name)):
+            for sub in (("images",), ("master", "vms")):
+                watches.extend(_watch_below(path, top, (sd,) + sub, user, runner))
     except BaseException:
         for watch in watches:
             watch.close()
@@ -247,3 +323,17 @@ def watch_export_domain(path, user, runner=aschild.run_as):
     finally:
         os.close(top)
     return Leftovers(watches)
+
+
+def _watch_below(path, top, parts, user, runner):
+    where = os.path.join(path, *parts)
+    try:
+        fd = open_below_as(user, top, parts, runner)
+    except OSError as e:
+        log.info("not watching %s: %s", where, _why_not(e))
+        return []
+    try:
+        return [Watch(where, fd, is_uuid, True, user, shared=True, runner=runner)]
+    except BaseException:
+        os.close(fd)
+        raise

@@ -7,7 +7,8 @@ def output_args(target, paths, allocation, caps):
     return ["-o", caps.output_name("local"), "-os", target.path]
 
 
-def watch(target, vm_name, user):
+def watch(target, vm_name, user, seen=None):
     """Before virt-v2v starts: the directory it writes ``<vm_name>-sdX`` and
-    ``<vm_name>.xml`` into, recorded (wrapper.targets.leftovers)."""
-    return leftovers.watch_local(target.path, vm_name, user)
+    ``<vm_name>.xml`` into, recorded (wrapper.targets.leftovers); ``seen``:
+    the (device, inode) the caller's check found writable."""
+    return leftovers.watch_local(target.path, vm_name, user, seen=seen)
