@@ -75,7 +75,8 @@ def test_settings_reach_virt_v2v_2_10_as_options(dirs):
     conf = vddk_config(dirs)
     r = wr.run(dirs.args(fake(dirs)) + [
         "--vddk-libdir", "/srv/vddk", "--vddk-transports", "nbdssl:nbd", "--vddk-config", conf,
-        "--vddk-compression", "zlib", "--appliance-memsize", "2048"],
+        "--vddk-compression", "zlib", "--appliance-memsize", "2048",
+        "--parallel", "1"],          # parallel copies: tests/test_parallel_run.py
         vddk_job(dirs, throttling={"cpu": "150%"}))
     assert r.returncode == 0, r.stderr
     rec = recorded(dirs)
@@ -88,8 +89,8 @@ def test_settings_reach_virt_v2v_2_10_as_options(dirs):
         "-io", "vddk-libdir=/srv/vddk", "-io", "vddk-thumbprint=" + FP,
         "-io", "vddk-transports=nbdssl:nbd", "-io", "vddk-config=" + copy,
         "-io", "vddk-compression=zlib", "-ip", password,
-        "-o", "disk", "-os", dirs.out, "-of", "raw", "--bandwidth-file", rec["argv"][-8],
-        "--smp", "2", "--memsize", "2048", "--parallel", "2", "testvm"]   # parallel: the default
+        "-o", "disk", "-os", dirs.out, "-of", "raw", "--bandwidth-file", rec["argv"][-6],
+        "--smp", "2", "--memsize", "2048", "testvm"]
     # virt-v2v reads the checked text from the private directory, gone afterwards
     assert rec["files"][copy]["content"] == ("VixDiskLib.nfcAio.Session.BufCount=4\n"
                                              "VixDiskLib.nfcAio.Session.BufSizeIn64KB=16\n")
