@@ -119,7 +119,9 @@ grep -qE '^/usr/share/man/man1/virt-v2v-wrapper\.1(\.gz)?$' "$WORK/rpm-qlp.txt" 
 mkdir -p "$WORK/root"
 (cd "$WORK/root" && rpm2cpio "$RPM" | cpio -idm --quiet)
 got="$(PYTHONPATH="$WORK/root$SITELIB" "$PY" "$WORK/root/usr/bin/virt-v2v-wrapper" --version)"
-[ "$got" = "virt-v2v-wrapper $VERSION" ] || die "installed script printed '$got'"
+# the first line names the wrapper; a second says what the installed virt-v2v enables
+[ "$(printf '%s\n' "$got" | head -n 1)" = "virt-v2v-wrapper $VERSION" ] \
+    || die "installed script printed '$got'"
 head -1 "$WORK/root/usr/bin/virt-v2v-wrapper.py" | grep -q python3 || die "bad shebang"
 
 if [ -n "$OUTDIR" ]; then
