@@ -9,7 +9,8 @@ where virt-v2v has no ``bandwidth-option``: the host's namespace is never touche
 
 The limit is on IP packet bytes; TCP payload is ~95-97 % of that, so the bounds are 80-105 %
 of the limit.  A changed limit is waited for until it is in force (how long: recorded, not
-asserted), then measured over 5 s after a 2 s settling time (a new rule starts with a full bucket).  Run with ``-s`` for the rates.
+asserted), then measured over 5 s after a 2 s settling time (a new rule starts with a
+full bucket).  Run with ``-s`` for the rates.
 """
 import logging
 import os
