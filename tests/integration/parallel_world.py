@@ -17,12 +17,13 @@ from tests import wrapperrun as wr
 
 try:
     from . import fake_esxi as fx
-    from . import worlds
-    from .test_real_conversions import MARKER_VAR, Run, ssh_job
+    from . import worldrun, worlds
+    from .test_real_conversions import ssh_job
 except ImportError:  # pragma: no cover - depends on how pytest was started
     import fake_esxi as fx
+    import worldrun
     import worlds
-    from test_real_conversions import MARKER_VAR, Run, ssh_job
+    from test_real_conversions import ssh_job
 
 V2V_ENV = {"LIBGUESTFS_BACKEND": "direct",
            "LIBGUESTFS_BACKEND_SETTINGS": os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")}
@@ -31,38 +32,12 @@ _METRIC = re.compile(r'^(v2v_disk_(?:copy_rate_bytes_per_second|remaining_second
                      r'\{[^}]*disk="([^"]*)"[^}]*\} (\S+)$', re.M)
 
 
-class WorldRun(Run):
-    """One wrapper run in ``world`` (the host when ``world.is_host``)."""
+class WorldRun(worldrun.WorldRun):
+    """A world run that also samples ``status`` and the metrics while disks are copied."""
 
     def __init__(self, name, world):
-        super().__init__("%s-%s" % (world.name, name))
-        self.world = world
+        super().__init__(name, world)
         self.samples = []      # (seconds, status --json summary, {metric: {disk: value}})
-        if not world.is_host:
-            os.chown(self.out, worlds.RUN_AS[1], worlds.RUN_AS[2])   # virt-v2v writes as vdsm
-
-    def env(self, v2v_env):
-        no_cgroups = os.path.join(self.root, "no-cgroups")
-        os.makedirs(no_cgroups, exist_ok=True)
-        extra = dict(v2v_env, VIRT_V2V_WRAPPER_CGROUP_ROOT=no_cgroups, PYTHONDONTWRITEBYTECODE="1",
-                     **{MARKER_VAR: self.marker})
-        return wr.env(**extra) if self.world.is_host else dict(extra, PYTHONPATH=wr.ROOT)
-
-    def start(self, job, v2v_env):
-        self.t0 = time.monotonic()
-        self.stderr_path = os.path.join(self.root, "stderr.txt")
-        python = wr.wrapper_cmd()[0] if self.world.is_host else "python3"
-        with open(self.stderr_path, "w") as err:
-            self.proc = self.world.popen(
-                [python, "-m", "wrapper"] + self.args(), binds=[self.root], ro_binds=[wr.ROOT],
-                cwd=wr.ROOT, env=self.env(v2v_env), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=err, universal_newlines=True)
-        self.proc.stdin.write(json.dumps(job))
-        self.proc.stdin.close()
-        line = self.proc.stdout.readline()
-        assert line, "wrapper printed nothing; stderr: %s" % self.stderr()
-        self.announced = json.loads(line)
-        return self.announced
 
     def sample(self):
         """What ``status --json`` and ``metrics`` (the host's own wrapper, reading the
@@ -94,9 +69,6 @@ class WorldRun(Run):
             time.sleep(0.05)
         raise AssertionError("%s: not finished within %d s" % (self.name, timeout))
 
-    def cleanup(self):
-        super().cleanup()
-        self.world.forget_mountpoints([self.root, wr.ROOT])
 
 
 @contextlib.contextmanager

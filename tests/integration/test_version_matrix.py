@@ -29,7 +29,6 @@ Run with ``-s`` for the state sequences and the measured rates.
 """
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -44,13 +43,14 @@ from tests import wrapperrun as wr
 
 try:
     from . import fake_esxi as fx
-    from . import worlds
-    from .test_real_conversions import Run, comm, descendants, ssh_job, v2v_tmpdirs
+    from . import worldrun, worlds
+    from .test_real_conversions import comm, descendants, ssh_job, v2v_tmpdirs
     from .test_source_bandwidth import SourceMeter, random_image, write_throttling
 except ImportError:  # pragma: no cover - depends on how pytest was started
     import fake_esxi as fx
+    import worldrun
     import worlds
-    from test_real_conversions import Run, comm, descendants, ssh_job, v2v_tmpdirs
+    from test_real_conversions import comm, descendants, ssh_job, v2v_tmpdirs
     from test_source_bandwidth import SourceMeter, random_image, write_throttling
 
 pytestmark = pytest.mark.integration
@@ -99,41 +99,13 @@ def world(request, mx_esxi):
         known.remove(trust_line(mx_esxi))
 
 
-class WorldRun(Run):
-    """A wrapper run inside a world: its directories are bound at the same path inside, the
-    wrapper source read-only; outbound limits find no cgroup hierarchy (module doc)."""
+class WorldRun(worldrun.WorldRun):
+    """A world run (tests/integration/worldrun.py) whose logs can be kept for the replay
+    fixtures (``V2VW_CAPTURE_DIR``)."""
 
     def __init__(self, name, world):
-        super().__init__("%s-%s" % (world.name, name))
-        self.world = world
+        super().__init__(name, world)
         self.scenario = name
-        if not world.is_host:
-            os.chown(self.out, worlds.RUN_AS[1], worlds.RUN_AS[2])   # virt-v2v writes as vdsm
-
-    def env(self, v2v_env):
-        no_cgroups = os.path.join(self.root, "no-cgroups")
-        os.makedirs(no_cgroups, exist_ok=True)
-        extra = dict(v2v_env, VIRT_V2V_WRAPPER_CGROUP_ROOT=no_cgroups,
-                     PYTHONDONTWRITEBYTECODE="1", **{"LIBGUESTFS_V2VW_TEST_RUN": self.marker})
-        if self.world.is_host:
-            return wr.env(**extra)
-        return dict(extra, PYTHONPATH=wr.ROOT)
-
-    def start(self, job, v2v_env):
-        self.t0 = time.monotonic()
-        self.stderr_path = os.path.join(self.root, "stderr.txt")
-        python = "python3" if not self.world.is_host else wr.wrapper_cmd()[0]
-        with open(self.stderr_path, "w") as err:
-            self.proc = self.world.popen(
-                [python, "-m", "wrapper"] + self.args(), binds=[self.root], ro_binds=[wr.ROOT],
-                cwd=wr.ROOT, env=self.env(v2v_env), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=err, universal_newlines=True)
-        self.proc.stdin.write(json.dumps(job))
-        self.proc.stdin.close()
-        line = self.proc.stdout.readline()
-        assert line, "wrapper printed nothing; stderr: %s" % self.stderr()
-        self.announced = json.loads(line)
-        return self.announced
 
     def capture(self):
         dest = os.environ.get("V2VW_CAPTURE_DIR")
@@ -150,7 +122,6 @@ class WorldRun(Run):
     def cleanup(self):
         self.capture()
         super().cleanup()
-        self.world.forget_mountpoints([self.root, wr.ROOT])
 
 
 def convert(world, name, job_for, v2v_env, during=None, timeout=1200):
