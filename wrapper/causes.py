@@ -216,16 +216,45 @@ def cause_lines(text, limit, width):
     end back to the first one that is not an echo of an earlier line (the cause
     itself), at most ``limit``.  Read from the end, so the usual case looks at a
     few lines only."""
+    lines = _LINES.split(text)
     found = []
-    for line in reversed(_LINES.split(text)):
-        line = line.strip()
+    for at in range(len(lines) - 1, -1, -1):
+        line = lines[at].strip()
         if is_cause_line(line):
             found.append(line if len(line) <= width else
                          line[:width // 2 - 1] + "…" + line[-(width // 2):])
-            if len(found) == limit or not is_echo(line):
+            if len(found) == limit or not (is_echo(line) or repeats(line, _earlier_causes(lines, at))):
                 break
     found.reverse()
     return found
+
+
+def _earlier_causes(lines, at):
+    return (t for t in (raw.strip() for raw in lines[:at]) if is_cause_line(t))
+
+
+# A line whose own writer split it: glibc (2.37 and later) writes printf's output to an
+# unbuffered stream such as stderr in pieces of at most 128 bytes, so another process's line
+# can land inside a long line.  nbdcopy's echo of a plugin's failure is such a line; the part
+# after the split is a "line" of its own, a stray tail that repeats an earlier cause.
+_ERRNO_TAIL = re.compile(r"(?:^|: )(?:No such file or directory|Operation not permitted|Input/output error)$")
+
+
+def repeats(line, earlier):
+    """Does ``line`` only repeat part of an ``earlier`` cause line (each stripped),
+    as the stray tail of a split line does: the end of one of them (a stale errno
+    text after it allowed), or a text with a plugin's whole message in it?  (The
+    same line printed again, as retries do, is not a part: it stays a cause.)"""
+    core = _ERRNO_TAIL.sub("", line)
+    for before in earlier:
+        if before == line:
+            continue
+        if before.endswith(core):
+            return True
+        m = _PLUGIN.match(before)
+        if m and len(m.group("text")) >= 8 and m.group("text") in core:
+            return True
+    return False
 
 
 def bounded(text, limit=MAX_MESSAGE):
@@ -256,9 +285,9 @@ def pick(lines):
     """The line (of ``lines``, oldest first) that best explains the error: the
     last one that looks like a cause and is not an echo of an earlier one (on
     2.6+ the source plugin's own ``nbdkit: ssh[1]: error:`` line, not nbdcopy's
-    echo of it); the last echo if there is nothing else.  None if there is none."""
+    echo of it, whole or split, :func:`repeats`); the last echo if there is nothing else.  None if there is none."""
     usable = [t.strip() for t in lines if is_cause_line(t.strip())]
-    own = [t for t in usable if not is_echo(t)]
+    own = [t for at, t in enumerate(usable) if not (is_echo(t) or repeats(t, usable[:at]))]
     return (own or usable or [None])[-1]
 
 
