@@ -63,6 +63,8 @@ def build_parser():
     for opt, attr, meta, text, _default in LOCATIONS + TUNING:
         if attr in ("metrics_dir",):
             continue
+        if attr == "log_dir":       # a conversion's options can be reused as they are
+            text = "taken and unused: an inspection writes no log"
         p.add_argument("--" + opt, dest=attr, metavar=meta,
                        help="%s [env %s]" % (text, env_name(attr)))
     p.add_argument("--timeout", type=float, metavar="SECONDS",
