@@ -3,7 +3,6 @@
 The only place that wires real parts together.  ``main()`` returns the exit
 status; only :func:`console_main` calls ``sys.exit``.
 """
-import argparse
 import contextlib
 import logging
 import os
@@ -19,6 +18,7 @@ from wrapper.security.boundary import Boundary
 from wrapper.security.text import oneline
 from wrapper.settings import (LOCATIONS, SWITCHES, TUNING, env_name, resolve, sudo_caller,
                               switch_problem, tuning_problem)
+from wrapper.usage import Parser, UsageError
 
 log = logging.getLogger("wrapper")
 PROG = "virt-v2v-wrapper"
@@ -26,13 +26,8 @@ PROG = "virt-v2v-wrapper"
 EXIT_OK, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise JobError(None, message)
-
-
 def build_parser(check_names):
-    p = _Parser(prog=PROG, description=(
+    p = Parser(prog=PROG, description=(
         "Run one virt-v2v conversion described by a JSON job on stdin (or in --job FILE). "
         "Prints one JSON line "
         "with the paths of the logs, the state file and the throttling file, then (unless "
@@ -163,8 +158,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None, runner=d
     registry = checks.registry()
     try:
         opts = build_parser(sorted(registry)).parse_args(argv)
-    except JobError as e:
-        return _refuse(stderr, e)
+    except UsageError as e:
+        return _refuse(stderr, JobError(None, str(e)))
     settings = resolve(vars(opts), environ)
     if opts.version:
         stdout.write("%s %s\n%s\n" % (PROG, __version__, checks.virt_v2v_report(settings, runner)[1]))

@@ -18,7 +18,6 @@ the agent's directory and a lease (wrapper.leases: after a SIGKILL the next
 start or ``status`` as root reclaims them): all of them go on every way out.
 No state file, no log file: an inspection is not a conversion.
 """
-import argparse
 import contextlib
 import json
 import logging
@@ -37,23 +36,15 @@ from wrapper.security.boundary import Boundary
 from wrapper.security.secrets import SecretDir
 from wrapper.security.text import oneline
 from wrapper.settings import LOCATIONS, TUNING, env_name, resolve, sudo_caller, tuning_problem
+from wrapper.usage import Parser, UsageError
 
 log = logging.getLogger(__name__)
 PROG = "virt-v2v-wrapper inspect"
 MAX_LOG = 64 << 20              # the inspector's verbose log read for disks and the cause
 
 
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _Usage(message)
-
-
 def build_parser():
-    p = _Parser(prog=PROG, description=(
+    p = Parser(prog=PROG, description=(
         "Read a job like a conversion (stdin or --job FILE), check it the same way, run "
         "virt-v2v-inspector on its source as the run-as user and print one JSON document: "
         "guest, disks, sizes, free space on the target, a copy time estimate, the pre-flight "
@@ -348,8 +339,8 @@ def main(argv, stdin, stdout, stderr, environ, runner, read_job, signals=None):
     """``virt-v2v-wrapper inspect [options]``; returns the exit status."""
     try:
         opts = build_parser().parse_args(argv)
-    except _Usage as e:
-        stderr.write("%s: error: %s\n" % (PROG, oneline(e, 1000)))
+    except UsageError as e:
+        stderr.write("%s: error: %s\n" % (PROG, e))
         return rep.EXIT_REFUSED
     settings = resolve(vars(opts), environ)
     if tuning_problem(settings):          # the conversion's settings, refused as it refuses them

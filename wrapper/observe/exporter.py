@@ -36,7 +36,7 @@ import time
 
 from wrapper.observe import metrics, summary
 from wrapper.errors import WrapperError
-from wrapper.observe.status import _Parser, _UsageError      # one usage-error convention for subcommands
+from wrapper.usage import Parser, UsageError
 from wrapper.settings import resolve
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ SLOT_WAIT = 2.0              # seconds a new connection waits for the one cut of
 
 
 def build_parser():
-    p = _Parser(prog="virt-v2v-wrapper metrics", description=(
+    p = Parser(prog="virt-v2v-wrapper metrics", description=(
         "Prometheus metrics of every conversion in the state directory: served over HTTP "
         "with --listen (GET /metrics, read-only), else printed once."),
         epilog="Only state files owned by root or by the user running this command are shown. "
@@ -72,7 +72,7 @@ def parse_listen(text):
     """``ADDR:PORT`` -> (host, port); ``[v6]:PORT``; an empty host is every address."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise _UsageError("--listen wants ADDR:PORT, not %r" % text)
+        raise UsageError("--listen wants ADDR:PORT, not %r" % text)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
@@ -262,7 +262,7 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, serve
     try:
         opts = build_parser().parse_args(list(argv))
         address = parse_listen(opts.listen) if opts.listen else None
-    except _UsageError as e:
+    except UsageError as e:
         stderr.write("virt-v2v-wrapper metrics: error: %s\n" % e)
         return EXIT_USAGE
     settings = resolve({"state_dir": opts.state_dir, "metrics_dir": opts.metrics_dir}, environ)

@@ -11,7 +11,6 @@ line, the clock and the terminal; every side effect there is a parameter so test
 Reclaiming what dead wrappers left is not a viewer's business: the command
 line (wrapper/cli.py) does that before it hands over to :func:`main`.
 """
-import argparse
 import datetime
 import json
 import os
@@ -26,6 +25,7 @@ from wrapper.observe.summary import (  # noqa: F401 (re-exported: the view's voc
     UNREADABLE, Reading, all_over, order, pid_alive, read_state, scan, summarize, trusted_owners)
 from wrapper.security.text import printable
 from wrapper.settings import resolve
+from wrapper.usage import Parser, UsageError
 
 EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE = 0, 1, 2
 
@@ -180,17 +180,8 @@ def redraw(lines, previous, rows):
 
 
 # -- command line ----------------------------------------------------------------
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
-
-
 def build_parser():
-    p = _Parser(prog="virt-v2v-wrapper status", description=(
+    p = Parser(prog="virt-v2v-wrapper status", description=(
         "Show the conversions whose state files are given, or every conversion in the state "
         "directory, newest first."),
         epilog="Only state files owned by root or by the user running this command are shown "
@@ -240,8 +231,8 @@ def main(argv, stdout=None, stderr=None, environ=None, *, clock=time.time, sleep
     try:
         opts = build_parser().parse_args(list(argv))
         if opts.interval <= 0:
-            raise _UsageError("--interval must be more than 0")
-    except _UsageError as e:
+            raise UsageError("--interval must be more than 0")
+    except UsageError as e:
         stderr.write("virt-v2v-wrapper status: error: %s\n" % e)
         return EXIT_USAGE
     owners = trusted_owners() if owners is None else owners
