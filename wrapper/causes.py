@@ -223,14 +223,14 @@ def cause_lines(text, limit, width):
         if is_cause_line(line):
             found.append(line if len(line) <= width else
                          line[:width // 2 - 1] + "…" + line[-(width // 2):])
-            if len(found) == limit or not (is_echo(line) or repeats(line, _earlier_causes(lines, at))):
+            if len(found) == limit or not (is_echo(line) or repeats(line, _earlier(lines, at))):
                 break
     found.reverse()
     return found
 
 
-def _earlier_causes(lines, at):
-    return (t for t in (raw.strip() for raw in lines[:at]) if is_cause_line(t))
+def _earlier(lines, at):
+    return (lines[i].strip() for i in range(at))
 
 
 # A line whose own writer split it: glibc (2.37 and later) writes printf's output to an
@@ -241,20 +241,19 @@ _ERRNO_TAIL = re.compile(r"(?:^|: )(?:No such file or directory|Operation not pe
 
 
 def repeats(line, earlier):
-    """Does ``line`` only repeat part of an ``earlier`` cause line (each stripped),
-    as the stray tail of a split line does: the end of one of them (a stale errno
-    text after it allowed), or a text with a plugin's whole message in it?  (The
-    same line printed again, as retries do, is not a part: it stays a cause.)"""
+    """Does ``line`` only repeat part of an ``earlier`` cause line (each stripped; lines
+    that are not causes are skipped), as the stray tail of a split line does: the end
+    of one of them (a stale errno text after it allowed), or a text with a plugin's
+    whole message in it?  (The same line printed again, as retries do, is not a part:
+    it stays a cause.)  The cheap string tests come first: most lines fail them."""
     core = _ERRNO_TAIL.sub("", line)
-    for before in earlier:
-        if before == line:
-            continue
-        if before.endswith(core):
-            return True
-        m = _PLUGIN.match(before)
-        if m and len(m.group("text")) >= 8 and m.group("text") in core:
-            return True
-    return False
+    return any(before != line and (before.endswith(core) or _holds_plugin_text(before, core))
+               and is_cause_line(before) for before in earlier)
+
+
+def _holds_plugin_text(before, core):
+    m = _PLUGIN.match(before) if before.startswith("nbdkit: ") and "error: " in before else None
+    return bool(m) and len(m.group("text")) >= 8 and m.group("text") in core
 
 
 def bounded(text, limit=MAX_MESSAGE):
