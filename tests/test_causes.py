@@ -240,6 +240,59 @@ def test_vddk_failures_get_their_code(case, code, message):
     assert (msg["code"], msg["message"]) == (code, message), msg
 
 
+INTRUDER = b"nbdkit: file.9: debug: client closed input socket, closing connection\n"
+_NBDKIT_ERROR = re.compile(rb"^nbdkit: (?:([\w-]+)(\[\d+\]|\.\d+)?: )?error: (.*)$", re.M)
+
+
+def nbdkit_piece_ends(m):
+    """Where nbdkit's writes of the error line ``m`` end (offsets in the line): "nbdkit: ",
+    the name, "[N]", ": ", "error: ", each 128 bytes of the message, the message."""
+    ends = [len(b"nbdkit: ")]
+    if m.group(1):
+        ends += [m.end(1) - m.start(), (m.end(2) - m.start()) if m.group(2) else None]
+        ends.append(ends[-1] + 2 if ends[-1] else m.end(1) - m.start() + 2)
+    ends.append(m.start(3) - m.start())
+    ends += list(range(m.start(3) - m.start() + 128, m.end(3) - m.start(), 128))
+    ends.append(m.end(3) - m.start())
+    return sorted({e for e in ends if e})
+
+
+def cut_by_another_line(blob, start, at):
+    """``blob`` with INTRUDER written after the first ``at`` bytes of the line at ``start``."""
+    return blob[:start + at] + INTRUDER + blob[start + at:]
+
+
+# (the VDDK failures that libvirt or virt-v2v report before nbdkit runs have no nbdkit error line)
+NO_NBDKIT_ERROR = ("wrong-password", "vm-not-found", "vm-powered-on", "libdir-missing")
+NBDKIT_SPLITS = ([("vddk/%s/v2v.log" % case, "vddk/%s/mr.log" % case, case) for case, _c, _m in VDDK
+                  if case not in NO_NBDKIT_ERROR] +
+                 [("virt-v2v-%s/%s.vx.log" % (r, s), None, None) for r, s in ECHO_SPLITS] +
+                 [(w + ".vx.log", w + ".vx.mr.log", None) for w, _c, _m in LAUNCH])
+
+
+@pytest.mark.parametrize("vx,mr,case", NBDKIT_SPLITS, ids=[c[0].rsplit(".", 2)[0] for c in NBDKIT_SPLITS])
+def test_nbdkit_error_lines_cut_by_another_line_read_the_same(vx, mr, case):
+    """CI (VDDK read error, host nbdkit 1.32): nbdkit writes an error line in pieces, and another
+    nbdkit's debug line landed after "nbdkit: vddk[4]: error: "; the message became "nbdcopy
+    command failed: nbdkit: file.9: debug: client closed input socket, closing connection".
+    Every nbdkit error line near the failure, cut at each of nbdkit's writes, reads the same."""
+    rc = 1
+    if case:
+        with open(data("vddk/%s/state.json" % case)) as f:
+            rc = json.load(f)["return_code"]
+    with open(data(vx), "rb") as f:
+        blob = f.read()
+    whole = replay(None, mr, rc, blob=blob)
+    error_at = blob.rfind(b"virt-v2v: error:")
+    window = error_at - p.LOOKBACK if error_at > 0 else len(blob) - p.LOOKBACK
+    lines = [m for m in _NBDKIT_ERROR.finditer(blob) if m.start() >= window]
+    assert lines
+    for m in lines:
+        for at in nbdkit_piece_ends(m):
+            cut = cut_by_another_line(blob, m.start(), at)
+            assert replay(None, mr, rc, blob=cut) == whole, (at, m.group(0)[:200])
+
+
 RHV = [
     ("engine_login_refused", "wrong-password",
      "failed server prechecks: ovirtsdk4.AuthError: Error during SSO authentication "

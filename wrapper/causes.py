@@ -216,7 +216,7 @@ def cause_lines(text, limit, width):
     end back to the first one that is not an echo of an earlier line (the cause
     itself), at most ``limit``.  Read from the end, so the usual case looks at a
     few lines only."""
-    lines = _LINES.split(text)
+    lines = unsplit(_LINES.split(text))
     found = []
     for at in range(len(lines) - 1, -1, -1):
         line = lines[at].strip()
@@ -227,6 +227,35 @@ def cause_lines(text, limit, width):
                 break
     found.reverse()
     return found
+
+
+# nbdkit (1.32 at least) prints an error line in pieces, one write each: "nbdkit: ", the
+# plugin's name, "[N]", ": ", "error: ", the message (itself in 128-byte pieces where glibc is
+# 2.37 or later), the newline.  Another process's line, written whole, can land between two
+# pieces: "nbdkit: vddk[4]: error: " + "nbdkit: file.9: debug: client closed input socket,
+# closing connection" on one line, the message on the next.  (Seen in CI: the VDDK read
+# error's message became that debug line.)
+_LINE_START = (r"(?:nbdkit: (?:[\w-]+(?:\[\d+\]|\.\d+): )?(?:debug|error): "
+               r"|(?:nbdcopy|libguestfs|virt-v2v|qemu-[\w-]+): )")
+_INTRUDED = re.compile(r"^(?P<head>nbdkit: .*?)(?P<intruder>%s.*)$" % _LINE_START)
+_STARTS_A_LINE = re.compile(_LINE_START)
+
+
+def unsplit(lines):
+    """``lines`` with each nbdkit line that another process's line cut in two put
+    back together: the intruder first, then the nbdkit line whole (its head, and the
+    next line, where the rest went, unless that starts a line of its own)."""
+    out = None
+    for i in range(len(lines) - 1):
+        line = lines[i].strip()
+        if not line.startswith("nbdkit: ") or line.find(": ", 8) == -1:
+            continue
+        m = _INTRUDED.match(line)
+        after = lines[i + 1].rstrip()
+        if m and not _STARTS_A_LINE.match(after.lstrip()):
+            out = out or list(lines)
+            out[i], out[i + 1] = m.group("intruder"), m.group("head") + after
+    return out or lines
 
 
 def _earlier(lines, at):
