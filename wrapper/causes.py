@@ -241,6 +241,12 @@ _INTRUDED = re.compile(r"^(?P<head>nbdkit: .*?)(?P<intruder>%s.*)$" % _LINE_STAR
 _STARTS_A_LINE = re.compile(_LINE_START)
 
 
+def _may_hold_a_line(line):
+    """A fast filter before _INTRUDED: another line's start somewhere after the first byte."""
+    return (line.find("nbdkit: ", 1) != -1 or "nbdcopy: " in line or "libguestfs: " in line
+            or "virt-v2v: " in line or "qemu-" in line)
+
+
 def unsplit(lines):
     """``lines`` with each nbdkit line that another process's line cut in two put
     back together: the intruder first, then the nbdkit line whole (its head, and the
@@ -248,7 +254,7 @@ def unsplit(lines):
     out = None
     for i in range(len(lines) - 1):
         line = lines[i].strip()
-        if not line.startswith("nbdkit: ") or line.find(": ", 8) == -1:
+        if not line.startswith("nbdkit: ") or not _may_hold_a_line(line):
             continue
         m = _INTRUDED.match(line)
         after = lines[i + 1].rstrip()
