@@ -15,8 +15,6 @@ revision REV (e.g. ``main``), alternating runs in this one process, and prints t
 "virt-v2v: error: ..., see earlier error messages") after every repetition of the body:
 the parser's worst case for error-cause extraction (a real log has one or two).
 """
-import importlib.util
-import subprocess
 import argparse
 import os
 import resource
@@ -28,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from wrapper import progress  # noqa: E402
+import gitrev  # noqa: E402  (bench/, next to this script)
 from wrapper.monitor import LogTail  # noqa: E402
 from wrapper.state import State, apply  # noqa: E402
 
@@ -70,13 +69,7 @@ def build_log(path, size_mb, disks=4, errors=False):
 
 def module_at(rev):
     """wrapper/progress.py as it is in the git revision ``rev``, as a module."""
-    root = os.path.dirname(HERE)
-    text = subprocess.run(["git", "-C", root, "show", "%s:wrapper/progress.py" % rev],
-                          check=True, capture_output=True).stdout
-    spec = importlib.util.spec_from_loader("progress_at_" + rev.replace("/", "_"), loader=None)
-    module = importlib.util.module_from_spec(spec)
-    exec(compile(text, "progress.py@" + rev, "exec"), module.__dict__)
-    return module
+    return gitrev.module_at("wrapper/progress.py", rev)
 
 
 def run(path, dialect, module=progress):
