@@ -150,10 +150,10 @@ _SEE_EARLIER = re.compile(r"(?:,? see earlier errors?(?: messages)?\.?"
 #  no export named '': <cause>: <strerror>", "exception: NBD.Error("nbd_connect_unix: the
 #  server has no export named '': <cause>: <strerror>", _)"; the strerror is libnbd's
 #  stale errno, not the cause's
+_STALE_ERRNO = r"(?:No such file or directory|Operation not permitted|Input/output error)"
 _NBDCOPY_ECHO = re.compile(r"^(?:nbdcopy: \S+: |exception: NBD\.Error\(\")nbd_connect_\w+: "
                            r"(?:the server has no export named '[^']*': )?(?P<cause>.*?)"
-                           r"(?:: (?:No such file or directory|Operation not permitted|"
-                           r"Input/output error))?(?:\", _\))?$")
+                           r"(?:: %s)?(?:\", _\))?$" % _STALE_ERRNO)
 # a plugin's own line: "nbdkit: ssh[1]: error: ...", "nbdkit: vddk[1]: error: ...",
 # "nbdkit: python.4: error: ...", and nbdkit's own "nbdkit: error: ..."
 _PLUGIN = re.compile(r"^nbdkit: (?:(?P<plugin>[\w-]+)(?:\[\d+\]|\.\d+): )?error: (?P<text>.*)$")
@@ -235,16 +235,21 @@ def cause_lines(text, limit, width):
 # pieces: "nbdkit: vddk[4]: error: " + "nbdkit: file.9: debug: client closed input socket,
 # closing connection" on one line, the message on the next.  (Seen in CI: the VDDK read
 # error's message became that debug line.)
+_OTHER_PROGRAMS = ("nbdcopy: ", "libguestfs: ", "virt-v2v: ")     # and qemu-*: (qemu-img, ...)
 _LINE_START = (r"(?:nbdkit: (?:[\w-]+(?:\[\d+\]|\.\d+): )?(?:debug|error): "
-               r"|(?:nbdcopy|libguestfs|virt-v2v|qemu-[\w-]+): )")
+               r"|%s|qemu-[\w-]+: )" % "|".join(map(re.escape, _OTHER_PROGRAMS)))
 _INTRUDED = re.compile(r"^(?P<head>nbdkit: .*?)(?P<intruder>%s.*)$" % _LINE_START)
 _STARTS_A_LINE = re.compile(_LINE_START)
 
 
 def _may_hold_a_line(line):
     """A fast filter before _INTRUDED: another line's start somewhere after the first byte."""
-    return (line.find("nbdkit: ", 1) != -1 or "nbdcopy: " in line or "libguestfs: " in line
-            or "virt-v2v: " in line or "qemu-" in line)
+    if line.find("nbdkit: ", 1) != -1 or "qemu-" in line:
+        return True
+    for program in _OTHER_PROGRAMS:
+        if program in line:
+            return True
+    return False
 
 
 def unsplit(lines):
@@ -272,7 +277,7 @@ def _earlier(lines, at):
 # unbuffered stream such as stderr in pieces of at most 128 bytes, so another process's line
 # can land inside a long line.  nbdcopy's echo of a plugin's failure is such a line; the part
 # after the split is a "line" of its own, a stray tail that repeats an earlier cause.
-_ERRNO_TAIL = re.compile(r"(?:^|: )(?:No such file or directory|Operation not permitted|Input/output error)$")
+_ERRNO_TAIL = re.compile(r"(?:^|: )%s$" % _STALE_ERRNO)
 
 
 def repeats(line, earlier):
