@@ -247,14 +247,11 @@ _NBDKIT_ERROR = re.compile(rb"^nbdkit: (?:([\w-]+)(\[\d+\]|\.\d+)?: )?error: (.*
 def nbdkit_piece_ends(m):
     """Where nbdkit's writes of the error line ``m`` end (offsets in the line): "nbdkit: ",
     the name, "[N]", ": ", "error: ", each 128 bytes of the message, the message."""
-    ends = [len(b"nbdkit: ")]
-    if m.group(1):
-        ends += [m.end(1) - m.start(), (m.end(2) - m.start()) if m.group(2) else None]
-        ends.append(ends[-1] + 2 if ends[-1] else m.end(1) - m.start() + 2)
-    ends.append(m.start(3) - m.start())
-    ends += list(range(m.start(3) - m.start() + 128, m.end(3) - m.start(), 128))
-    ends.append(m.end(3) - m.start())
-    return sorted({e for e in ends if e})
+    start, text_at = m.start(), m.start(3) - m.start()
+    ends = {len(b"nbdkit: "), text_at - len(b"error: "), text_at, m.end(3) - start}
+    ends.update(m.end(g) - start for g in (1, 2) if m.group(g))
+    ends.update(range(text_at + 128, m.end(3) - start, 128))
+    return sorted(ends)
 
 
 def cut_by_another_line(blob, start, at):
